@@ -1,0 +1,163 @@
+"""Reverse mode, symbolic: the VJP formulas of a formula, and the gradient program of a Program."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..declare.formula import Formula
+from ..declare.functions import heaviside_to_step
+from ..declare.program import Program
+from ..errors import FormulaError
+from .eliminate import build, eliminate_deltas
+from .terms import NotDifferentiable, base_name, flatten, fresh_index
+
+
+def grad_name(tensor: str) -> str:
+    return f"grad_{tensor}"
+
+
+def vjp(formula: Formula, wrt=None) -> dict:
+    """{input name: Formula computing grad_<input>[P] = Σ_I grad_<out>[I] ∂out[I]/∂input[P]}."""
+    cache = formula.__dict__.setdefault("_vjp_cache", {})
+    names = [t.name for t in formula.inputs if not t.integer] if wrt is None else list(wrt)
+    for n in names:
+        if n not in cache:
+            cache[n] = _vjp_one(formula, formula.input(n))
+    return {n: cache[n] for n in names}
+
+
+def _vjp_one(f: Formula, x) -> Formula:
+    if x.integer:
+        raise FormulaError(f.name, f"{x.name} is an integer tensor: it has no gradient")
+    out = f.output
+    g = sp.IndexedBase(grad_name(out.name), real=True)
+    outer = {i: fresh_index(i.name) for i in f.indices}
+    body = f.body.xreplace(outer)
+    if x.rank == 0:
+        target, p = next(s for s in f.scalars if s.name == x.name), ()
+    else:
+        base = next(b for b in f.body.atoms(sp.IndexedBase) if str(b.label) == x.name)
+        p = tuple(fresh_index("p") for _ in range(x.rank))
+        target = base[p]
+    try:
+        terms = flatten(heaviside_to_step(sp.diff(body, target)))
+    except NotDifferentiable as err:
+        raise FormulaError(f.name, f"d/d{x.name}: {err}") from None
+    seed = g[tuple(outer[i] for i in f.indices)] if f.indices else sp.Symbol(grad_name(out.name), real=True)
+    out_sums = [(outer[i], lo, hi) for i, (lo, hi) in f.ranges.items()]
+    free_ranges = {pi: (sp.Integer(0), d - 1) for pi, d in zip(p, x.shape, strict=True)}
+    total = sp.Integer(0)
+    for t in terms:
+        t.coeff, t.sums = t.coeff * seed, out_sums + t.sums
+        t = eliminate_deltas(t, set(p))
+        if t is not None:
+            total += build(t, free_ranges)
+    names = _index_names(f, x, p)
+    total, names = _tidy(total, names, f)
+    shapes = {t.name: t.shape for t in f.inputs if t.rank}
+    if f.indices:
+        shapes[g.name] = out.shape
+    integer = {t.name for t in f.inputs if t.integer}
+    ranges = {names[pi]: (0, d - 1) for pi, d in zip(p, x.shape, strict=True)}
+    domains = dict(f.domains, **{g.name: (-1.0, 1.0)})
+    return Formula.from_parts(f"{f.name}.vjp.{x.name}", grad_name(x.name), tuple(names[pi] for pi in p),
+                              ranges, total, shapes, integer, domains, f.sizes)
+
+
+def _index_names(f: Formula, x, p) -> dict:
+    """Name gradient indices after the indices the forward formula reads the input with."""
+    names, used = {}, set()
+    for read in f.reads:
+        if str(read.base.label) != x.name:
+            continue
+        for pi, pos in zip(p, read.indices, strict=True):
+            if pi not in names and isinstance(pos, sp.Symbol) and pos.name not in used:
+                names[pi] = pos.name
+                used.add(pos.name)
+    letters = iter("pqrsuvw")
+    for pi in p:
+        if pi not in names:
+            n = next(letters)
+            while n in used:
+                n = next(letters)
+            names[pi] = n
+            used.add(n)
+    return names
+
+
+def _tidy(expr, names: dict, f: Formula):
+    """Give fresh symbols readable names: gradient indices first, then each summation index its
+    original name unless taken."""
+    taken = set(names.values()) | {str(d) for d in f.dims} | {t.name for t in f.inputs}
+    mapping = {p: sp.Symbol(n, integer=True) for p, n in names.items()}
+    for s in expr.atoms(sp.Sum):
+        for var, _, _ in s.limits:
+            if var in mapping:
+                continue
+            n, k = base_name(var), 2
+            candidate = n
+            while candidate in taken:
+                candidate, k = f"{n}{k}", k + 1
+            taken.add(candidate)
+            mapping[var] = sp.Symbol(candidate, integer=True)
+    return expr.xreplace(mapping), {p: mapping[p] for p in names}
+
+
+def rename(f: Formula, tensors: dict, name: str | None = None) -> Formula:
+    """The same formula with tensors renamed (inputs and output)."""
+    swap = {b: sp.IndexedBase(tensors[str(b.label)], shape=b.shape, real=b.is_real, integer=b.is_integer)
+            for b in f.body.atoms(sp.IndexedBase) if str(b.label) in tensors}
+    swap.update({s: sp.Symbol(tensors[s.name], real=True) for s in f.scalars if s.name in tensors})
+    shapes = {tensors.get(t.name, t.name): t.shape for t in f.inputs if t.rank}
+    integer = {tensors.get(t.name, t.name) for t in f.inputs if t.integer}
+    domains = {tensors.get(k, k): v for k, v in f.domains.items()}
+    return Formula.from_parts(name or f.name, tensors.get(f.output.name, f.output.name), f.indices,
+                              f.ranges, f.body.xreplace(swap), shapes, integer, domains, f.sizes)
+
+
+def program_vjp(prog: Program, wrt=None) -> Program:
+    """Reverse mode through the DAG: forward formulas, then each formula's VJPs in reverse order,
+    with contributions to a tensor read by several formulas summed."""
+    wanted = [t.name for t in prog.inputs if not t.integer] if wrt is None else list(wrt)
+    formulas = list(prog.formulas)
+    produced = {f.output.name for f in prog.formulas}
+    consumers: dict[str, int] = {}
+    for f in prog.formulas:
+        for t in f.input_names:
+            consumers[t] = consumers.get(t, 0) + 1
+    contributions: dict[str, list] = {o: [grad_name(o)] for o in prog.outputs}
+    shapes = {t.name: t.shape for t in prog.inputs}
+    shapes.update({f.output.name: f.output.shape for f in prog.formulas})
+    for f in reversed(prog.formulas):
+        parts = contributions.get(f.output.name)
+        if not parts:
+            continue  # does not reach an output
+        g = _accumulate(formulas, f.output.name, parts, shapes[f.output.name], f)
+        for x in f.inputs:
+            if x.integer or (x.name not in produced and x.name not in wanted):
+                continue
+            k = len(contributions.setdefault(x.name, []))
+            target = grad_name(x.name) if consumers[x.name] == 1 else f"{grad_name(x.name)}__{k}"
+            gf = vjp(f, [x.name])[x.name]
+            formulas.append(rename(gf, {grad_name(f.output.name): g, grad_name(x.name): target},
+                                   name=f"{prog.name}.vjp.{f.output.name}.{x.name}"))
+            contributions[x.name].append(target)
+    outs = []
+    for n in wanted:
+        parts = contributions.get(n)
+        if not parts:
+            raise FormulaError(prog.name, f"input {n} does not reach the outputs {prog.outputs}")
+        outs.append(_accumulate(formulas, n, parts, shapes[n], prog.producer if False else None))
+    return Program(formulas, name=f"{prog.name}.vjp", outputs=outs)
+
+
+def _accumulate(formulas, tensor, parts, shape, _f):
+    """Name of the tensor that holds the total gradient of `tensor`, adding a sum formula if needed."""
+    if len(parts) == 1:
+        return parts[0]
+    idx = tuple(sp.Symbol(f"i{a}", integer=True) for a in range(len(shape)))
+    reads = [sp.IndexedBase(p, real=True)[idx] if idx else sp.Symbol(p, real=True) for p in parts]
+    shapes = {p: shape for p in parts} if idx else {}
+    formulas.append(Formula.from_parts(f"accumulate.{tensor}", grad_name(tensor), idx,
+                                       {i: (0, d - 1) for i, d in zip(idx, shape, strict=True)},
+                                       sp.Add(*reads), shapes))
+    return grad_name(tensor)

@@ -1,0 +1,5 @@
+"""Small datasets bundled with symdl for offline examples and tests."""
+
+from . import digits
+
+__all__ = ["digits"]

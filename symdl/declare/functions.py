@@ -1,0 +1,42 @@
+"""Elementwise functions SymPy lacks, with their derivatives (the rule lives with the function)."""
+import sympy as sp
+
+
+class sigmoid(sp.Function):
+    """The logistic function 1 / (1 + exp(-x)); kept whole so backends can print a stable form."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sp.exp(-x))
+
+
+class softplus(sp.Function):
+    """log(1 + exp(x)), whose derivative is the sigmoid."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sp.log(1 + sp.exp(x))
+
+
+def relu(x: sp.Expr) -> sp.Expr:
+    """max(x, 0); its derivative at 0 is 0, the frameworks' convention."""
+    return sp.Max(x, 0)
+
+
+def step(x: sp.Expr) -> sp.Expr:
+    """1 where x > 0, else 0 (the derivative of relu, and symdl's Heaviside)."""
+    return sp.Piecewise((1, x > 0), (0, True))
+
+
+def heaviside_to_step(expr: sp.Expr) -> sp.Expr:
+    """SymPy's Heaviside(0) is 1/2; symdl uses the frameworks' ReLU convention (0 at 0)."""
+    return expr.replace(sp.Heaviside, lambda *a: step(a[0]))

@@ -1,0 +1,107 @@
+"""Program: a DAG of formulas whose outputs feed later formulas (softmax = exp, row sum, divide)."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..errors import FormulaError
+from .formula import Formula, Tensor
+
+
+class Program:
+    """Formulas in dependency order. Inputs are the tensors no formula produces; outputs default
+    to the tensors no formula consumes.
+
+        >>> prog = symdl.Program([exp_f, sum_f, div_f], name="softmax")
+        >>> prog.compile()(z=Z)            # -> the output array
+    """
+
+    def __init__(self, formulas, name: str = "program", outputs=None):
+        self.name = name
+        self.formulas = _topological(name, list(formulas))
+        produced = {f.output.name: f for f in self.formulas}
+        consumed = {t for f in self.formulas for t in f.input_names}
+        self.outputs = tuple(outputs) if outputs else tuple(
+            f.output.name for f in self.formulas if f.output.name not in consumed)
+        for o in self.outputs:
+            if o not in produced:
+                raise FormulaError(name, f"output {o!r} is not produced by any formula of the program")
+        inputs: dict[str, Tensor] = {}
+        for f in self.formulas:
+            for t in f.inputs:
+                if t.name not in produced:
+                    inputs.setdefault(t.name, t)
+        self.inputs = tuple(inputs.values())
+        self.domains = {}
+        for f in self.formulas:
+            for t, dom in f.domains.items():
+                if t in inputs:
+                    self.domains.setdefault(t, dom)
+        self.sizes = {}
+        for f in self.formulas:
+            self.sizes.update(f.sizes)
+        self.dims = tuple(sorted({d for f in self.formulas for d in f.dims}, key=str))
+        self.scalars = tuple(sp.Symbol(t.name) for t in self.inputs if t.rank == 0)
+
+    @property
+    def input_names(self) -> tuple:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output(self) -> Tensor:
+        """The single output's tensor (programs with several outputs have no single `output`)."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"program {self.name!r} has outputs {self.outputs}, not one")
+        return self.producer(self.outputs[0]).output
+
+    def producer(self, name: str) -> Formula:
+        for f in self.formulas:
+            if f.output.name == name:
+                return f
+        raise KeyError(name)
+
+    def vjp(self, wrt=None) -> "Program":
+        """The gradient program: forward formulas, then reverse-mode gradient formulas; its outputs
+        are grad_<input> for each input, its extra input grad_<output>."""
+        from ..autodiff import program_vjp
+        return program_vjp(self, wrt)
+
+    def compile(self, backend: str = "cpu", **options):
+        from ..runtime import compile_program
+        return compile_program(self, backend=backend, **options)
+
+    def key(self) -> str:
+        return "|".join(f.key() for f in self.formulas) + "|" + ",".join(self.outputs)
+
+    def __repr__(self) -> str:
+        return f"Program({self.name}:\n" + "\n".join(f"  {f!r}" for f in self.formulas) + ")"
+
+    def pretty(self) -> str:
+        return "\n".join(f.pretty() for f in self.formulas)
+
+    def latex(self) -> str:
+        return " \\\\\n".join(f.latex() for f in self.formulas)
+
+
+def _topological(name, formulas):
+    by_output: dict[str, Formula] = {}
+    for f in formulas:
+        if f.output.name in by_output:
+            raise FormulaError(name, f"tensor {f.output.name!r} is produced by two formulas")
+        by_output[f.output.name] = f
+    order, state = [], {}
+
+    def visit(f, path):
+        if state.get(f.name) == "done":
+            return
+        if state.get(f.name) == "active":
+            raise FormulaError(name, f"cycle through {' -> '.join(path + [f.output.name])}")
+        state[f.name] = "active"
+        for t in f.input_names:
+            if t in by_output:
+                visit(by_output[t], path + [f.output.name])
+        state[f.name] = "done"
+        order.append(f)
+
+    for f in formulas:
+        visit(f, [])
+    return order

@@ -69,6 +69,7 @@ class Formula:
             if not isinstance(idx, sp.Idx):
                 raise FormulaError(name, f"output index {idx} must be a sympy.Idx with a range")
         indices = tuple(rename[idx] for idx in out_idx)
+        self._strict = True
         declared = {str(b.label): b.shape for b in eq.atoms(sp.IndexedBase) if b.shape is not None}
         integer = {str(b.label) for b in eq.atoms(sp.IndexedBase) if b.is_integer}
         self._init(name, out_name, indices, ranges, rhs.xreplace(rename), declared, integer,
@@ -80,6 +81,7 @@ class Formula:
                    sizes: dict | None = None) -> "Formula":
         """Build a formula from canonical parts (what autodiff and passes produce)."""
         self = cls.__new__(cls)
+        self._strict = False
         self._init(name, out_name, tuple(indices), dict(ranges), body, dict(shapes or {}),
                    set(integer or ()), dict(domains or {}), dict(sizes or {}))
         return self
@@ -110,7 +112,8 @@ class Formula:
             raise FormulaError(name, f"the output {out_name} is also read ({bad[0]}): a formula may "
                                      f"not read what it writes (use a Program or a scan)")
         self._check_index_expressions(reads, integer)
-        shape_rules = _shape_rules(body, self.ranges, declared)
+        read_names = {str(r.base.label) for r in reads}
+        shape_rules = _shape_rules(body, self.ranges, {t: d for t, d in declared.items() if t in read_names})
         self.read_checks = read_checks(body, self.ranges, self.all_indices)
         names = list(dict.fromkeys(str(r.base.label) for r in reads))
         shapes = {}
@@ -140,8 +143,12 @@ class Formula:
         self.dims = tuple(sorted(dims, key=str))
         bindable = {cands_sym for (t, a), cands in shape_rules.items() for cands_sym in cands
                     if isinstance(cands_sym, sp.Symbol)}
+        out_bare = {hi + 1 for lo, hi in self.ranges.values()}
         unbound = [d for d in self.dims if d not in bindable]
-        if unbound:
+        # gradient formulas may take a length only from their output (grad_w of a convolution):
+        # the caller then passes it (Kernel(..., dims=) or out=)
+        self.output_bound = tuple(d for d in unbound if d in out_bare)
+        if unbound and (self._strict or len(self.output_bound) < len(unbound)):
             raise FormulaError(name, f"dimension {unbound[0]} is not the length of any input axis, so a "
                                      f"call cannot bind it; write output ranges as expressions of input "
                                      f"dimensions")

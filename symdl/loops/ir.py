@@ -1,0 +1,159 @@
+"""The loop IR: backend-neutral loops, guards, scalar accumulators, stores and library calls.
+
+Plain frozen dataclasses holding SymPy expressions; `format_ir` prints them, `check` asserts the
+invariants every backend relies on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+
+@dataclass(frozen=True)
+class Loop:
+    """for var in [lo, stop): body. `parallel` marks the loop a backend may run in parallel."""
+
+    var: sp.Symbol
+    lo: sp.Expr
+    stop: sp.Expr
+    body: tuple
+    parallel: bool = False
+
+
+@dataclass(frozen=True)
+class Let:
+    """A scalar temporary (a float unless `integer`)."""
+
+    name: sp.Symbol
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
+class Accumulate:
+    """name += value, into a scalar temporary living in registers."""
+
+    name: sp.Symbol
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
+class Store:
+    tensor: str
+    index: tuple
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
+class If:
+    cond: sp.Basic
+    then: tuple
+    orelse: tuple = ()
+
+
+@dataclass(frozen=True)
+class MatMul:
+    """Library call: out = op(a) @ op(b), op transposing where asked (served by BLAS)."""
+
+    out: str
+    a: str
+    b: str
+    trans_a: bool
+    trans_b: bool
+
+
+@dataclass(frozen=True)
+class Nest:
+    """One compiled function: statements over the tensors it names."""
+
+    name: str
+    body: tuple
+    tensors: tuple  # names of the arrays it reads or writes
+    parallel_work: sp.Expr  # estimated work; backends parallelise the outer loop when it is large
+
+
+@dataclass(frozen=True)
+class Temp:
+    name: str
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class LoopProgram:
+    """Everything one formula's kernel does, in order."""
+
+    name: str
+    formula: str  # the formula as text, for generated headers
+    inputs: tuple  # Tensor specs
+    output: object  # Tensor spec
+    dims: tuple
+    temps: tuple
+    steps: tuple  # MatMul | Nest
+
+
+def format_ir(prog: LoopProgram) -> str:
+    lines = [f"kernel {prog.name}({', '.join(t.name for t in prog.inputs)}) -> {prog.output.name}"
+             f"{list(prog.output.shape)}"]
+    for t in prog.temps:
+        lines.append(f"  temp {t.name}{list(t.shape)}")
+    for step in prog.steps:
+        if isinstance(step, MatMul):
+            ta, tb = ".T" if step.trans_a else "", ".T" if step.trans_b else ""
+            lines.append(f"  {step.out} = matmul({step.a}{ta}, {step.b}{tb})")
+        else:
+            lines.append(f"  nest {step.name}  (work ~ {step.parallel_work}):")
+            lines += _format_body(step.body, "    ")
+    return "\n".join(lines)
+
+
+def _format_body(body, pad):
+    out = []
+    for s in body:
+        if isinstance(s, Loop):
+            out.append(f"{pad}{'parallel ' if s.parallel else ''}for {s.var} in [{s.lo}, {s.stop}):")
+            out += _format_body(s.body, pad + "  ")
+        elif isinstance(s, Let):
+            out.append(f"{pad}{s.name} = {s.value}")
+        elif isinstance(s, Accumulate):
+            out.append(f"{pad}{s.name} += {s.value}")
+        elif isinstance(s, Store):
+            out.append(f"{pad}{s.tensor}[{', '.join(map(str, s.index))}] = {s.value}")
+        elif isinstance(s, If):
+            out.append(f"{pad}if {s.cond}:")
+            out += _format_body(s.then, pad + "  ")
+            if s.orelse:
+                out.append(f"{pad}else:")
+                out += _format_body(s.orelse, pad + "  ")
+    return out
+
+
+def check(prog: LoopProgram) -> None:
+    """Invariants: temporaries are defined before use, loop variables are not reused in scope,
+    stores go only to the output or to temporaries, every step's tensors exist."""
+    arrays = {t.name for t in prog.inputs} | {prog.output.name} | {t.name for t in prog.temps}
+    writable = {prog.output.name} | {t.name for t in prog.temps}
+    for step in prog.steps:
+        if isinstance(step, MatMul):
+            assert {step.a, step.b, step.out} <= arrays, step
+            assert step.out in writable, step
+            continue
+        assert set(step.tensors) <= arrays, (step.tensors, arrays)
+        _check_body(step.body, set(), set(prog.dims) | {sp.Symbol(t.name, real=True)
+                                                          for t in prog.inputs if t.rank == 0}, writable)
+
+
+def _check_body(body, loop_vars, defined, writable):
+    defined = set(defined)
+    for s in body:
+        if isinstance(s, Loop):
+            assert s.var not in loop_vars, f"loop variable {s.var} reused"
+            _check_body(s.body, loop_vars | {s.var}, defined | {s.var}, writable)
+        elif isinstance(s, Let):
+            defined.add(s.name)
+        elif isinstance(s, Accumulate):
+            assert s.name in defined, f"{s.name} accumulated before it is defined"
+        elif isinstance(s, Store):
+            assert s.tensor in writable, f"store to read-only {s.tensor}"
+        elif isinstance(s, If):
+            _check_body(s.then, loop_vars, defined, writable)
+            _check_body(s.orelse, loop_vars, defined, writable)

@@ -1,0 +1,103 @@
+"""Lowering: a Formula becomes a LoopProgram (library calls, then one loop nest).
+
+Output indices become loops in the left side's order (the last index innermost, so stores are
+contiguous); each Sum becomes a register accumulator with its loop; guards become `If`s so that a
+guarded read is never executed outside its range; CSE runs on loop bodies, never across a Sum.
+"""
+from __future__ import annotations
+
+import itertools
+
+import sympy as sp
+
+from ..declare.formula import Formula, Tensor
+from ..passes.contraction import extract_matmuls
+from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
+
+
+class _Names:
+    def __init__(self, taken):
+        self.taken = set(taken)
+        self.counters: dict = {}
+
+    def new(self, prefix: str) -> sp.Symbol:
+        c = self.counters.setdefault(prefix, itertools.count())
+        while True:
+            name = f"{prefix}{next(c)}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return sp.Symbol(name, real=True)
+
+
+def lower(f: Formula) -> LoopProgram:
+    body, contractions = extract_matmuls(f)
+    temps = [Temp(c.temp, c.shape) for c in contractions]
+    steps = [MatMul(c.temp, c.a, c.b, c.trans_a, c.trans_b) for c in contractions]
+    direct = (len(contractions) == 1 and f.indices
+              and body == sp.IndexedBase(contractions[0].temp, real=True)[f.indices])
+    if direct:  # the whole formula is one matrix product: BLAS writes the output itself
+        c = contractions[0]
+        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
+                           (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
+    taken = {str(s) for s in body.free_symbols} | {t.name for t in f.inputs} | {f.output.name}
+    names = _Names(taken)
+    stmts, value = emit(body, names)
+    index = f.indices or (sp.Integer(0),)
+    nest = tuple(stmts) + tuple(_with_cse(Store(f.output.name, index, value), names))
+    for depth, i in reversed(list(enumerate(f.indices))):
+        lo, hi = f.ranges[i]
+        nest = (Loop(i, lo, hi + 1, nest, parallel=depth == 0),)
+    work = sp.Mul(*[hi + 1 for _, hi in f.ranges.values()]) * (8 if body.has(sp.Sum) else 1)
+    used = {str(b.label) for b in body.atoms(sp.IndexedBase)}
+    arrays = [t.name for t in f.inputs if t.rank and t.name in used] + [
+        t.name for t in temps if t.name in used] + [f.output.name]
+    steps.append(Nest("loops", nest, tuple(arrays), work))
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps), tuple(steps))
+
+
+def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
+    """Statements that compute the Sums and guarded branches of `expr`, and the value left."""
+    if not expr.has(sp.Sum):
+        return [], expr
+    if isinstance(expr, sp.Sum):
+        (var, lo, hi), *rest = expr.limits
+        inner = sp.Sum(expr.function, *rest) if rest else expr.function
+        guard = None
+        if isinstance(inner, sp.Piecewise) and len(inner.args) == 2 and inner.args[1] == (0, True):
+            inner, guard = inner.args[0]
+        acc = names.new("acc")
+        stmts, value = emit(inner, names)
+        body = stmts + _with_cse(Accumulate(acc, value), names)
+        if guard is not None:
+            body = [If(guard, tuple(body))]
+        return [Let(acc, sp.Integer(0)), Loop(var, lo, hi + 1, tuple(body))], acc
+    if isinstance(expr, sp.Piecewise):
+        t = names.new("t")
+        chain: tuple = (Let(t, sp.Integer(0)),)
+        for value, cond in reversed(expr.args):
+            stmts, v = emit(value, names)
+            branch = tuple(stmts) + (Let(t, v),)
+            chain = branch if cond is sp.true else (If(cond, branch, chain),)
+        return [Let(t, sp.Integer(0))] + list(chain), t
+    stmts, args = [], []
+    for a in expr.args:
+        s, v = emit(a, names)
+        stmts += s
+        args.append(v)
+    return stmts, expr.func(*args)
+
+
+def _with_cse(stmt, names: _Names) -> list:
+    """CSE on one statement's value (never across guards: a guarded read must stay guarded)."""
+    if stmt.value.has(sp.Piecewise) or stmt.value.is_Atom:
+        return [stmt]
+    sym = iter(lambda: names.new("c"), None)
+    pairs, (reduced,) = sp.cse(stmt.value, symbols=sym, order="none")
+    return [Let(s, v) for s, v in pairs] + [type(stmt)(*_fields(stmt)[:-1], reduced)]
+
+
+def _fields(stmt):
+    return [getattr(stmt, f) for f in stmt.__dataclass_fields__]
+
+
+__all__ = ["lower", "emit", "Tensor"]

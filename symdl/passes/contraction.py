@@ -1,0 +1,76 @@
+"""Contraction detection: a Sum that is a matrix product of two 2-D tensors becomes a GEMM.
+
+BLAS beats every generated loop nest for every matrix-product shape measured (NOTES.md), so
+`Sum(A[u, k] * B[k, v], k)` (either operand transposed, times index-free factors) is replaced by
+a read of a temporary `T[u, v]` that a library call fills before the loops run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..declare.formula import Formula
+
+
+@dataclass(frozen=True)
+class Contraction:
+    temp: str
+    a: str
+    b: str
+    trans_a: bool
+    trans_b: bool
+    shape: tuple  # (rows, cols)
+
+
+def extract_matmuls(f: Formula) -> tuple[sp.Expr, list]:
+    """Return the body with matrix-product Sums replaced by temporaries, and the contractions."""
+    found: dict = {}
+    order = list(f.indices)
+
+    def visit(expr):
+        if isinstance(expr, sp.Sum):
+            hit = _match(expr, f, order)
+            if hit is not None:
+                key = expr
+                if key not in found:
+                    found[key] = hit(f"T{len(found)}")
+                c = found[key]
+                u, v = c[1]
+                return c[2] * sp.IndexedBase(c[0].temp, real=True)[u, v]
+            return expr
+        if not expr.args or isinstance(expr, sp.Indexed):
+            return expr
+        return expr.func(*[visit(a) for a in expr.args])
+
+    body = visit(f.body)
+    return body, [c[0] for c in found.values()]
+
+
+def _match(s: sp.Sum, f: Formula, order):
+    if len(s.limits) != 1:
+        return None
+    k, lo, hi = s.limits[0]
+    if lo != 0 or hi.free_symbols & f.all_indices:
+        return None
+    reads = [a for a in sp.Mul.make_args(s.function) if isinstance(a, sp.Indexed)]
+    rest = [a for a in sp.Mul.make_args(s.function) if not isinstance(a, sp.Indexed)]
+    if len(reads) != 2 or any(r.free_symbols & f.all_indices for r in rest):
+        return None
+    ops = []
+    for r in reads:
+        if r.base.is_integer or len(r.indices) != 2 or list(r.indices).count(k) != 1:
+            return None
+        other = r.indices[1] if r.indices[0] == k else r.indices[0]
+        if other not in f.ranges:
+            return None
+        ops.append((r, other, r.indices[0] == k))
+    (ra, u, ta), (rb, v, tb_first) = sorted(ops, key=lambda o: order.index(o[1]))
+    if u == v:
+        return None
+    # op(a) must be (u, k): a transposed when k comes first; op(b) must be (k, v): transposed when k is last
+    trans_b = not tb_first
+    shape = (f.ranges[u][1] + 1, f.ranges[v][1] + 1)
+    coeff = sp.Mul(*rest)
+    return lambda name: (Contraction(name, str(ra.base.label), str(rb.base.label), ta, trans_b, shape),
+                         (u, v), coeff)

@@ -1,0 +1,59 @@
+"""ProgramKernel: runs a Program's formula kernels in dependency order."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autodiff import grad_name
+from .kernel import Kernel
+
+
+class ProgramKernel:
+    """Calls return the single output (or a dict of outputs); `vjp` runs the gradient program."""
+
+    def __init__(self, program, backend: str = "cpu", check_finite: bool = False):
+        self.program, self.backend, self.check_finite = program, backend, check_finite
+        self.kernels = [Kernel(f, backend, check_finite) for f in program.formulas]
+        self._grad = None
+
+    def __repr__(self) -> str:
+        return f"ProgramKernel({self.program.name}, {len(self.kernels)} kernels)"
+
+    def run(self, **arrays) -> dict:
+        """All tensors the program computes, by name (inputs included)."""
+        names = set(self.program.input_names)
+        if arrays.keys() != names:
+            missing, extra = sorted(names - arrays.keys()), sorted(arrays.keys() - names)
+            raise ValueError(f"program {self.program.name!r}: missing {missing}, unexpected {extra}; "
+                             f"it takes {sorted(names)}")
+        env = dict(arrays)
+        for k in self.kernels:
+            env[k.formula.output.name] = k(**{n: _scalar(env[n], t) for n, t in
+                                              ((t.name, t) for t in k.formula.inputs)})
+        return env
+
+    def __call__(self, **arrays):
+        env = self.run(**arrays)
+        outs = self.program.outputs
+        return env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
+
+    def vjp(self, grad, **arrays) -> dict:
+        """{input name: gradient}; `grad` is the upstream gradient of the single output, or a dict
+        {output name: gradient}."""
+        if self._grad is None:
+            self._grad = ProgramKernel(self.program.vjp(), self.backend, self.check_finite)
+        outs = self.program.outputs
+        grads = grad if isinstance(grad, dict) else {outs[0]: grad}
+        if len(grads) != len(outs) or set(grads) != set(outs):
+            raise ValueError(f"program {self.program.name!r}: give the upstream gradient of each output "
+                             f"{list(outs)}")
+        feed = dict(arrays, **{grad_name(o): g for o, g in grads.items()})
+        env = self._grad.run(**{n: feed[n] for n in self._grad.program.input_names if n in feed},
+                             **{n: feed[n] for n in self._grad.program.input_names if n not in feed})
+        return {t.name: env[grad_name(t.name)] for t in self.program.inputs if not t.integer}
+
+
+def _scalar(value, tensor):
+    """A rank-0 result (a loss) feeds later formulas as a scalar."""
+    if tensor.rank == 0 and isinstance(value, np.ndarray):
+        return value.reshape(()).item()
+    return value

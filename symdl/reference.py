@@ -1,0 +1,141 @@
+"""The NumPy reference evaluator: the living definition of what a formula means.
+
+It walks the SymPy expression with NumPy broadcasting, one array axis per index, and shares
+nothing with the loop IR or the backends; every backend is tested against it. Reads outside a
+tensor are zero (so guarded reads in gradient formulas need no special case here).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import sympy as sp
+
+from .declare.functions import sigmoid, softplus
+
+FUNCTIONS = {
+    sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
+    sp.Abs: np.abs, sp.sign: np.sign, sp.floor: np.floor, sp.ceiling: np.ceil,
+    sigmoid: lambda x: np.exp(-np.logaddexp(0.0, -x)), softplus: lambda x: np.logaddexp(0.0, x),
+    sp.Heaviside: lambda x: (x > 0).astype(np.float64),
+}
+
+
+def evaluate(formula, arrays: dict, dims: dict | None = None) -> np.ndarray:
+    """out[I] for every I, in float64. `dims` are bound from the arrays' shapes when not given."""
+    if dims is None:
+        from .runtime.binding import Binder
+        shapes = {t.name: np.shape(arrays[t.name]) for t in formula.inputs}
+        dims = Binder(formula).bind(shapes, None, None)
+    names = {str(d): int(v) for d, v in dims.items()}
+    symbols = [*formula.indices, *sorted(formula.reduction_indices, key=str)]
+    ev = _Evaluator({s: a for a, s in enumerate(symbols)}, len(symbols), arrays, names)
+    env = {}
+    for a, i in enumerate(formula.indices):
+        lo, hi = formula.ranges[i]
+        env[i] = ev.place(np.arange(int(ev.scalar(lo, env)), int(ev.scalar(hi, env)) + 1), a)
+    value = np.asarray(ev.eval(formula.body, env), dtype=np.float64)
+    shape = tuple(int(ev.scalar(hi, env)) + 1 for _, hi in formula.ranges.values())
+    if value.ndim:  # axes past the output's are summed out (size 1)
+        value = value.reshape(value.shape[:len(shape)])
+    return np.array(np.broadcast_to(value, shape), dtype=np.float64)
+
+
+class _Evaluator:
+    def __init__(self, axes, ndim, arrays, dims):
+        self.axes, self.ndim, self.arrays, self.dims = axes, ndim, arrays, dims
+
+    def place(self, values, axis):
+        shape = [1] * self.ndim
+        shape[axis] = len(values)
+        return values.reshape(shape)
+
+    def scalar(self, e, env):
+        v = self.eval(e, env)
+        return np.asarray(v)
+
+    def eval(self, e, env):
+        if e.is_Number:
+            return float(e) if not e.is_Integer else int(e)
+        if isinstance(e, sp.NumberSymbol):
+            return float(e)
+        if isinstance(e, sp.Symbol):
+            if e in env:
+                return env[e]
+            if e.name in self.dims:
+                return self.dims[e.name]
+            return float(self.arrays[e.name])
+        if isinstance(e, sp.Indexed):
+            return self.read(e, env)
+        if isinstance(e, sp.Sum):
+            return self.sum(e, env)
+        if isinstance(e, sp.Add):
+            return functools.reduce(np.add, [self.eval(a, env) for a in e.args])
+        if isinstance(e, sp.Mul):
+            return functools.reduce(np.multiply, [self.eval(a, env) for a in e.args])
+        if isinstance(e, sp.Pow):
+            base, ex = self.eval(e.base, env), self.eval(e.exp, env)
+            with np.errstate(all="ignore"):
+                return np.power(np.asarray(base, dtype=np.float64), ex)
+        if isinstance(e, (sp.Max, sp.Min)):
+            op = np.maximum if isinstance(e, sp.Max) else np.minimum
+            return functools.reduce(op, [self.eval(a, env) for a in e.args])
+        if isinstance(e, sp.Piecewise):
+            out = 0.0
+            for value, cond in reversed(e.args):
+                v = self.eval(value, env)
+                out = v if cond is sp.true else np.where(self.eval(cond, env), v, out)
+            return out
+        if isinstance(e, sp.KroneckerDelta):
+            return (np.asarray(self.eval(e.args[0], env)) == self.eval(e.args[1], env)).astype(np.float64)
+        if isinstance(e, sp.Mod):
+            return np.mod(self.eval(e.args[0], env), self.eval(e.args[1], env))
+        if isinstance(e, sp.core.relational.Relational):
+            a, b = self.eval(e.lhs, env), self.eval(e.rhs, env)
+            return {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
+                    ">": np.greater, ">=": np.greater_equal}[e.rel_op](a, b)
+        if isinstance(e, sp.And):
+            return functools.reduce(np.logical_and, [self.eval(a, env) for a in e.args])
+        if isinstance(e, sp.Or):
+            return functools.reduce(np.logical_or, [self.eval(a, env) for a in e.args])
+        if isinstance(e, sp.Not):
+            return np.logical_not(self.eval(e.args[0], env))
+        if e is sp.true or e is sp.false:
+            return bool(e)
+        for cls, fn in FUNCTIONS.items():
+            if isinstance(e, cls):
+                with np.errstate(all="ignore"):
+                    return fn(np.asarray(self.eval(e.args[0], env), dtype=np.float64))
+        raise NotImplementedError(f"the reference evaluator does not know {type(e).__name__}: {e}")
+
+    def index_values(self, e, env):
+        v = np.asarray(self.eval(e, env))
+        return np.floor(v).astype(np.int64) if v.dtype.kind == "f" else v.astype(np.int64)
+
+    def read(self, e: sp.Indexed, env):
+        name = str(e.base.label)
+        arr = np.asarray(self.arrays[name])
+        idx = np.broadcast_arrays(*[self.index_values(i, env) for i in e.indices])
+        valid = np.ones(idx[0].shape, dtype=bool)
+        for a, ix in enumerate(idx):
+            valid &= (ix >= 0) & (ix < arr.shape[a])
+        clipped = tuple(np.clip(ix, 0, max(arr.shape[a] - 1, 0)) for a, ix in enumerate(idx))
+        values = arr[clipped] if arr.size else np.zeros(idx[0].shape)
+        if arr.dtype.kind in "iu":
+            return np.where(valid, values, 0)
+        return np.where(valid, values.astype(np.float64), 0.0)
+
+    def sum(self, e: sp.Sum, env):
+        (var, lo, hi), *rest = e.limits
+        inner = sp.Sum(e.function, *rest) if rest else e.function
+        lo_v, hi_v = np.asarray(self.eval(lo, env)), np.asarray(self.eval(hi, env))
+        start, stop = int(np.min(lo_v)), int(np.max(hi_v))
+        if stop < start:
+            return 0.0
+        axis = self.axes[var]
+        values = self.place(np.arange(start, stop + 1), axis)
+        body = self.eval(inner, {**env, var: values})
+        mask = (values >= lo_v) & (values <= hi_v)
+        body = np.where(mask, body, 0.0)
+        body = np.broadcast_to(body, np.broadcast_shapes(np.shape(body), mask.shape))
+        return body.sum(axis=axis, keepdims=True) if body.ndim == self.ndim else body.sum()

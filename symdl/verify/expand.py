@@ -1,0 +1,99 @@
+"""Expansion to scalars: a formula at concrete sizes as one SymPy expression per output element."""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..declare.functions import heaviside_to_step
+
+
+def element(name: str, index: tuple) -> sp.Symbol:
+    return sp.Symbol(f"{name}[{','.join(map(str, index))}]", real=True)
+
+
+class Tensors:
+    """Scalar expressions of tensors by name: inputs are symbols, outputs are expansions."""
+
+    def __init__(self, shapes: dict, integers: dict):
+        self.shapes, self.integers, self.values = dict(shapes), dict(integers), {}
+
+    def read(self, name, index):
+        shape = self.shapes[name]
+        if any(i < 0 or i >= n for i, n in zip(index, shape, strict=True)):
+            return sp.Integer(0)  # reads outside a tensor are zero
+        if name in self.integers:
+            return sp.Integer(int(self.integers[name][tuple(index)]))
+        if name in self.values:
+            return self.values[name][tuple(index)]
+        return element(name, index)
+
+    def scalar(self, name):
+        if name in self.values:
+            return self.values[name][()]
+        return sp.Symbol(name, real=True)
+
+
+def expand(f, dims: dict, tensors: Tensors) -> dict:
+    """{output index tuple: scalar expression} for formula `f` at the dimension values `dims`."""
+    env0 = {sp.Symbol(k, integer=True, positive=True): sp.Integer(v) for k, v in dims.items()}
+    ranges = [range(int(_ex(lo, env0, tensors)), int(_ex(hi, env0, tensors)) + 1)
+              for lo, hi in f.ranges.values()]
+    out = {}
+    for index in _product(ranges):
+        env = {**env0, **dict(zip(f.indices, map(sp.Integer, index), strict=True))}
+        out[index] = _ex(f.body, env, tensors)
+    tensors.shapes[f.output.name] = tuple(len(r) for r in ranges)
+    tensors.values[f.output.name] = out
+    return out
+
+
+def _product(ranges):
+    if not ranges:
+        yield ()
+        return
+    for i in ranges[0]:
+        for rest in _product(ranges[1:]):
+            yield (i, *rest)
+
+
+def _ex(e, env, tensors):
+    if e.is_Number or e is sp.true or e is sp.false:
+        return e
+    if isinstance(e, sp.Symbol):
+        if e in env:
+            return env[e]
+        for k, v in env.items():
+            if k.name == e.name:
+                return v
+        return tensors.scalar(e.name)
+    if isinstance(e, sp.Indexed):
+        index = [_ex(i, env, tensors) for i in e.indices]
+        if not all(i.is_Integer for i in index):
+            raise ValueError(f"index of {e} did not evaluate to integers: {index}")
+        return tensors.read(str(e.base.label), tuple(int(i) for i in index))
+    if isinstance(e, sp.Sum):
+        (var, lo, hi), *rest = e.limits
+        inner = sp.Sum(e.function, *rest) if rest else e.function
+        lo, hi = int(_ex(lo, env, tensors)), int(_ex(hi, env, tensors))
+        return sp.Add(*[_ex(inner, {**env, var: sp.Integer(n)}, tensors) for n in range(lo, hi + 1)])
+    if isinstance(e, sp.Piecewise):
+        pieces = []
+        for value, cond in e.args:
+            c = _ex(cond, env, tensors)
+            if c is sp.false:
+                continue
+            pieces.append((_ex(value, env, tensors), c))
+            if c is sp.true:
+                break
+        if not pieces:
+            return sp.Integer(0)
+        if pieces[0][1] is sp.true:
+            return pieces[0][0]
+        if pieces[-1][1] is not sp.true:
+            pieces.append((sp.Integer(0), sp.true))
+        return sp.Piecewise(*pieces)
+    return e.func(*[_ex(a, env, tensors) for a in e.args])
+
+
+def normalise(e: sp.Expr) -> sp.Expr:
+    """One convention for the comparison: Heaviside as symdl's step, then expanded."""
+    return sp.expand(heaviside_to_step(e))

@@ -1,0 +1,59 @@
+"""The documents' formula catalog (installed as `symdl.formulas`), one module per topic.
+
+Each entry is a zero-argument builder registered under a name with the SEEDS.md reference
+(F1-F17) it implements:
+
+    >>> from symdl import formulas
+    >>> formulas.get("dense_relu")          # a Formula or a Program
+    >>> formulas.names()                    # every entry, in catalog order
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    ref: str  # the SEEDS.md formula it implements, e.g. "F3"
+    summary: str
+    build: Callable
+
+
+_CATALOG: dict[str, Entry] = {}
+_BUILT: dict = {}
+
+
+def entry(name: str, ref: str, summary: str):
+    """Register a builder in the catalog."""
+    def register(build):
+        if name in _CATALOG:
+            raise ValueError(f"catalog entry {name!r} registered twice")
+        _CATALOG[name] = Entry(name, ref, summary, build)
+        return build
+    return register
+
+
+def get(name: str):
+    """The Formula or Program registered under `name` (built once)."""
+    _load()
+    if name not in _CATALOG:
+        raise KeyError(f"no catalog formula {name!r}; known: {', '.join(_CATALOG)}")
+    if name not in _BUILT:
+        _BUILT[name] = _CATALOG[name].build()
+    return _BUILT[name]
+
+
+def names() -> list[str]:
+    _load()
+    return list(_CATALOG)
+
+
+def entries() -> list[Entry]:
+    _load()
+    return list(_CATALOG.values())
+
+
+def _load():
+    from . import activations, dense, losses, optim, regression, regularizers, tensor_ops  # noqa: F401

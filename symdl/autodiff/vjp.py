@@ -65,7 +65,8 @@ def _vjp_one(f: Formula, x) -> Formula:
 
 def _index_names(f: Formula, x, p) -> dict:
     """Name gradient indices after the indices the forward formula reads the input with."""
-    names, used = {}, set()
+    names = {}
+    used = {t.name for t in f.inputs} | {str(d) for d in f.dims} | {f.output.name, grad_name(f.output.name)}
     for read in f.reads:
         if str(read.base.label) != x.name:
             continue
@@ -73,7 +74,7 @@ def _index_names(f: Formula, x, p) -> dict:
             if pi not in names and isinstance(pos, sp.Symbol) and pos.name not in used:
                 names[pi] = pos.name
                 used.add(pos.name)
-    letters = iter("pqrsuvw")
+    letters = iter("pqrsuvwabcdefghlmnoxyz")
     for pi in p:
         if pi not in names:
             n = next(letters)

@@ -100,6 +100,10 @@ class Formula:
         _check_nodes(name, body)
         self.reduction_indices = _sum_variables(name, body, set(indices))
         self.all_indices = set(indices) | self.reduction_indices
+        tensor_names = {str(b.label) for b in body.atoms(sp.IndexedBase)} | {out_name}
+        clash = sorted(i.name for i in self.all_indices if i.name in tensor_names)
+        if clash:
+            raise FormulaError(name, f"index {clash[0]} has the same name as a tensor; rename one of them")
         extra = free_indices(body, self.all_indices) - set(indices)
         if extra:
             raise FormulaError(name, f"index {sorted(map(str, extra))} is free on the right side but "

@@ -45,6 +45,7 @@ class Kernel:
         self._plans: dict = {}
         self._grads: dict = {}
         self._order = [t.name for t in formula.inputs]
+        self.last_dims: dict = {}  # the dimensions the latest call bound (a Program passes them on)
 
     def __repr__(self) -> str:
         return f"Kernel({self.formula.name}, backend={self.backend!r})"
@@ -77,6 +78,7 @@ class Kernel:
             parallel = self.binder.work(**bound) >= PARALLEL_WORK
             plan = self._plans[key] = (bound, out_shape, values, parallel, self._module(dtype).run)
         bound, out_shape, values, parallel, run = plan
+        self.last_dims = bound
         if self.binder.reads and any(t.integer for t in f.inputs):
             self.binder.check_gathers(dict(zip(self._order, args, strict=True)), bound)
         out = self._output(out, out_shape, dtype, args)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 
 from ..autodiff import grad_name
 from .kernel import Kernel
@@ -25,10 +26,16 @@ class ProgramKernel:
             missing, extra = sorted(names - arrays.keys()), sorted(arrays.keys() - names)
             raise ValueError(f"program {self.program.name!r}: missing {missing}, unexpected {extra}; "
                              f"it takes {sorted(names)}")
-        env = dict(arrays)
+        env, dims = dict(arrays), {}
         for k in self.kernels:
-            env[k.formula.output.name] = k(**{n: _scalar(env[n], t) for n, t in
-                                              ((t.name, t) for t in k.formula.inputs)})
+            args = {t.name: _scalar(env[t.name], t) for t in k.formula.inputs}
+            if k.formula.output_bound:  # a length only the program knows (a gradient's broadcast axis)
+                out = np.empty(tuple(_dim(d, dims, k) for d in k.formula.output.shape),
+                               dtype=_dtype(args))
+                env[k.formula.output.name] = k(out=out, **args)
+            else:
+                env[k.formula.output.name] = k(**args)
+            dims.update(k.last_dims)
         return env
 
     def __call__(self, **arrays):
@@ -50,6 +57,21 @@ class ProgramKernel:
         env = self._grad.run(**{n: feed[n] for n in self._grad.program.input_names if n in feed},
                              **{n: feed[n] for n in self._grad.program.input_names if n not in feed})
         return {t.name: env[grad_name(t.name)] for t in self.program.inputs if not t.integer}
+
+
+def _dim(d, dims, k):
+    missing = [s.name for s in d.free_symbols if s.name not in dims]
+    if missing:
+        raise ValueError(f"formula {k.formula.name!r}: the length {missing[0]} is not known from the "
+                         f"program's earlier formulas")
+    return int(d.xreplace({s: sp.Integer(dims[s.name]) for s in d.free_symbols}))
+
+
+def _dtype(args):
+    for v in args.values():
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            return v.dtype
+    return np.dtype(np.float64)
 
 
 def _scalar(value, tensor):

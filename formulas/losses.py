@@ -1,0 +1,49 @@
+"""F11 mean squared error and F12 cross-entropies (binary, categorical, sparse with integer labels).
+
+Each loss is the batch mean, as Keras reports it.
+"""
+import sympy as sp
+
+from symdl import Formula
+
+from . import entry
+from .common import B, C, idx
+
+b, c = idx("b", B), idx("c", C)
+L = sp.Symbol("L")
+
+
+def mse() -> Formula:
+    """L = 1/(B C) Σ_b Σ_c (yhat[b, c] - y[b, c])²."""
+    yhat, y = sp.IndexedBase("yhat"), sp.IndexedBase("y")
+    return Formula(sp.Eq(L, sp.Sum((yhat[b, c] - y[b, c]) ** 2, b, c) / (B * C)), name="mse")
+
+
+def binary_crossentropy() -> Formula:
+    """L = -1/B Σ_b (t log p + (1 - t) log(1 - p)), p a probability, t in [0, 1]."""
+    p, t = sp.IndexedBase("p"), sp.IndexedBase("t")
+    body = -sp.Sum(t[b] * sp.log(p[b]) + (1 - t[b]) * sp.log(1 - p[b]), b) / B
+    return Formula(sp.Eq(L, body), name="binary_crossentropy",
+                   domains={"p": (0.05, 0.95), "t": (0.0, 1.0)})
+
+
+def categorical_crossentropy() -> Formula:
+    """L = -1/B Σ_b Σ_c t[b, c] log p[b, c] with one-hot (or soft) targets t."""
+    p, t = sp.IndexedBase("p"), sp.IndexedBase("t")
+    return Formula(sp.Eq(L, -sp.Sum(t[b, c] * sp.log(p[b, c]), b, c) / B),
+                   name="categorical_crossentropy", domains={"p": (0.05, 1.0), "t": (0.0, 1.0)})
+
+
+def sparse_categorical_crossentropy() -> Formula:
+    """L = -1/B Σ_b log p[b, t[b]] with integer labels t (a gather: no one-hot tensor)."""
+    p, t = sp.IndexedBase("p", shape=(B, C)), sp.IndexedBase("t", integer=True)
+    return Formula(sp.Eq(L, -sp.Sum(sp.log(p[b, t[b]]), b) / B),
+                   name="sparse_categorical_crossentropy", domains={"p": (0.05, 1.0)})
+
+
+entry("mse", "F11", "mean squared error")(mse)
+entry("binary_crossentropy", "F12", "binary cross-entropy on probabilities")(binary_crossentropy)
+entry("categorical_crossentropy", "F12", "categorical cross-entropy on probabilities")(
+    categorical_crossentropy)
+entry("sparse_categorical_crossentropy", "F12", "cross-entropy with integer labels")(
+    sparse_categorical_crossentropy)

@@ -1,0 +1,41 @@
+"""F17 tensor operations: elementwise arithmetic, transpose, broadcasting."""
+import sympy as sp
+
+from symdl import Formula
+
+from . import entry
+from .common import B, N, idx
+
+i, j = idx("i", B), idx("j", N)
+x, y, z, b = (sp.IndexedBase(n) for n in "x y z b".split())
+
+OPS = {"add": lambda a, c: a + c, "sub": lambda a, c: a - c, "mul": lambda a, c: a * c,
+       "div": lambda a, c: a / c}
+
+
+def elementwise(op: str) -> Formula:
+    """z[i, j] = x[i, j] ∘ y[i, j]."""
+    domains = {"y": (0.5, 1.5)} if op == "div" else None
+    return Formula(sp.Eq(z[i, j], OPS[op](x[i, j], y[i, j])), name=op, domains=domains)
+
+
+def transpose() -> Formula:
+    """z[j, i] = x[i, j]."""
+    return Formula(sp.Eq(z[j, i], x[i, j]), name="transpose")
+
+
+def broadcast_add() -> Formula:
+    """z[i, j] = x[i, j] + b[j]: b is broadcast along the rows."""
+    return Formula(sp.Eq(z[i, j], x[i, j] + b[j]), name="broadcast_add")
+
+
+def outer() -> Formula:
+    """z[i, j] = x[i] y[j]: both operands broadcast."""
+    return Formula(sp.Eq(z[i, j], x[i] * y[j]), name="outer")
+
+
+for _op in OPS:
+    entry(_op, "F17", f"elementwise {_op}")(lambda o=_op: elementwise(o))
+entry("transpose", "F17", "transpose")(transpose)
+entry("broadcast_add", "F17", "row-broadcast addition")(broadcast_add)
+entry("outer", "F17", "outer product by broadcasting")(outer)

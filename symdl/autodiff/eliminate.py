@@ -44,10 +44,54 @@ def eliminate_deltas(term: Term, free: set) -> Term | None:
         extra = [] if abs(c) == 1 else [sp.Eq(sp.Mod(rest, abs(c)), 0)]
         (lo, hi), = [(lo, hi) for v, lo, hi in term.sums if v == s]
         term.sums = [t for t in term.sums if t[0] != s]
+        term = _relax(term, s)
         term = term.substitute({s: solution})
         deltas = [(x.xreplace({s: solution}), y.xreplace({s: solution})) for x, y in deltas]
         term.guards += [sp.Ge(solution, lo), sp.Le(solution, hi)] + extra
     return term
+
+
+def _relax(term: Term, s) -> Term:
+    """Sums whose bounds depend on `s` (about to be substituted) get static bounds plus guards.
+
+    A bound Max(0, ceiling(r)) becomes the static bound 0 and the guard t >= r (t is an integer),
+    so that after substitution the guards can become bounds again (second-order gradients)."""
+    sums, guards = [], list(term.guards)
+    for t, lo, hi in term.sums:
+        if s not in (lo.free_symbols | hi.free_symbols):
+            sums.append((t, lo, hi))
+            continue
+        new = []
+        for bound, side in ((lo, sp.Max), (hi, sp.Min)):
+            parts = list(bound.args) if isinstance(bound, side) else [bound]
+            static = [q for q in parts if s not in q.free_symbols]
+            for q in parts:
+                inner = q.args[0] if isinstance(q, (sp.floor, sp.ceiling)) else q
+                guards.append(sp.Ge(t, inner) if side is sp.Max else sp.Le(t, inner))
+            if not static:
+                raise ValueError(f"cannot bound summation index {t} without {s}")
+            new.append(side(*static) if len(static) > 1 else static[0])
+        sums.append((t, new[0], new[1]))
+    return Term(term.coeff, sums, list(term.deltas), guards)
+
+
+def _split(g) -> list:
+    """Conjunctions and bounds by Max/Min/floor/ceiling as lists of plain (affine) guards."""
+    if isinstance(g, sp.And):
+        return [q for a in g.args for q in _split(a)]
+    if isinstance(g, (sp.Ge, sp.Gt, sp.Le, sp.Lt)):
+        lhs, rhs = (g.lhs, g.rhs) if isinstance(g, (sp.Ge, sp.Gt)) else (g.rhs, g.lhs)  # lhs >= rhs
+        strict = isinstance(g, (sp.Gt, sp.Lt))
+        if not strict and lhs.is_integer is not False:
+            if isinstance(rhs, sp.Max):  # t >= Max(a, b)  <=>  t >= a and t >= b
+                return [q for a in rhs.args for q in _split(sp.Ge(lhs, a))]
+            if isinstance(lhs, sp.Min):  # Min(a, b) >= r  <=>  a >= r and b >= r
+                return [q for a in lhs.args for q in _split(sp.Ge(a, rhs))]
+            if isinstance(rhs, sp.ceiling) and lhs.is_integer:  # t >= ceiling(r)  <=>  t >= r
+                return [sp.Ge(lhs, rhs.args[0])]
+            if isinstance(lhs, sp.floor) and rhs.is_integer:  # floor(r) >= t  <=>  r >= t
+                return [sp.Ge(lhs.args[0], rhs)]
+    return [g]
 
 
 def _as_nonneg(guard):
@@ -58,9 +102,12 @@ def _as_nonneg(guard):
         e = guard.rhs - guard.lhs
     else:
         return None
+    e = sp.expand(e)
+    den = functools.reduce(sp.ilcm, [sp.fraction(c)[1] for c in e.as_coefficients_dict().values()], 1)
+    e = sp.expand(e * den)  # integer coefficients: the bounds derived from it are exact
     if isinstance(guard, (sp.Gt, sp.Lt)):
         e = e - 1  # integer arithmetic: e > 0  <=>  e - 1 >= 0
-    return sp.expand(e)
+    return e
 
 
 def _implied(e, free_ranges: dict) -> bool:
@@ -80,8 +127,7 @@ def build(term: Term, free_ranges: dict) -> sp.Expr:
     lows = {s: [lo] for s, lo, _ in term.sums}
     highs = {s: [hi] for s, _, hi in term.sums}
     outer_guards, inner_guards = [], []
-    for g in term.guards:
-        g = sp.simplify_logic(g) if isinstance(g, sp.logic.boolalg.BooleanFunction) else g
+    for g in [part for g in term.guards for part in _split(g)]:
         if g is sp.true:
             continue
         if g is sp.false:

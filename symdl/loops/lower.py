@@ -11,6 +11,7 @@ import itertools
 import sympy as sp
 
 from ..declare.formula import Formula, Tensor
+from ..declare.indexing import free_indices
 from ..passes.contraction import extract_matmuls
 from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
@@ -41,18 +42,49 @@ def lower(f: Formula) -> LoopProgram:
                            (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
     taken = {str(s) for s in body.free_symbols} | {t.name for t in f.inputs} | {f.output.name}
     names = _Names(taken)
+    used = {str(b.label) for b in body.atoms(sp.IndexedBase)}
+    body, hoisted = _hoist_reductions(body, f.indices, names)
     stmts, value = emit(body, names)
     index = f.indices or (sp.Integer(0),)
     nest = tuple(stmts) + tuple(_with_cse(Store(f.output.name, index, value), names))
     for depth, i in reversed(list(enumerate(f.indices))):
         lo, hi = f.ranges[i]
-        nest = (Loop(i, lo, hi + 1, nest, parallel=depth == 0),)
+        nest = (Loop(i, lo, hi + 1, tuple(hoisted.get(depth + 1, ())) + nest, parallel=depth == 0),)
+    nest = tuple(hoisted.get(0, ())) + nest if f.indices else nest
     work = sp.Mul(*[hi + 1 for _, hi in f.ranges.values()]) * (8 if body.has(sp.Sum) else 1)
-    used = {str(b.label) for b in body.atoms(sp.IndexedBase)}
     arrays = [t.name for t in f.inputs if t.rank and t.name in used] + [
         t.name for t in temps if t.name in used] + [f.output.name]
     steps.append(Nest("loops", nest, tuple(arrays), work))
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps), tuple(steps))
+
+
+def _hoist_reductions(body, indices, names):
+    """Loop-invariant code motion for reductions: a Sum that does not use the inner output indices
+    is computed once, just inside the loop of the last index it uses (softmax's row sum is
+    computed once per row, not once per element). Sums under a guard stay where they are."""
+    hoisted: dict = {}
+    if not indices:
+        return body, hoisted
+    replaced: dict = {}
+
+    def visit(e):
+        if isinstance(e, sp.Piecewise) or isinstance(e, sp.Indexed):
+            return e
+        if isinstance(e, sp.Sum):
+            free = free_indices(e, set(indices))
+            depth = max((indices.index(i) + 1 for i in free), default=0)
+            if depth == len(indices):
+                return e
+            if e not in replaced:
+                stmts, value = emit(e, names)
+                replaced[e] = value
+                hoisted.setdefault(depth, []).extend(stmts)
+            return replaced[e]
+        if not e.args:
+            return e
+        return e.func(*[visit(a) for a in e.args])
+
+    return visit(body), hoisted
 
 
 def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:

@@ -139,13 +139,13 @@ class Kernel:
             k = self._grads[name] = Kernel(self.formula.vjp([name])[name], self.backend, self.check_finite)
         return k
 
-    def vjp(self, grad: np.ndarray, wrt=None, **arrays) -> dict:
+    def vjp(self, grad: np.ndarray, wrt=None, dims: dict | None = None, **arrays) -> dict:
         """{input name: gradient} for the upstream gradient `grad` (the output's shape and dtype)."""
         f = self.formula
         args, dtype = self._arguments(dict(arrays), None)
         shapes = {t.name: (a.shape if isinstance(a, np.ndarray) else ()) for t, a in
                   zip(f.inputs, args, strict=True)}
-        bound = self.binder.bind(shapes, None, None)
+        bound = self.binder.bind(shapes, dims, None)
         out_shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
         grad = np.asarray(grad) if np.isscalar(grad) else grad
         if not isinstance(grad, np.ndarray) or grad.shape != out_shape or grad.dtype != dtype:

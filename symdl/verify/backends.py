@@ -20,7 +20,7 @@ def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "c
     for dtype in dtypes:
         rng = np.random.default_rng(seed)
         env = random_inputs(target, sizes, rng, dtype)
-        outs = _run(target, env, backend)
+        outs = _run(target, env, backend, sizes)
         for o in outs:
             env[grad_name(o)] = rng.standard_normal(np.shape(env[o])).astype(dtype) if np.ndim(env[o]) \
                 else float(rng.standard_normal())
@@ -36,10 +36,10 @@ def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "c
     return worst
 
 
-def _run(target, env, backend):
+def _run(target, env, backend, sizes):
     errs = {}
     for f in formulas_of(target):
-        errs[f.output.name] = _compare(f, env, backend, env_dtype(env), None)
+        errs[f.output.name] = _compare(f, env, backend, env_dtype(env), sizes)
     return errs
 
 

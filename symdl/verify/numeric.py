@@ -15,10 +15,13 @@ def numeric(target, sizes: dict | None = None, seed: int = 0, rtol: float = 1e-6
     rng = np.random.default_rng(seed)
     kern = target.compile(backend=backend)
     inputs = random_inputs(target, sizes, rng)
-    y = _forward(kern, inputs)
+    dims = {str(k): int(v) for k, v in sizes.items()} if hasattr(target, "indices") else None
+    call = (lambda **a: kern(dims=dims, **a)) if dims else kern
+    y = _forward(call, inputs, target)
     grads = {o: rng.standard_normal(np.shape(v)) for o, v in y.items()}
     single = len(y) == 1
-    vjp = kern.vjp(next(iter(grads.values())) if single else grads, **inputs)
+    extra = {"dims": dims} if dims else {}
+    vjp = kern.vjp(next(iter(grads.values())) if single else grads, **extra, **inputs)
     worst = 0.0
     for t in target.inputs:
         if t.integer:
@@ -27,7 +30,7 @@ def numeric(target, sizes: dict | None = None, seed: int = 0, rtol: float = 1e-6
         plus, minus = dict(inputs), dict(inputs)
         plus[t.name] = inputs[t.name] + eps * v
         minus[t.name] = inputs[t.name] - eps * v
-        fp, fm = _forward(kern, plus), _forward(kern, minus)
+        fp, fm = _forward(call, plus, target), _forward(call, minus, target)
         fd = sum(float(np.sum((fp[o] - fm[o]) * grads[o])) for o in y) / (2 * eps)
         an = float(np.sum(np.asarray(vjp[t.name]) * v))
         scale = max(1.0, abs(fd), abs(an))
@@ -40,10 +43,9 @@ def numeric(target, sizes: dict | None = None, seed: int = 0, rtol: float = 1e-6
     return worst
 
 
-def _forward(kern, inputs) -> dict:
-    out = kern(**inputs)
+def _forward(call, inputs, target) -> dict:
+    out = call(**inputs)
     if isinstance(out, dict):
         return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-    name = getattr(getattr(kern, "formula", None), "output", None)
-    name = name.name if name is not None else kern.program.outputs[0]
-    return {name: np.asarray(out, dtype=np.float64)}
+    outs = getattr(target, "outputs", None) or (target.output.name,)
+    return {outs[0]: np.asarray(out, dtype=np.float64)}

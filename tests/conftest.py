@@ -1,0 +1,14 @@
+"""Shared test setup: every test session compiles into its own, throw-away kernel cache."""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+# Set at import time, before any symdl kernel is built, so tests never read or write the user's
+# ~/.cache/symdl (a stale or foreign cache there must not decide a test's outcome).
+if "SYMDL_CACHE_DIR" not in os.environ:
+    _session_cache = tempfile.mkdtemp(prefix="symdl-test-cache-")
+    os.environ["SYMDL_CACHE_DIR"] = _session_cache
+    atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)

@@ -7,8 +7,10 @@ import shutil
 import tempfile
 
 # Set at import time, before any symdl kernel is built, so tests never read or write the user's
-# ~/.cache/symdl (a stale or foreign cache there must not decide a test's outcome).
-if "SYMDL_CACHE_DIR" not in os.environ:
-    _session_cache = tempfile.mkdtemp(prefix="symdl-test-cache-")
-    os.environ["SYMDL_CACHE_DIR"] = _session_cache
+# ~/.cache/symdl (a stale or foreign cache there must not decide a test's outcome). An explicit
+# SYMDL_CACHE_DIR from the environment wins.
+_session_cache = tempfile.mkdtemp(prefix="symdl-test-cache-")
+if os.environ.setdefault("SYMDL_CACHE_DIR", _session_cache) == _session_cache:
     atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
+else:
+    os.rmdir(_session_cache)

@@ -145,8 +145,7 @@ class Formula:
             for _, lo, hi in s.limits:
                 dims |= (lo.free_symbols | hi.free_symbols) - self.all_indices
         self.dims = tuple(sorted(dims, key=str))
-        bindable = {cands_sym for (t, a), cands in shape_rules.items() for cands_sym in cands
-                    if isinstance(cands_sym, sp.Symbol)}
+        bindable = bindable_dims(shape_rules)
         out_bare = {hi + 1 for lo, hi in self.ranges.values()}
         unbound = [d for d in self.dims if d not in bindable]
         # gradient formulas may take a length only from their output (grad_w of a convolution):
@@ -250,6 +249,30 @@ def _canonical_indices(name, eq, out_idx):
             if not isinstance(var, sp.Idx) and var not in rename:
                 rename[var] = index_symbol(str(var))
     return rename, ranges
+
+
+def linear_in(expr, sym) -> bool:
+    """Whether `expr` is a·sym + c with a non-zero integer a and c free of sym."""
+    try:
+        poly = sp.Poly(expr, sym)
+    except sp.PolynomialError:
+        return False
+    return poly.degree() == 1 and poly.all_coeffs()[0].is_Integer
+
+
+def bindable_dims(shape_rules) -> set:
+    """Dimensions a call can bind: bare lengths, then lengths linear in one unknown (2·n)."""
+    found = {c for cands in shape_rules.values() for c in cands if isinstance(c, sp.Symbol)}
+    changed = True
+    while changed:
+        changed = False
+        for cands in shape_rules.values():
+            for c in cands:
+                unknown = c.free_symbols - found
+                if len(unknown) == 1 and linear_in(c, next(iter(unknown))):
+                    found |= unknown
+                    changed = True
+    return found
 
 
 def _real_values(body, integer):

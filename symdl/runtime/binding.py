@@ -11,7 +11,7 @@ import numpy as np
 import sympy as sp
 
 from ..backends.cpu.printer import Printer, py_name
-from ..declare.formula import Formula
+from ..declare.formula import Formula, linear_in
 
 
 def _compile_int(expr, dims) -> callable:
@@ -38,13 +38,19 @@ class Binder:
         self.formula = f
         dims = f.dims
         self.dim_names = [str(d) for d in dims]
-        self.bare, self.rules = [], []
+        self.bare, self.rules, self.solvable = [], [], []
         for (t, a), cands in f.shape_rules.items():
             for c in cands:
                 if isinstance(c, sp.Symbol) and c in dims:
                     self.bare.append((t, a, str(c)))
                 else:
                     self.rules.append((t, a, _compile_int(c, dims), str(c)))
+                    for d in c.free_symbols:
+                        if linear_in(c, d):  # length = a·d + rest: d = (length - rest) / a
+                            a_coeff = sp.Poly(c, d).all_coeffs()[0]
+                            rest = sp.expand(c - a_coeff * d)
+                            self.solvable.append((t, a, str(d), int(a_coeff), _compile_int(rest, dims),
+                                                  [str(r) for r in rest.free_symbols]))
         self.out_shape = [(_compile_int(d, dims), str(d)) for d in f.output.shape]
         self.out_bare = {str(d): a for a, d in enumerate(f.output.shape) if str(d) in map(str, f.output_bound)}
         self.reads = []
@@ -71,6 +77,18 @@ class Binder:
                                  f"{dims[d]} from {source[d]}")
             dims.setdefault(d, v)
             source.setdefault(d, f"{t!r} axis {a}")
+        changed = True
+        while changed:  # lengths such as 2·n: solve for the one unknown
+            changed = False
+            for t, a, d, coeff, rest, needs in self.solvable:
+                if d not in dims and all(r in dims for r in needs):
+                    full = {k: dims.get(k, 0) for k in self.dim_names}
+                    value, rem = divmod(shapes[t][a] - rest(**full), coeff)
+                    if rem:
+                        raise ValueError(f"formula {name!r}: tensor {t!r} axis {a} has length "
+                                         f"{shapes[t][a]}, which is not of the form it must have")
+                    dims[d], source[d] = value, f"{t!r} axis {a}"
+                    changed = True
         if out_shape is not None:
             for d, a in self.out_bare.items():
                 dims.setdefault(d, out_shape[a])

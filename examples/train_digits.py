@@ -47,7 +47,7 @@ def build_program(model: str) -> tuple[symdl.Program, dict[str, tuple[int, ...]]
         shapes = {"W": (FEATURES, CLASSES), "b": (CLASSES,)}
     elif model == "mlp":
         hidden = layer("relu", x="x", W="W1", b="b1", out="h")
-        # Unique formula names: Program keys its ordering on them (see examples/README.md).
+        # Distinct formula names: Program drops a second formula with a name already used.
         body = [*hidden.formulas, linear("h", "W2", "b2", "z", name="logits.dense")]
         shapes = {"W1": (FEATURES, HIDDEN), "b1": (HIDDEN,), "W2": (HIDDEN, CLASSES), "b2": (CLASSES,)}
     else:

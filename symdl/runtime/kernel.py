@@ -12,7 +12,8 @@ from .. import __version__
 from ..autodiff import grad_name
 from ..backends.cpu import generate
 from ..declare.formula import Formula
-from ..loops.ir import check
+from ..debug import show
+from ..loops.ir import check, format_ir
 from ..loops.lower import lower
 from .binding import Binder, float_dtype
 from .cache import load_module
@@ -38,8 +39,10 @@ class Kernel:
     def __init__(self, formula: Formula, backend: str = "cpu", check_finite: bool = False):
         check_backend(backend)
         self.formula, self.backend, self.check_finite = formula, backend, check_finite
-        self.program = lower(formula)
-        check(self.program)
+        show("formula", str(formula))
+        self.program = lower(formula)           # GEMM detection, loops, hoisting, CSE
+        check(self.program)                     # cheap: always on
+        show("loop IR", format_ir(self.program))
         self.binder = Binder(formula)
         self._modules: dict = {}
         self._plans: dict = {}
@@ -53,7 +56,9 @@ class Kernel:
     # -- generated code ---------------------------------------------------------------------------
     def source(self, dtype="float32") -> str:
         """The generated Python/Numba source for one dtype."""
-        return generate(self.program, np.dtype(dtype).name, __version__)
+        source = generate(self.program, np.dtype(dtype).name, __version__)
+        show(f"source {np.dtype(dtype).name}", source)
+        return source
 
     def _module(self, dtype):
         mod = self._modules.get(dtype)

@@ -1,0 +1,48 @@
+"""The `symdl` command line: list, show, verify and their exit codes."""
+import subprocess
+import sys
+
+import symdl
+from symdl.cli import main
+
+
+def test_list_names_every_entry(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in symdl.formulas.names():
+        assert name in out
+
+
+def test_show_prints_formula_gradients_latex_and_source(capsys):
+    assert main(["show", "dense_relu"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient with respect to W" in out and "grad_W" in out
+    assert "LaTeX:" in out and "\\sum" in out
+    assert "np.matmul(" in out            # the contraction goes to BLAS
+    assert "def loops_parallel(" in out    # the activation is a generated loop
+    assert "kernel y.relu" in out          # the loop IR
+
+
+def test_verify_selected_formulas_passes(capsys):
+    assert main(["verify", "relu", "sparse_categorical_crossentropy"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 formulas verified" in out
+
+
+def test_verify_exits_1_on_a_failing_check(capsys, monkeypatch):
+    def broken(target, **kwargs):
+        raise AssertionError("deliberately wrong")
+    monkeypatch.setattr(symdl.verify, "numeric", broken)
+    assert main(["verify", "relu"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "deliberately wrong" in out
+
+
+def test_verify_unknown_name_exits_2(capsys):
+    assert main(["verify", "no_such_formula"]) == 2
+    assert "no_such_formula" in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    done = subprocess.run([sys.executable, "-m", "symdl.cli", "list"], capture_output=True, text=True)
+    assert done.returncode == 0 and "dense" in done.stdout

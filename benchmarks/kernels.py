@@ -15,8 +15,11 @@ import sys
 
 def _flag(name: str, default: int) -> int:
     # parsed before numpy is imported: thread pools read their environment once, at import
-    if name in sys.argv:
-        return int(sys.argv[sys.argv.index(name) + 1])
+    for k, arg in enumerate(sys.argv):
+        if arg == name and k + 1 < len(sys.argv):
+            return int(sys.argv[k + 1])
+        if arg.startswith(name + "="):
+            return int(arg.split("=", 1)[1])
     return default
 
 
@@ -51,6 +54,7 @@ import sympy as sp  # noqa: E402
 import symdl  # noqa: E402
 from symdl import formulas  # noqa: E402
 from symdl.runtime.cache import cache_dir  # noqa: E402
+from symdl.runtime import kernel as kernel_mod  # noqa: E402
 
 
 # -- timing -----------------------------------------------------------------------------------------
@@ -99,6 +103,23 @@ def check(name: str, got, want, rtol=1e-4, atol=1e-5) -> None:
         raise AssertionError(f"{name}: symdl and NumPy disagree (max abs error {err:.3g})")
 
 
+def raw_caller(kern, feed: dict, dims: dict | None = None):
+    """The generated module's run() for these inputs, bypassing Kernel's checks and plan lookup
+    (output still allocated per call): what the kernel itself costs. None if symdl's internals moved."""
+    try:
+        out = kern(dims=dims, **feed)
+        bound, f = kern.last_dims, kern.formula
+        args = [feed[t.name] for t in f.inputs]
+        values = [bound[str(d)] for d in f.dims]
+        parallel = kern.binder.work(**bound) >= kernel_mod.PARALLEL_WORK
+        run, shape, dtype = kern._module(out.dtype).run, out.shape, out.dtype
+    except Exception:  # noqa: BLE001 (a diagnostic column; the benchmark goes on without it)
+        return None
+    if not shape:
+        return lambda: run(np.empty(1, dtype), *args, *values, parallel)
+    return lambda: run(np.empty(shape, dtype), *args, *values, parallel)
+
+
 # -- header -----------------------------------------------------------------------------------------
 
 def cpu_model() -> str:
@@ -119,6 +140,14 @@ def blas_name() -> str:
         return "unknown"
 
 
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min)"
+
+
+def busy() -> bool:
+    return os.getloadavg()[0] > 0.5
+
+
 def header(quick: bool) -> str:
     import llvmlite
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
@@ -132,8 +161,11 @@ def header(quick: bool) -> str:
         "threads: " + ", ".join(f"{k}={v}" for k, v in THREAD_ENV.items())
         + f" (numba.get_num_threads()={numba.get_num_threads()})",
         "  NumPy's ufuncs run on one thread whatever the settings; symdl's parallel loops use numba's "
-        "threads (columns '1 thr' rerun them with numba.set_num_threads(1)).",
+        "threads (columns '1thr' rerun them with numba.set_num_threads(1)).",
         f"kernel cache: {cache_dir()}",
+        f"load average at start: {load()}" + (
+            "  WARNING: other processes are busy; 2-thread timings suffer most (a parallel loop waits "
+            "for its slowest thread)" if busy() else ""),
     ]
     return "\n".join(lines)
 
@@ -147,8 +179,7 @@ BATCH = 128
 def bench_dense(repeats: int, warmup: int) -> str:
     kern = formulas.get("dense").compile()
     rng = np.random.default_rng(0)
-    rows, totals = [], {k: np.zeros(repeats) for k in ("sf", "nf", "sv", "nv")}
-    verdicts = []
+    rows, verdicts, totals = [], [], None
     for n, m in LAYERS:
         x = rng.standard_normal((BATCH, n), dtype=np.float32)
         W = rng.standard_normal((n, m), dtype=np.float32) / np.float32(np.sqrt(n))
@@ -171,35 +202,56 @@ def bench_dense(repeats: int, warmup: int) -> str:
         g, (gx, gW, gb) = s_vjp(), n_vjp()
         for k, want in (("x", gx), ("W", gW), ("b", gb)):
             check(f"dense {n}->{m} grad {k}", g[k], want, rtol=1e-3, atol=1e-3)
-        t = race({"sf": s_fwd, "nf": n_fwd, "sv": s_vjp, "nv": n_vjp}, repeats, warmup)
-        t = {k: np.array(v) for k, v in t.items()}
-        for k in totals:
-            totals[k] += t[k]
-        for part, s, p in (("forward", t["sf"], t["nf"]), ("vjp", t["sv"], t["nv"]),
-                           ("fwd+vjp", t["sf"] + t["sv"], t["nf"] + t["nv"])):
-            rows.append(_dense_row(f"{n}->{m}", part, s, p))
+        fns = {"sf": s_fwd, "nf": n_fwd, "sv": s_vjp, "nv": n_vjp}
+        raw_f = raw_caller(kern, dict(x=x, W=W, b=b))
+        feed = {"grad_y": G, "x": x, "W": W, "b": b}
+        raw_g = [raw_caller(gk, {i: a for i, a in feed.items() if i in gk.formula.input_names}, kern.last_dims)
+                 for gk in (kern.grad_kernel(k) for k in ("x", "W", "b"))]
+        if raw_f and all(raw_g):
+            fns["rf"] = raw_f
+            rx, rW, rb = raw_g
+
+            def raw_vjp():
+                rx(), rW(), rb()
+
+            fns["rv"] = raw_vjp
+        t = {k: np.array(v) for k, v in race(fns, repeats, warmup).items()}
+        totals = t if totals is None else {k: totals[k] + t[k] for k in t}
+        for part, key in (("forward", ("sf", "nf", "rf")), ("vjp", ("sv", "nv", "rv")),
+                          ("fwd+vjp", None)):
+            if key is None:
+                s, p = t["sf"] + t["sv"], t["nf"] + t["nv"]
+                r = t["rf"] + t["rv"] if "rf" in t else None
+            else:
+                s, p, r = t[key[0]], t[key[1]], t.get(key[2])
+            rows.append(_dense_row(f"{n}->{m}", part, s, p, r))
         ratio = md(t["sf"] + t["sv"]) / md(t["nf"] + t["nv"])
         verdicts.append(f"{n}->{m}: {ratio:.2f}x {'PASS' if ratio <= 1.5 else 'FAIL'}")
     s, p = totals["sf"] + totals["sv"], totals["nf"] + totals["nv"]
-    rows.append(_dense_row("all 3", "fwd+vjp", s, p))
+    rows.append(_dense_row("all 3", "fwd+vjp", s, p, totals["rf"] + totals["rv"] if "rf" in totals else None))
     ratio = md(s) / md(p)
     verdicts.append(f"all 3: {ratio:.2f}x {'PASS' if ratio <= 1.5 else 'FAIL'}")
-    head = ["layer", "part", "symdl min", "symdl med", "numpy min", "numpy med", "ratio med", "ratio min"]
+    head = ["layer", "part", "symdl min", "symdl med", "numpy min", "numpy med", "ratio med", "ratio min",
+            "kernel med", "overhead"]
     return "\n".join([
         f"1. Dense layer, batch {BATCH}, float32: times in microseconds per call ({repeats} interleaved "
         f"repeats after {warmup} warm-up).",
         "   symdl: kern(x=, W=, b=) and kern.vjp(G, x=, W=, b=) (catalog 'dense'); NumPy: x@W + b, and "
         "G@W.T, x.T@G, G.sum(0).",
         "   Both sides allocate their outputs. ratio = symdl / NumPy (< 1: symdl faster).",
-        table(head, rows, "llrrrrrr"),
+        "   kernel = the generated modules' run() called directly (still allocating outputs): the code "
+        "symdl generates, without Kernel's checks;",
+        "   overhead = symdl med - kernel med: the Python cost of Kernel.__call__ / Kernel.vjp per call.",
+        table(head, rows, "llrrrrrrrr"),
         "   target symdl/NumPy <= 1.5x for fwd+vjp (median): " + "; ".join(verdicts),
     ])
 
 
-def _dense_row(layer, part, s, p):
+def _dense_row(layer, part, s, p, r):
     us = 1e6
+    raw = [f"{md(r) * us:.1f}", f"{(md(s) - md(r)) * us:.1f}"] if r is not None else ["n/a", "n/a"]
     return [layer, part, f"{mn(s) * us:.1f}", f"{md(s) * us:.1f}", f"{mn(p) * us:.1f}",
-            f"{md(p) * us:.1f}", f"{md(s) / md(p):.2f}", f"{mn(s) / mn(p):.2f}"]
+            f"{md(p) * us:.1f}", f"{md(s) / md(p):.2f}", f"{mn(s) / mn(p):.2f}", *raw]
 
 
 # -- 2. elementwise activations and a fused layer tail -----------------------------------------------
@@ -312,7 +364,7 @@ def bench_elementwise(shape, repeats: int, warmup: int) -> tuple[str, float]:
     fx = kern["fused"]
     fw = dict(x=x, w=w, b=b)
 
-    # (label, mode, symdl call, numpy call, tolerance)
+    # (label, output mode, symdl call, NumPy call)
     cases = []
     for k in ("relu", "sigmoid", "tanh"):
         cases.append((k, "alloc", lambda k=k: kern[k](x=x), lambda k=k: getattr(P, k)(x)))
@@ -346,14 +398,14 @@ def bench_elementwise(shape, repeats: int, warmup: int) -> tuple[str, float]:
         t1 = race({"s": s}, max(3, repeats // 2), 1)["s"]
         numba.set_num_threads(NUMBA_THREADS)
         ms = 1e3
-        rows.append([label, mode, f"{mn(t['s']) * ms:.2f}", f"{md(t['s']) * ms:.2f}", f"{md(t1) * ms:.2f}",
+        rows.append([label, mode, f"{mn(t['s']) * ms:.2f}", f"{md(t['s']) * ms:.2f}",
                      f"{mn(t['p']) * ms:.2f}", f"{md(t['p']) * ms:.2f}", f"{md(t['s']) / md(t['p']):.2f}",
-                     f"{md(t1) / md(t['p']):.2f}"])
-    head = ["kernel", "alloc", "symdl min", "symdl med", "symdl 1 thr", "numpy min", "numpy med",
-            "ratio", "ratio 1 thr"]
+                     f"{mn(t['s']) / mn(t['p']):.2f}", f"{mn(t1) * ms:.2f}", f"{mn(t1) / mn(t['p']):.2f}"])
+    head = ["kernel", "output", "symdl min", "symdl med", "numpy min", "numpy med", "ratio med", "ratio min",
+            "symdl 1thr min", "ratio 1thr min"]
     text = "\n".join([
         f"2. Elementwise on {shape[0]}x{shape[1]} = {shape[0] * shape[1]:.0e} float32: times in "
-        f"milliseconds per call ({repeats} interleaved repeats after {warmup} warm-up; '1 thr' "
+        f"milliseconds per call ({repeats} interleaved repeats after {warmup} warm-up; '1thr' "
         f"{max(3, repeats // 2)} repeats).",
         "   alloc: both sides allocate the result. out=: symdl writes a preallocated out= (VJP rows "
         "call kern.grad_kernel('x')(out=...)),",
@@ -361,8 +413,9 @@ def bench_elementwise(shape, repeats: int, warmup: int) -> tuple[str, float]:
         "NumPy VJPs recompute from x like the symdl kernels.",
         "   'fused vjp x,w,b' is one kern.vjp call (three gradient kernels) vs NumPy sharing its mask; "
         "'... only' rows compute one gradient each.",
-        "   ratio = symdl med / NumPy med (< 1: symdl faster); 'ratio 1 thr' uses symdl on one numba thread.",
-        table(head, rows, "llrrrrrrr"),
+        "   ratio = symdl / NumPy (< 1: symdl faster), of medians and of minimums; '1thr' = symdl with "
+        "numba.set_num_threads(1), vs NumPy's min.",
+        table(head, rows, "llrrrrrrrr"),
     ])
     return text, warm_s
 
@@ -481,7 +534,8 @@ def main() -> None:
         layer = numba.threading_layer()
     except ValueError:
         layer = "none used (no parallel kernel ran)"
-    print(f"\nnumba threading layer: {layer}; total benchmark time {time.perf_counter() - start:.1f} s")
+    print(f"\nnumba threading layer: {layer}; load average at end: {load()}; total benchmark time "
+          f"{time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

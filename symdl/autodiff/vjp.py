@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..declare.formula import Formula
-from ..declare.functions import heaviside_to_step
+from ..declare.functions import heaviside_to_step, max_min_to_piecewise
 from ..declare.program import Program
 from ..errors import FormulaError
 from .eliminate import build, eliminate_deltas
@@ -39,7 +39,7 @@ def _vjp_one(f: Formula, x) -> Formula:
         p = tuple(fresh_index("p") for _ in range(x.rank))
         target = base[p]
     try:
-        terms = flatten(heaviside_to_step(sp.diff(body, target)))
+        terms = flatten(heaviside_to_step(sp.diff(max_min_to_piecewise(body), target)))
     except NotDifferentiable as err:
         raise FormulaError(f.name, f"d/d{x.name}: {err}") from None
     seed = g[tuple(outer[i] for i in f.indices)] if f.indices else sp.Symbol(grad_name(out.name), real=True)

@@ -104,7 +104,7 @@ class Formula:
         clash = sorted(i.name for i in self.all_indices if i.name in tensor_names)
         if clash:
             raise FormulaError(name, f"index {clash[0]} has the same name as a tensor; rename one of them")
-        extra = free_indices(body, self.all_indices) - set(indices)
+        extra = free_indices(body, self.all_indices | set(ranges)) - set(indices)
         if extra:
             raise FormulaError(name, f"index {sorted(map(str, extra))} is free on the right side but "
                                      f"not on the left side {out_name}{list(indices)}; sum over it or "
@@ -174,6 +174,11 @@ class Formula:
     def _check_index_expressions(self, reads, integer):
         for r in reads:
             for pos in r.indices:
+                for inner in pos.atoms(sp.Indexed):
+                    if str(inner.base.label) not in integer:
+                        raise FormulaError(self.name, f"{inner} is used as an index in {r} but tensor "
+                                                      f"{inner.base} is not an integer tensor; declare "
+                                                      f"sympy.IndexedBase({str(inner.base)!r}, integer=True)")
                 aff = affine(pos, self.all_indices)
                 if aff is None:
                     raise FormulaError(self.name, f"index expression {pos} in {r} is not affine in the "

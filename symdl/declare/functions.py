@@ -40,3 +40,20 @@ def step(x: sp.Expr) -> sp.Expr:
 def heaviside_to_step(expr: sp.Expr) -> sp.Expr:
     """SymPy's Heaviside(0) is 1/2; symdl uses the frameworks' ReLU convention (0 at 0)."""
     return expr.replace(sp.Heaviside, lambda *a: step(a[0]))
+
+
+def max_min_to_piecewise(expr: sp.Expr) -> sp.Expr:
+    """Max/Min of values as Piecewise choosing the first argument on ties, so the derivative follows
+    one argument everywhere (Max(a, a) has derivative 1, not 0 as two half-steps would give).
+    Index arithmetic (Sum limits, subscripts) keeps its Max/Min."""
+    if isinstance(expr, sp.Indexed) or not expr.args:
+        return expr
+    if isinstance(expr, sp.Sum):
+        return sp.Sum(max_min_to_piecewise(expr.function), *expr.limits)
+    args = [max_min_to_piecewise(a) for a in expr.args]
+    if isinstance(expr, (sp.Max, sp.Min)):
+        better = sp.Ge if isinstance(expr, sp.Max) else sp.Le
+        pieces = [(a, sp.And(*[better(a, b) for b in args[n + 1:]]) if n + 1 < len(args) else sp.true)
+                  for n, a in enumerate(args)]
+        return sp.Piecewise(*pieces)
+    return expr.func(*args)

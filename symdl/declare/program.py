@@ -90,16 +90,17 @@ def _topological(name, formulas):
         by_output[f.output.name] = f
     order, state = [], {}
 
-    def visit(f, path):
-        if state.get(f.name) == "done":
+    def visit(f, path):  # keyed by output tensor: unique, unlike formula names
+        key = f.output.name
+        if state.get(key) == "done":
             return
-        if state.get(f.name) == "active":
-            raise FormulaError(name, f"cycle through {' -> '.join(path + [f.output.name])}")
-        state[f.name] = "active"
+        if state.get(key) == "active":
+            raise FormulaError(name, f"cycle through {' -> '.join(path + [key])}")
+        state[key] = "active"
         for t in f.input_names:
             if t in by_output:
-                visit(by_output[t], path + [f.output.name])
-        state[f.name] = "done"
+                visit(by_output[t], path + [key])
+        state[key] = "done"
         order.append(f)
 
     for f in formulas:

@@ -105,8 +105,9 @@ class Binder:
                                  f"expected {text} = {want} with {bound}")
         for a, (fn, text) in enumerate(self.out_shape):
             if fn(**dims) < 1:
+                bound = ", ".join(f"{d}={dims[d]} (from {source[d]})" for d in self.dim_names)
                 raise ValueError(f"formula {name!r}: output axis {a} would have length {text} = "
-                                 f"{fn(**dims)} for these inputs ({dims}); the inputs are too small")
+                                 f"{fn(**dims)} with {bound}; the inputs are too small")
         for r in self.reads:
             if r.spans(**dims) < 0:
                 continue
@@ -151,6 +152,9 @@ def float_dtype(formula_name: str, arrays: dict, tensors) -> np.dtype:
     found = {}
     for t in tensors:
         if t.rank and not t.integer:
+            if arrays[t.name].dtype.kind != "f":
+                raise ValueError(f"formula {formula_name!r}: tensor {t.name!r} has dtype "
+                                 f"{arrays[t.name].dtype}; kernels take float32 or float64")
             found.setdefault(arrays[t.name].dtype, t.name)
     if not found:
         return np.dtype(np.float64)

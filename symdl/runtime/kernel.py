@@ -70,6 +70,8 @@ class Kernel:
     def __call__(self, out: np.ndarray | None = None, dims: dict | None = None,
                  check_finite: bool | None = None, **arrays) -> np.ndarray:
         f = self.formula
+        if out is not None and not isinstance(out, np.ndarray):
+            raise ValueError(f"formula {f.name!r}: out= must be a numpy array, got {type(out).__name__}")
         args, dtype = self._arguments(arrays, check_finite)
         shapes = tuple(a.shape if isinstance(a, np.ndarray) else () for a in args)
         key = (dtype, shapes, None if dims is None else tuple(sorted(dims.items())),
@@ -151,6 +153,8 @@ class Kernel:
         shapes = {t.name: (a.shape if isinstance(a, np.ndarray) else ()) for t, a in
                   zip(f.inputs, args, strict=True)}
         bound = self.binder.bind(shapes, dims, None)
+        if self.binder.reads and any(t.integer for t in f.inputs):
+            self.binder.check_gathers(dict(zip(self._order, args, strict=True)), bound)
         out_shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
         grad = np.asarray(grad) if np.isscalar(grad) else grad
         if not isinstance(grad, np.ndarray) or grad.shape != out_shape or grad.dtype != dtype:

@@ -14,7 +14,7 @@ class ProgramKernel:
     def __init__(self, program, backend: str = "cpu", check_finite: bool = False):
         self.program, self.backend, self.check_finite = program, backend, check_finite
         self.kernels = [Kernel(f, backend, check_finite) for f in program.formulas]
-        self._grad = None
+        self._grads: dict = {}
 
     def __repr__(self) -> str:
         return f"ProgramKernel({self.program.name}, {len(self.kernels)} kernels)"
@@ -43,20 +43,33 @@ class ProgramKernel:
         outs = self.program.outputs
         return env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
 
-    def vjp(self, grad, **arrays) -> dict:
+    def vjp(self, grad, wrt=None, **arrays) -> dict:
         """{input name: gradient}; `grad` is the upstream gradient of the single output, or a dict
-        {output name: gradient}."""
-        if self._grad is None:
-            self._grad = ProgramKernel(self.program.vjp(), self.backend, self.check_finite)
+        {output name: gradient}; `wrt` limits the inputs differentiated."""
+        return self.value_and_grad(grad, wrt=wrt, **arrays)[1]
+
+    def value_and_grad(self, grad, wrt=None, **arrays) -> tuple:
+        """(outputs, {input name: gradient}) from one run of the gradient program: the forward
+        values come for free with the gradients (a training step needs both)."""
+        wanted = tuple(t.name for t in self.program.inputs if not t.integer) if wrt is None else tuple(wrt)
+        gk = self._grads.get(wanted)
+        if gk is None:
+            gk = self._grads[wanted] = ProgramKernel(self.program.vjp(wanted), self.backend,
+                                                     self.check_finite)
         outs = self.program.outputs
         grads = grad if isinstance(grad, dict) else {outs[0]: grad}
-        if len(grads) != len(outs) or set(grads) != set(outs):
+        if set(grads) != set(outs):
             raise ValueError(f"program {self.program.name!r}: give the upstream gradient of each output "
                              f"{list(outs)}")
         feed = dict(arrays, **{grad_name(o): g for o, g in grads.items()})
-        env = self._grad.run(**{n: feed[n] for n in self._grad.program.input_names if n in feed},
-                             **{n: feed[n] for n in self._grad.program.input_names if n not in feed})
-        return {t.name: env[grad_name(t.name)] for t in self.program.inputs if not t.integer}
+        names = gk.program.input_names
+        unknown = sorted(set(feed) - set(names) - {t.name for t in self.program.inputs})
+        if unknown:
+            raise ValueError(f"program {self.program.name!r}: unexpected inputs {unknown}")
+        env = gk.run(**{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
+                                                                       if n not in feed})
+        values = env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
+        return values, {n: env[grad_name(n)] for n in wanted}
 
 
 def _dim(d, dims, k):

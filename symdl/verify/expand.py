@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..declare.functions import heaviside_to_step
+from ..declare.functions import heaviside_to_step, max_min_to_piecewise
 
 
 def element(name: str, index: tuple) -> sp.Symbol:
@@ -38,9 +38,10 @@ def expand(f, dims: dict, tensors: Tensors) -> dict:
     ranges = [range(int(_ex(lo, env0, tensors)), int(_ex(hi, env0, tensors)) + 1)
               for lo, hi in f.ranges.values()]
     out = {}
+    body = max_min_to_piecewise(f.body)  # the tie rule autodiff uses, in the formula's argument order
     for index in _product(ranges):
         env = {**env0, **dict(zip(f.indices, map(sp.Integer, index), strict=True))}
-        out[index] = _ex(f.body, env, tensors)
+        out[index] = _ex(body, env, tensors)
     tensors.shapes[f.output.name] = tuple(len(r) for r in ranges)
     tensors.values[f.output.name] = out
     return out

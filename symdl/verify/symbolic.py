@@ -1,6 +1,8 @@
 """Symbolic verification: the derived gradient formulas equal sympy.diff of the scalar expansion."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import sympy as sp
 
@@ -35,12 +37,49 @@ def symbolic(target, sizes: dict | None = None, wrt=None, seed: int = 0) -> int:
         for idx, got in derived[t.name].items():
             var = element(t.name, idx) if t.rank else sp.Symbol(t.name, real=True)
             want = sp.diff(objective, var)
-            diff = normalise(want - got)
-            if diff != 0 and sp.simplify(diff) != 0:
+            if not _zero(normalise(want - got)):
                 raise AssertionError(f"{getattr(target, 'name', target)}: d/d{t.name}{list(idx)} at sizes "
                                      f"{sizes}:\n  sympy.diff: {want}\n  derived:    {got}")
             checked += 1
     return checked
+
+
+def _zero(diff) -> bool:
+    """Exact zero test. A difference of Piecewise expressions is zero when it vanishes in every
+    region its conditions carve out: each condition becomes `e > 0` or `e >= 0` (with e's sign
+    fixed), every feasible combination of truth values is substituted, and each result must
+    expand to 0. Conditions are treated as independent, which can only add regions to check."""
+    if diff == 0:
+        return True
+    rels = [r for r in diff.atoms(sp.core.relational.Relational)]
+    if not rels:
+        return sp.simplify(diff) == 0
+    canon = {r: _canonical(r) for r in rels}
+    keys = sorted({k for k, _ in canon.values()}, key=sp.default_sort_key)
+    if len(keys) > 12:
+        return sp.simplify(diff) == 0
+    for values in itertools.product((True, False), repeat=len(keys)):
+        truth = dict(zip(keys, values, strict=True))
+        if any(truth[(e, ">")] and not truth[(e, ">=")] for e, op in keys if op == ">" and (e, ">=") in truth):
+            continue  # e > 0 but not e >= 0: impossible
+        region = diff.xreplace({r: sp.true if truth[k] == positive else sp.false
+                                for r, (k, positive) in canon.items()})
+        if sp.expand(sp.piecewise_fold(region)) != 0:
+            return False
+    return True
+
+
+def _canonical(rel):
+    """(key, positive): `rel` holds iff key holds (positive) or fails; key is (e, '>' or '>=')."""
+    e = sp.expand(rel.lhs - rel.rhs)
+    op = rel.rel_op
+    if op in ("==", "!="):
+        return ((e, op), True)
+    strict = {">": True, ">=": False, "<": False, "<=": True}[op]  # a < b <=> not (a - b >= 0)
+    positive = op in (">", ">=")
+    if e.could_extract_minus_sign():  # e > 0 <=> not (-e >= 0)
+        e, strict, positive = -e, not strict, not positive
+    return ((e, ">" if strict else ">="), positive)
 
 
 def _seed(o, idx):

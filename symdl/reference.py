@@ -12,6 +12,7 @@ import numpy as np
 import sympy as sp
 
 from .declare.functions import sigmoid, softplus
+from .declare.reductions import ArgMax, ReduceMax
 
 FUNCTIONS = {
     sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
@@ -69,6 +70,10 @@ class _Evaluator:
             return self.read(e, env)
         if isinstance(e, sp.Sum):
             return self.sum(e, env)
+        if isinstance(e, ReduceMax):
+            return self.maximum(e, env)
+        if isinstance(e, ArgMax):
+            return self.argmax(e, env)
         if isinstance(e, sp.Add):
             return functools.reduce(np.add, [self.eval(a, env) for a in e.args])
         if isinstance(e, sp.Mul):
@@ -139,3 +144,36 @@ class _Evaluator:
         body = np.where(mask, body, 0.0)
         body = np.broadcast_to(body, np.broadcast_shapes(np.shape(body), mask.shape))
         return body.sum(axis=axis, keepdims=True) if body.ndim == self.ndim else body.sum()
+
+    def _window(self, var, lo, hi, env):
+        """The values of a reduction variable (on its axis) and the mask of its per-element range."""
+        lo_v, hi_v = np.asarray(self.eval(lo, env)), np.asarray(self.eval(hi, env))
+        start, stop = int(np.min(lo_v)), int(np.max(hi_v))
+        values = self.place(np.arange(start, max(stop, start - 1) + 1), self.axes[var])
+        return values, (values >= lo_v) & (values <= hi_v)
+
+    def maximum(self, e, env):
+        (var, lo, hi), *rest = e.limits
+        inner = ReduceMax(e.function, *rest) if rest else e.function
+        values, mask = self._window(var, lo, hi, env)
+        body = np.where(mask, self.eval(inner, {**env, var: values}), -np.inf)
+        body = np.broadcast_to(body, np.broadcast_shapes(np.shape(body), mask.shape))
+        return body.max(axis=self.axes[var], keepdims=True)
+
+    def argmax(self, e, env):
+        """Coordinate k of the first maximiser in the lexicographic order of the limits."""
+        inner_env, masks, sizes = dict(env), [], []
+        for var, lo, hi in e.limits:
+            values, mask = self._window(var, lo, hi, inner_env)
+            inner_env[var] = values
+            masks.append(mask)
+        body = self.eval(e.function, inner_env)
+        for mask in masks:
+            body = np.where(mask, body, -np.inf)
+        axes = [self.axes[v] for v in e.variables]
+        shape = np.broadcast_shapes(np.shape(body), *[np.shape(inner_env[v]) for v in e.variables])
+        body = np.moveaxis(np.broadcast_to(body, shape), axes, range(-len(axes), 0))
+        flat = body.reshape(body.shape[:-len(axes)] + (-1,)).argmax(axis=-1)
+        coords = np.unravel_index(flat, body.shape[-len(axes):])
+        start = int(np.min(np.asarray(self.eval(e.limits[e.coordinate][1], env))))
+        return np.expand_dims(coords[e.coordinate] + start, sorted(axes))

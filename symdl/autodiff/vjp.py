@@ -6,6 +6,7 @@ import sympy as sp
 from ..declare.formula import Formula
 from ..declare.functions import heaviside_to_step, max_min_to_piecewise
 from ..declare.program import Program
+from ..declare.reductions import ReduceMax
 from ..errors import FormulaError
 from .eliminate import build, eliminate_deltas
 from .terms import NotDifferentiable, base_name, flatten, fresh_index
@@ -90,7 +91,7 @@ def _tidy(expr, names: dict, f: Formula):
     original name unless taken."""
     taken = set(names.values()) | {str(d) for d in f.dims} | {t.name for t in f.inputs}
     mapping = {p: sp.Symbol(n, integer=True) for p, n in names.items()}
-    for s in expr.atoms(sp.Sum):
+    for s in [*expr.atoms(sp.Sum), *expr.atoms(ReduceMax)]:
         for var, _, _ in s.limits:
             if var in mapping:
                 continue

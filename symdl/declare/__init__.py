@@ -2,5 +2,7 @@
 from .formula import Formula, Tensor
 from .functions import relu, sigmoid, softplus, step
 from .program import Program
+from .reductions import ArgMax, Max, ReduceMax
 
-__all__ = ["Formula", "Program", "Tensor", "relu", "sigmoid", "softplus", "step"]
+__all__ = ["ArgMax", "Formula", "Max", "Program", "ReduceMax", "Tensor", "relu", "sigmoid", "softplus",
+           "step"]

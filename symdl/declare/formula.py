@@ -20,6 +20,7 @@ import sympy as sp
 from ..errors import FormulaError
 from .functions import sigmoid, softplus
 from .indexing import affine, free_indices, index_symbol, is_lone
+from .reductions import REDUCTIONS, ArgMax, ReduceMax, limits_of
 
 # Expression nodes a formula may use; anything else is rejected at declaration.
 SUPPORTED = (
@@ -27,7 +28,7 @@ SUPPORTED = (
     sp.Sum, sp.Tuple, sp.exp, sp.log, sp.tanh, sp.Abs, sp.Max, sp.Min, sp.Piecewise,
     sp.sin, sp.cos, sp.sign, sp.KroneckerDelta, sp.Heaviside, sigmoid, softplus, sp.floor,
     sp.ceiling, sp.Mod, sp.logic.boolalg.BooleanAtom, sp.And, sp.Or, sp.Not,
-    sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair,
+    sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair, ReduceMax, ArgMax,
 )
 
 
@@ -141,7 +142,7 @@ class Formula:
                 dims |= d.free_symbols
         for lo, hi in self.ranges.values():
             dims |= lo.free_symbols | hi.free_symbols
-        for s in body.atoms(sp.Sum):
+        for s in [*body.atoms(sp.Sum), *body.atoms(ReduceMax)]:
             for _, lo, hi in s.limits:
                 dims |= (lo.free_symbols | hi.free_symbols) - self.all_indices
         self.dims = tuple(sorted(dims, key=str))
@@ -249,7 +250,7 @@ def _canonical_indices(name, eq, out_idx):
         seen[sym] = idx
         rename[idx] = sym
         ranges[sym] = (sp.sympify(idx.lower), sp.sympify(idx.upper))
-    for s in eq.atoms(sp.Sum):
+    for s in [*eq.atoms(sp.Sum), *eq.atoms(ReduceMax)]:
         for var, _, _ in s.limits:
             if not isinstance(var, sp.Idx) and var not in rename:
                 rename[var] = index_symbol(str(var))
@@ -303,9 +304,9 @@ def _check_nodes(name, expr):
 def _sum_variables(name, expr, outer: set, found: set | None = None) -> set:
     """All Sum variables; a Sum may not reuse an index that is already in scope."""
     found = set() if found is None else found
-    if isinstance(expr, sp.Sum):
+    if isinstance(expr, REDUCTIONS):
         scope = set(outer)
-        for var, lo, hi in expr.limits:
+        for var, lo, hi in limits_of(expr):
             if var in scope:
                 raise FormulaError(name, f"Sum over {var} in {expr} reuses an index already in scope")
             scope.add(var)
@@ -335,9 +336,9 @@ def walk_reads(expr, scope: dict, guarded: bool = False):
         for pos in expr.indices:
             yield from walk_reads(pos, scope, guarded)
         return
-    if isinstance(expr, sp.Sum):
+    if isinstance(expr, REDUCTIONS):
         inner = dict(scope)
-        for var, lo, hi in expr.limits:
+        for var, lo, hi in limits_of(expr):
             inner[var] = (lo, hi)
         yield from walk_reads(expr.function, inner, guarded)
         return

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from .reductions import REDUCTIONS, limits_of
+
 
 def index_symbol(name: str) -> sp.Symbol:
     """The canonical symbol for a loop index (SymPy's Idx carries its range; symdl keeps ranges aside)."""
@@ -15,9 +17,9 @@ def free_indices(expr: sp.Expr, indices: set[sp.Symbol]) -> set[sp.Symbol]:
     """Index symbols of `indices` used in `expr` and not bound by an enclosing Sum in it."""
     if isinstance(expr, sp.Symbol):
         return {expr} if expr in indices else set()
-    if isinstance(expr, sp.Sum):
+    if isinstance(expr, REDUCTIONS):
         inner = free_indices(expr.function, indices)
-        for var, lo, hi in expr.limits:
+        for var, lo, hi in reversed(limits_of(expr)):
             inner.discard(var)
             inner |= free_indices(lo, indices) | free_indices(hi, indices)
         return inner

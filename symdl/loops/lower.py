@@ -12,6 +12,7 @@ import sympy as sp
 
 from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
+from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax
 from ..passes.contraction import extract_matmuls
 from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
@@ -21,13 +22,13 @@ class _Names:
         self.taken = set(taken)
         self.counters: dict = {}
 
-    def new(self, prefix: str) -> sp.Symbol:
+    def new(self, prefix: str, integer: bool = False) -> sp.Symbol:
         c = self.counters.setdefault(prefix, itertools.count())
         while True:
             name = f"{prefix}{next(c)}"
             if name not in self.taken:
                 self.taken.add(name)
-                return sp.Symbol(name, real=True)
+                return sp.Symbol(name, integer=True) if integer else sp.Symbol(name, real=True)
 
 
 def lower(f: Formula) -> LoopProgram:
@@ -51,7 +52,7 @@ def lower(f: Formula) -> LoopProgram:
         lo, hi = f.ranges[i]
         nest = (Loop(i, lo, hi + 1, tuple(hoisted.get(depth + 1, ())) + nest, parallel=depth == 0),)
     nest = tuple(hoisted.get(0, ())) + nest if f.indices else nest
-    work = sp.Mul(*[hi + 1 for _, hi in f.ranges.values()]) * (8 if body.has(sp.Sum) else 1)
+    work = sp.Mul(*[hi + 1 for _, hi in f.ranges.values()]) * (8 if body.has(*REDUCTIONS) else 1)
     arrays = [t.name for t in f.inputs if t.rank and t.name in used] + [
         t.name for t in temps if t.name in used] + [f.output.name]
     steps.append(Nest("loops", nest, tuple(arrays), work))
@@ -68,9 +69,12 @@ def _hoist_reductions(body, indices, names):
     replaced: dict = {}
 
     def visit(e):
-        if isinstance(e, sp.Piecewise) or isinstance(e, sp.Indexed):
+        if isinstance(e, sp.Piecewise):  # the first condition always runs; branches may be guarded
+            (value, cond), *rest = e.args
+            return sp.Piecewise((value, visit(cond)), *rest)
+        if isinstance(e, sp.Indexed):
             return e
-        if isinstance(e, sp.Sum):
+        if isinstance(e, REDUCTIONS):
             free = free_indices(e, set(indices))
             depth = max((indices.index(i) + 1 for i in free), default=0)
             if depth == len(indices):
@@ -89,28 +93,50 @@ def _hoist_reductions(body, indices, names):
 
 def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
     """Statements that compute the Sums and guarded branches of `expr`, and the value left."""
-    if not expr.has(sp.Sum):
+    if not expr.has(*REDUCTIONS):
         return [], expr
     if isinstance(expr, sp.Sum):
         (var, lo, hi), *rest = expr.limits
         inner = sp.Sum(expr.function, *rest) if rest else expr.function
-        guard = None
+        guard, pre = None, []
         if isinstance(inner, sp.Piecewise) and len(inner.args) == 2 and inner.args[1] == (0, True):
             inner, guard = inner.args[0]
+            pre, guard = emit(guard, names)
         acc = names.new("acc")
         stmts, value = emit(inner, names)
         body = stmts + _with_cse(Accumulate(acc, value), names)
         if guard is not None:
-            body = [If(guard, tuple(body))]
+            body = pre + [If(guard, tuple(body))]
         return [Let(acc, sp.Integer(0)), Loop(var, lo, hi + 1, tuple(body))], acc
+    if isinstance(expr, ReduceMax):
+        (var, lo, hi), *rest = expr.limits
+        inner = ReduceMax(expr.function, *rest) if rest else expr.function
+        best = names.new("mx")
+        stmts, value = emit(inner, names)
+        loop = Loop(var, lo, hi + 1, tuple(stmts) + (Let(best, sp.Max(best, value)),))
+        return [Let(best, -sp.oo), loop], best
+    if isinstance(expr, ArgMax):  # first maximiser: a strict > keeps the earliest on ties
+        best, args = names.new("best"), [names.new("arg", integer=True) for _ in expr.limits]
+        stmts, value = emit(expr.function, names)
+        body: tuple = tuple(stmts) + (If(value > best, (Let(best, value),) + tuple(
+            Let(a, v) for a, v in zip(args, expr.variables, strict=True))),)
+        for var, lo, hi in reversed(expr.limits):
+            body = (Loop(var, lo, hi + 1, body),)
+        init = [Let(best, -sp.oo)] + [Let(a, lo) for a, (_, lo, _) in zip(args, expr.limits, strict=True)]
+        return init + list(body), args[expr.coordinate]
     if isinstance(expr, sp.Piecewise):
         t = names.new("t")
+        pre, conds = [], []
+        for _, cond in expr.args:
+            s, c = emit(cond, names)
+            pre += s
+            conds.append(c)
         chain: tuple = (Let(t, sp.Integer(0)),)
-        for value, cond in reversed(expr.args):
+        for (value, _), cond in reversed(list(zip(expr.args, conds, strict=True))):
             stmts, v = emit(value, names)
             branch = tuple(stmts) + (Let(t, v),)
             chain = branch if cond is sp.true else (If(cond, branch, chain),)
-        return [Let(t, sp.Integer(0))] + list(chain), t
+        return pre + [Let(t, sp.Integer(0))] + list(chain), t
     stmts, args = [], []
     for a in expr.args:
         s, v = emit(a, names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..declare.functions import heaviside_to_step, max_min_to_piecewise
+from ..declare.reductions import ArgMax, ReduceMax
 
 
 def element(name: str, index: tuple) -> sp.Symbol:
@@ -76,6 +77,13 @@ def _ex(e, env, tensors):
         inner = sp.Sum(e.function, *rest) if rest else e.function
         lo, hi = int(_ex(lo, env, tensors)), int(_ex(hi, env, tensors))
         return sp.Add(*[_ex(inner, {**env, var: sp.Integer(n)}, tensors) for n in range(lo, hi + 1)])
+    if isinstance(e, (ReduceMax, ArgMax)):
+        return _first_maximiser(e, env, tensors)
+    if isinstance(e, sp.core.relational.Relational):
+        lhs, rhs = _ex(e.lhs, env, tensors), _ex(e.rhs, env, tensors)
+        if isinstance(lhs, sp.Piecewise) or isinstance(rhs, sp.Piecewise):  # an arg-max compared
+            return _compare_pieces(e.func, lhs, rhs)
+        return e.func(lhs, rhs)
     if isinstance(e, sp.Piecewise):
         pieces = []
         for value, cond in e.args:
@@ -98,3 +106,31 @@ def _ex(e, env, tensors):
 def normalise(e: sp.Expr) -> sp.Expr:
     """One convention for the comparison: Heaviside as symdl's step, then expanded."""
     return sp.expand(heaviside_to_step(e))
+
+
+def _first_maximiser(e, env, tensors):
+    """max (or the arg-max coordinate) over the limits, ties to the first in lexicographic order."""
+    points = [env]
+    for var, lo, hi in e.limits:
+        points = [{**p, var: sp.Integer(n)} for p in points
+                  for n in range(int(_ex(lo, p, tensors)), int(_ex(hi, p, tensors)) + 1)]
+    values = [_ex(e.function, p, tensors) for p in points]
+    if isinstance(e, ArgMax):
+        picks = [p[e.variables[e.coordinate]] for p in points]
+    else:
+        picks = values
+    pieces = [(pick, sp.And(*[sp.Ge(v, w) for w in values[n + 1:]]))
+              for n, (pick, v) in enumerate(zip(picks, values, strict=True))]
+    pieces[-1] = (pieces[-1][0], sp.true)
+    return sp.Piecewise(*pieces)
+
+
+def _compare_pieces(rel, lhs, rhs):
+    """rel(lhs, rhs) where a side is a Piecewise: a disjunction over its branches."""
+    side = lhs if isinstance(lhs, sp.Piecewise) else rhs
+    out, before = [], sp.false
+    for value, cond in side.args:
+        test = rel(value, rhs) if side is lhs else rel(lhs, value)
+        out.append(sp.And(cond, sp.Not(before), test))
+        before = sp.Or(before, cond)
+    return sp.Or(*out)

@@ -70,7 +70,8 @@ def _body(stmts, p: Printer, pad: str) -> list[str]:
             out.append(f"{pad}for {py_name(s.var.name)} in range({p.index(s.lo)}, {p.index(s.stop)}):")
             out += _body(s.body, p, pad + "    ") or [pad + "    pass"]
         elif isinstance(s, Let):
-            out.append(f"{pad}{py_name(s.name.name)} = {p.value(s.value)}")
+            value = p.index(s.value) if s.name.is_integer else p.value(s.value)
+            out.append(f"{pad}{py_name(s.name.name)} = {value}")
         elif isinstance(s, Accumulate):
             out.append(f"{pad}{py_name(s.name.name)} += {p.value(s.value)}")
         elif isinstance(s, Store):

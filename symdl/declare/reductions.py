@@ -1,0 +1,103 @@
+"""Max reductions over indices, besides SymPy's Sum: max pooling, row maxima for stable softmax.
+
+    symdl.Max(x[b, 2*i + m], (m, 0, 1))      # ReduceMax: the largest value over m
+    ArgMax(f, limits, k)                     # coordinate k of the first maximiser (integer-valued)
+
+The derivative of a max is routed to its arg-max: d max_m f(m) = Σ_m [m = argmax] df(m). Ties go to
+the first maximiser in the order of the limits (lexicographic), as in the frameworks.
+"""
+from __future__ import annotations
+
+import itertools
+
+import sympy as sp
+
+_fresh = itertools.count()
+
+
+def _limits(limits):
+    out = []
+    for lim in limits:
+        if isinstance(lim, sp.Idx):
+            out.append(sp.Tuple(lim, lim.lower, lim.upper))
+        else:
+            out.append(sp.Tuple(*lim))
+    return out
+
+
+class _Reduction(sp.Expr):
+    @property
+    def function(self):
+        return self.args[0]
+
+    @property
+    def variables(self):
+        return [lim[0] for lim in self.limits]
+
+    @property
+    def free_symbols(self):
+        free = self.function.free_symbols
+        for var, lo, hi in reversed(self.limits):
+            free = (free - {var}) | lo.free_symbols | hi.free_symbols
+        return free
+
+
+class ReduceMax(_Reduction):
+    """max of `function` over the index ranges in `limits` ((var, lo, hi), inclusive)."""
+
+    is_real = True
+
+    def __new__(cls, function, *limits):
+        return sp.Expr.__new__(cls, sp.sympify(function), *_limits(limits))
+
+    @property
+    def limits(self):
+        return self.args[1:]
+
+    def _eval_derivative(self, s):
+        # the arg-max gets its own bound variables: substituting the Sum's variables later (delta
+        # elimination) must not reach inside it
+        own = {v: sp.Symbol(f"{v.name}_{next(_fresh)}", integer=True) for v in self.variables}
+        limits = sp.Tuple(*[(own[v], lo.xreplace(own), hi.xreplace(own)) for v, lo, hi in self.limits])
+        inner = self.function.xreplace(own)
+        which = [sp.KroneckerDelta(var, ArgMax(inner, limits, k)) for k, var in enumerate(self.variables)]
+        return sp.Sum(sp.Mul(*which) * sp.diff(self.function, s), *self.limits)
+
+    def _latex(self, printer):
+        below = ", ".join(f"{printer._print(v)}={printer._print(lo)}..{printer._print(hi)}"
+                          for v, lo, hi in self.limits)
+        return rf"\max_{{{below}}} {printer._print(self.function)}"
+
+
+class ArgMax(_Reduction):
+    """Coordinate `k` of the first maximiser of `function` over `limits` (an integer)."""
+
+    is_integer = True
+    is_real = True
+
+    def __new__(cls, function, limits, k=0):
+        return sp.Expr.__new__(cls, sp.sympify(function), sp.Tuple(*_limits(limits)), sp.Integer(k))
+
+    @property
+    def limits(self):
+        return self.args[1]
+
+    @property
+    def coordinate(self) -> int:
+        return int(self.args[2])
+
+    def _eval_derivative(self, s):
+        return sp.Integer(0)
+
+
+def Max(function, *limits) -> ReduceMax:
+    """The maximum of `function` over index ranges: `symdl.Max(x[i, k], (k, 0, N - 1))` or an Idx."""
+    return ReduceMax(function, *limits)
+
+
+REDUCTIONS = (sp.Sum, ReduceMax, ArgMax)
+
+
+def limits_of(e) -> list:
+    """The (var, lo, hi) limits a reduction binds."""
+    return list(e.limits)

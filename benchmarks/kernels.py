@@ -523,13 +523,16 @@ def main() -> None:
     print(header(args.quick), flush=True)
     if "dense" not in skip:
         print("\n" + bench_dense(dense_reps, dense_warm), flush=True)
+        print(f"   (load average after section 1: {load()})")
     if "elementwise" not in skip:
         text, warm_s = bench_elementwise((10000, 1000), ew_reps, ew_warm)
         print("\n" + text, flush=True)
         print(f"   (first calls and checks before timing: {warm_s:.1f} s, includes any compiling into the "
-              "kernel cache)")
+              f"kernel cache; load average after section 2: {load()})")
     if "compile" not in skip:
         print("\n" + bench_compile(cold, warm), flush=True)
+        print(f"   (load average after section 3: {load()}; these are wall times, so a busy machine "
+              "inflates them all)")
     try:
         layer = numba.threading_layer()
     except ValueError:

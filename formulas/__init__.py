@@ -56,4 +56,5 @@ def entries() -> list[Entry]:
 
 
 def _load():
-    from . import activations, dense, losses, optim, regression, regularizers, tensor_ops  # noqa: F401
+    from . import (activations, attention, autoencoder, conv, dense, gan, losses, optim,  # noqa: F401
+                   optimizers, pooling, regression, regularizers, tensor_ops)

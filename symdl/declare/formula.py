@@ -54,7 +54,7 @@ class Formula:
     """
 
     def __init__(self, eq: sp.Eq, name: str | None = None, *, domains: dict | None = None,
-                 sizes: dict | None = None):
+                 sizes: dict | None = None, zero_padded=()):
         if not isinstance(eq, sp.Eq):
             raise FormulaError(str(name), f"expected sympy.Eq(output[indices], expression), got {eq!r}")
         lhs, rhs = eq.lhs, eq.rhs
@@ -73,6 +73,7 @@ class Formula:
         self._strict = True
         declared = {str(b.label): b.shape for b in eq.atoms(sp.IndexedBase) if b.shape is not None}
         integer = {str(b.label) for b in eq.atoms(sp.IndexedBase) if b.is_integer}
+        self._padded = tuple(zero_padded)
         self._init(name, out_name, indices, ranges, rhs.xreplace(rename), declared, integer,
                    domains or {}, sizes or {})
 
@@ -82,7 +83,7 @@ class Formula:
                    sizes: dict | None = None) -> "Formula":
         """Build a formula from canonical parts (what autodiff and passes produce)."""
         self = cls.__new__(cls)
-        self._strict = False
+        self._strict, self._padded = False, ()
         self._init(name, out_name, tuple(indices), dict(ranges), body, dict(shapes or {}),
                    set(integer or ()), dict(domains or {}), dict(sizes or {}))
         return self
@@ -136,6 +137,12 @@ class Formula:
                 axes.append(cands[0])
             shapes[t] = tuple(axes)
         self.shape_rules = shape_rules
+        unknown = [t for t in self._padded if t not in shapes]
+        if unknown:
+            raise FormulaError(name, f"zero_padded names {unknown[0]!r}, which the formula does not read")
+        if self._padded:  # reads outside a padded tensor are zero: guard them, then check the rest
+            self.body = body = _guard_padded_reads(body, set(self._padded), shapes, self.all_indices)
+            self.read_checks = read_checks(body, self.ranges, self.all_indices)
         dims = set()
         for t, shape in shapes.items():
             for d in shape:
@@ -279,6 +286,25 @@ def bindable_dims(shape_rules) -> set:
                     found |= unknown
                     changed = True
     return found
+
+
+def _guard_padded_reads(body, padded: set, shapes: dict, indices: set):
+    """x[e] for a zero-padded x becomes Piecewise((x[e], 0 <= e <= len - 1), (0, True)), so the
+    padding is ordinary notation: autodiff turns these guards into loop bounds like any other."""
+    def visit(e):
+        if isinstance(e, sp.Indexed):
+            name = str(e.base.label)
+            if name not in padded:
+                return e
+            conds = []
+            for pos, n in zip(e.indices, shapes[name], strict=True):
+                if not is_lone(pos, indices):
+                    conds += [sp.Ge(pos, 0), sp.Le(pos, n - 1)]
+            return sp.Piecewise((e, sp.And(*conds)), (0, True)) if conds else e
+        if not e.args:
+            return e
+        return e.func(*[visit(a) for a in e.args])
+    return visit(body)
 
 
 def _real_values(body, integer):

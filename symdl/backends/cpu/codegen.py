@@ -26,11 +26,8 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
             calls.append(f"    np.matmul({a}, {b}, out={py_name(step.out)})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + dims + scalars)
-            body = _body(step.body, printer, "    ")
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
-                text = "\n".join(body)
-                if flavour == "parallel":
-                    text = text.replace("for ", "for ", 1).replace("in range(", "in nb.prange(", 1)
+                text = "\n".join(_body(step.body, printer, "    ", flavour == "parallel"))
                 functions.append(f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy'{decorator})\n"
                                  f"def {step.name}_{flavour}({params}):\n{text}\n")
             calls.append(f"    if parallel:\n        {step.name}_parallel({params})\n"
@@ -63,11 +60,14 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     ])
 
 
-def _body(stmts, p: Printer, pad: str) -> list[str]:
+def _body(stmts, p: Printer, pad: str, parallel: bool = False) -> list[str]:
+    """Statements as source; only loops the IR marks parallel become prange (a hoisted reduction
+    before the output loop must stay serial: an arg-max update is not a reduction numba knows)."""
     out = []
     for s in stmts:
         if isinstance(s, Loop):
-            out.append(f"{pad}for {py_name(s.var.name)} in range({p.index(s.lo)}, {p.index(s.stop)}):")
+            loop = "nb.prange" if parallel and s.parallel else "range"
+            out.append(f"{pad}for {py_name(s.var.name)} in {loop}({p.index(s.lo)}, {p.index(s.stop)}):")
             out += _body(s.body, p, pad + "    ") or [pad + "    pass"]
         elif isinstance(s, Let):
             value = p.index(s.value) if s.name.is_integer else p.value(s.value)
@@ -79,10 +79,10 @@ def _body(stmts, p: Printer, pad: str) -> list[str]:
             out.append(f"{pad}{py_name(s.tensor)}[{idx}] = {p.value(s.value)}")
         elif isinstance(s, If):
             out.append(f"{pad}if {p.cond(s.cond)}:")
-            out += _body(s.then, p, pad + "    ") or [pad + "    pass"]
+            out += _body(s.then, p, pad + "    ", parallel) or [pad + "    pass"]
             if s.orelse:
                 out.append(f"{pad}else:")
-                out += _body(s.orelse, p, pad + "    ")
+                out += _body(s.orelse, p, pad + "    ", parallel)
         else:
             raise TypeError(f"unknown loop IR statement {s!r}")
     return out

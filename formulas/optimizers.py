@@ -37,7 +37,7 @@ DOMAINS = {
 }
 
 
-def _gradient(l1: bool, l2: bool):
+def _gradient(l1: bool, l2: bool) -> sp.Expr:
     """g[i], with the coupled L1/L2 terms added (F15)."""
     grad = g[i]
     if l2:
@@ -47,9 +47,9 @@ def _gradient(l1: bool, l2: bool):
     return grad
 
 
-def sign(x):
+def sign(x: sp.Expr) -> sp.Expr:
     """sign(x), 0 at 0, as a Piecewise: symdl's autodiff rejects the DiracDelta that sympy gives
-    as the derivative of sp.sign (reported to the lead); this form differentiates to 0."""
+    as the derivative of sp.sign; this form differentiates to 0."""
     return sp.Piecewise((1, x > 0), (-1, x < 0), (0, True))
 
 
@@ -78,8 +78,9 @@ def momentum_sgd(nesterov: bool = False, l1: bool = False, l2: bool = False) -> 
         v_new = momentum·v - lr·g
         w_new = w + v_new                      (classical)
         w_new = w + momentum·v_new - lr·g      (nesterov=True, Keras' Nesterov form)
-    The velocity v starts at 0. PyTorch's SGD(momentum) keeps v = momentum·v + g and steps
-    w - lr·v instead: the same trajectory for a constant lr, with its v scaled by -1/lr."""
+    The velocity v starts at 0. PyTorch's SGD(momentum, dampening=0) keeps b = momentum·b + g
+    and steps w - lr·b (Nesterov: w - lr·(g + momentum·b)): for a constant lr the same
+    trajectory, with v = -lr·b."""
     name = f"{'nesterov' if nesterov else 'momentum'}{_suffix(l1, l2)}_update"
     v = sp.IndexedBase("v")
     grad = _gradient(l1, l2)
@@ -98,7 +99,7 @@ def rmsprop(l1: bool = False, l2: bool = False, eps_in_sqrt: bool = False) -> Pr
         w_new = w - lr·g / (sqrt(s_new) + eps)     (PyTorch RMSprop)
         w_new = w - lr·g / sqrt(s_new + eps)       (eps_in_sqrt=True: Keras/TensorFlow RMSprop)
     The mean square s starts at 0."""
-    name = f"rmsprop{_suffix(l1, l2)}_update"
+    name = f"rmsprop{'_keras' if eps_in_sqrt else ''}{_suffix(l1, l2)}_update"
     s = sp.IndexedBase("s")
     grad = _gradient(l1, l2)
     s_new = rho * s[i] + (1 - rho) * grad ** 2
@@ -115,8 +116,10 @@ def adam(l1: bool = False, l2: bool = False, decoupled: bool = False) -> Program
         v_new = beta2·v + (1 - beta2)·g²
         w_new = w - lr·mhat / (sqrt(vhat) + eps),  mhat = m_new / (1 - beta1^t),
                                                     vhat = v_new / (1 - beta2^t)
-    decoupled=True is AdamW (Loshchilov & Hutter 2019, = PyTorch AdamW with lr-scaled decay):
-        w_new = w - lr·(mhat / (sqrt(vhat) + eps) + weight_decay·w).
+    decoupled=True is AdamW (Loshchilov & Hutter 2019, Algorithm 2; = PyTorch AdamW):
+        w_new = w - lr·(mhat / (sqrt(vhat) + eps) + weight_decay·w)
+    The decay is scaled by lr as in PyTorch and Keras; the paper scales it by the schedule
+    multiplier only (pass weight_decay/lr for that form).
     m and v start at 0. (Keras' Adam puts eps outside the bias correction of v, the paper's
     "epsilon hat" form: w - lr·sqrt(1 - beta2^t)/(1 - beta1^t)·m_new/(sqrt(v_new) + eps).)"""
     name = f"adam{'w' if decoupled else ''}{_suffix(l1, l2)}_update"
@@ -141,11 +144,9 @@ def adamw(l1: bool = False, l2: bool = False) -> Program:
     return adam(l1, l2, decoupled=True)
 
 
-def builders() -> dict:
-    """{catalog name: builder} of this module's entries (the tests run each of them)."""
-    return dict(_ENTRIES)
-
-
+# Adam with L1/L2 (adam(l1=True), adam(l2=True)) and the L1 forms with a state are built and tested
+# by tests/test_optimizers.py but left out of the catalog: symdl's verifier cannot yet check them
+# in reasonable time (or at all), see the lead's notes on symbolic._zero and program_vjp.
 _ENTRIES = {
     "momentum_update": lambda: momentum_sgd(),
     "nesterov_update": lambda: momentum_sgd(nesterov=True),
@@ -156,8 +157,6 @@ _ENTRIES = {
     "sgd_l2_update": lambda: sgd(l2=True),
     "momentum_l2_update": lambda: momentum_sgd(l2=True),
     "rmsprop_l2_update": lambda: rmsprop(l2=True),
-    "adam_l1_update": lambda: adam(l1=True),
-    "adam_l2_update": lambda: adam(l2=True),
 }
 _SUMMARIES = {
     "momentum_update": "SGD with momentum (Keras): v = μv - lr g; w + v",
@@ -169,8 +168,6 @@ _SUMMARIES = {
     "sgd_l2_update": "SGD on g + λ2 w (L2 folded into the gradient)",
     "momentum_l2_update": "momentum SGD on g + λ2 w",
     "rmsprop_l2_update": "RMSprop on g + λ2 w",
-    "adam_l1_update": "Adam on g + λ1 sign(w)",
-    "adam_l2_update": "Adam on g + λ2 w (coupled L2, not AdamW)",
 }
 for _name, _build in _ENTRIES.items():
     entry(_name, "F14", _SUMMARIES[_name])(_build)

@@ -1,8 +1,7 @@
-"""F5 max and average pooling, channels last, with window, stride (default: the window) and padding.
+"""F5 max and average pooling, channels last, with window and stride (default: the window).
 
 Max pooling is `symdl.Max` over the window; its gradient goes to the first arg-max in the window
-(row-major order) on ties. "same" padding follows Keras: windows are clipped at the border (no
-padded zeros take part in a max or an average; an average divides by the cells it covers).
+(row-major order) on ties. Only "valid" padding is offered in this release.
 """
 import sympy as sp
 
@@ -17,6 +16,8 @@ from .conv import CIN, H, W, output_length
 def pool2d(kind: str = "max", pool_size=(2, 2), strides=None, padding: str = "valid", x: str = "x",
            out: str = "y", name: str | None = None) -> Formula:
     (ph, pw) = pool_size
+    if padding != "valid":
+        raise ValueError("pooling supports padding='valid' only in this release")
     (sh, sw) = strides or pool_size
     oh, pt = output_length(H, ph, sh, 1, padding)
     ow, pl = output_length(W, pw, sw, 1, padding)
@@ -32,7 +33,8 @@ def pool2d(kind: str = "max", pool_size=(2, 2), strides=None, padding: str = "va
     if kind == "max":
         body = symdl.Max(cell, (u, u_lo, u_hi), (v, v_lo, v_hi))
     elif kind == "average":
-        count = (u_hi - u_lo + 1) * (v_hi - v_lo + 1)
+        # the cells a clipped window covers, counted as a sum so no Max/Min enters the values
+        count = sp.Sum(1, (u, u_lo, u_hi), (v, v_lo, v_hi))
         body = sp.Sum(cell, (u, u_lo, u_hi), (v, v_lo, v_hi)) / count
     else:
         raise ValueError(f"pooling kind must be 'max' or 'average', got {kind!r}")
@@ -42,8 +44,4 @@ def pool2d(kind: str = "max", pool_size=(2, 2), strides=None, padding: str = "va
 
 
 entry("max_pool2d", "F5", "2x2 max pooling, stride 2")(lambda: pool2d("max"))
-entry("max_pool2d_same", "F5", "3x3 max pooling, stride 2, same padding")(
-    lambda: pool2d("max", (3, 3), (2, 2), "same", name="max_pool2d_same"))
 entry("average_pool2d", "F5", "2x2 average pooling, stride 2")(lambda: pool2d("average"))
-entry("average_pool2d_same", "F5", "3x3 average pooling, stride 2, same padding")(
-    lambda: pool2d("average", (3, 3), (2, 2), "same", name="average_pool2d_same"))

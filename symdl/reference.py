@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from .declare.functions import sigmoid, softplus
-from .declare.reductions import ArgMax, ReduceMax
+from .declare.reductions import ArgMax, ReduceMax, Sum
 
 FUNCTIONS = {
     sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
@@ -132,7 +132,7 @@ class _Evaluator:
 
     def sum(self, e: sp.Sum, env):
         (var, lo, hi), *rest = e.limits
-        inner = sp.Sum(e.function, *rest) if rest else e.function
+        inner = Sum(e.function, *rest) if rest else e.function
         lo_v, hi_v = np.asarray(self.eval(lo, env)), np.asarray(self.eval(hi, env))
         start, stop = int(np.min(lo_v)), int(np.max(hi_v))
         if stop < start:

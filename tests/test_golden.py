@@ -78,9 +78,8 @@ def compare_or_update(path: Path, actual: str) -> None:
         pytest.fail(f"missing golden file {path}; create it with SYMDL_UPDATE_GOLDEN=1")
     expected = path.read_text()
     if expected != actual:
-        diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True),
-                                            actual.splitlines(keepends=True),
-                                            fromfile=f"{path.name} (golden)", tofile=f"{path.name} (generated)"))
+        lines = expected.splitlines(keepends=True), actual.splitlines(keepends=True)
+        diff = "".join(difflib.unified_diff(*lines, f"{path.name} (golden)", f"{path.name} (generated)"))
         pytest.fail(f"generated source differs from {path}; if intended, rerun with SYMDL_UPDATE_GOLDEN=1 "
                     f"and commit the new file\n{diff}")
 

@@ -46,10 +46,9 @@ CONTRACTION_SIZES = {M: 3, N: 2}
 SYMBOLIC_SIZES = {M: 2, N: 1}  # M = 2 keeps transposed reads of one tensor meeting on a diagonal
 WINDOW_SIZES = {L: 7, K: 3, Bt: 2, C: 2}
 
-LEAKY_SLOPES = {"leaky": sp.Rational(1, 10), "flip": sp.Integer(-2)}
-
 # -- elementwise wrappers ------------------------------------------------------------------------
 # (name, function of one expression); "id" first so Hypothesis shrinks towards it.
+LEAKY_SLOPES = {"leaky": sp.Rational(1, 10), "flip": sp.Integer(-2)}
 WRAPPERS = {
     "id": lambda a: a,
     "exp": sp.exp,
@@ -295,3 +294,31 @@ def test_max_min_of_equal_arguments_pass_the_whole_gradient(name):
     sizes = CONTRACTION_SIZES if name in TIES else WINDOW_SIZES
     symdl.verify.numeric(f, sizes=sizes)
     assert symdl.verify.symbolic(f, sizes=SYMBOLIC_SIZES if name in TIES else {L: 4, K: 3}) > 0
+
+
+# -- regressions: small formulas the property tests above failed on --------------------------------
+
+REGRESSIONS = {
+    # tanh of a dense layer over relu'd inputs: its VJPs lost the inner Sum's index
+    "tanh_dense_of_relu": _spec(["i", "j"], ["k"], {"i": "M", "j": "N", "k": "N"},
+                                [("x", ("i", "k")), ("w", ("k", "j"))], ["relu", "id"], "mul",
+                                sum_wrap="tanh"),
+    # a Piecewise whose condition holds Max (leaky relu of relu; Min of a leaky relu)
+    "leaky_of_relu": _spec(["i"], [], {"i": "M"}, [("x", ("i",))], ["relu"], body_wrap="leaky"),
+    "min_of_leaky_and_square": _spec(["i"], [], {"i": "M"}, [("x", ("i",)), ("x", ("i",))],
+                                     ["leaky", "square"], "min"),
+}
+WINDOW_REGRESSIONS = {  # Abs of a windowed read: the output index came back with a second range
+    "conv_abs_stride1": dict(CONV_S2, stride=1, wrap=["abs", "id"]),
+    "conv_abs_stride2": dict(CONV_S2, wrap=["abs", "id"]),
+}
+
+
+@pytest.mark.parametrize("name", list(REGRESSIONS) + list(WINDOW_REGRESSIONS))
+def test_regressions_found_by_the_property_tests(name):
+    if name in REGRESSIONS:
+        f, sizes = build_contraction(REGRESSIONS[name]), CONTRACTION_SIZES
+    else:
+        f, sizes = build_window(WINDOW_REGRESSIONS[name]), WINDOW_SIZES
+    symdl.verify.backends(f, sizes=sizes)
+    symdl.verify.numeric(f, sizes=sizes)

@@ -11,6 +11,7 @@ import functools
 import sympy as sp
 
 from ..declare.indexing import affine
+from ..declare.reductions import Sum
 from .terms import Term
 
 
@@ -160,7 +161,7 @@ def build(term: Term, free_ranges: dict) -> sp.Expr:
         parts = sp.Mul.make_args(body)
         hoisted = [f for f in parts if s not in f.free_symbols]
         kept = sp.Mul(*[f for f in parts if s in f.free_symbols])
-        body = sp.Mul(*hoisted) * sp.Sum(kept, (s, lo, hi))
+        body = sp.Mul(*hoisted) * Sum(kept, (s, lo, hi))
     result = sp.Mul(*outside) * body
     if outer_guards:
         result = sp.Piecewise((result, sp.And(*outer_guards)), (0, True))

@@ -137,29 +137,34 @@ def program_vjp(prog: Program, wrt=None) -> Program:
         for x in f.inputs:
             if x.integer or (x.name not in produced and x.name not in wanted):
                 continue
-            k = len(contributions.setdefault(x.name, []))
-            target = grad_name(x.name) if consumers[x.name] == 1 else f"{grad_name(x.name)}__{k}"
             gf = vjp(f, [x.name])[x.name]
+            if gf.body == 0:
+                continue  # this path contributes nothing (a constant branch)
+            k = len(contributions.setdefault(x.name, []))
+            alone = consumers[x.name] == 1 and x.name not in prog.outputs
+            target = grad_name(x.name) if alone else f"{grad_name(x.name)}__{k}"
             formulas.append(rename(gf, {grad_name(f.output.name): g, grad_name(x.name): target},
                                    name=f"{prog.name}.vjp.{f.output.name}.{x.name}"))
             contributions[x.name].append(target)
     outs = []
     for n in wanted:
-        parts = contributions.get(n)
-        if not parts:
+        if n not in produced and not any(n in f.input_names for f in prog.formulas):
             raise FormulaError(prog.name, f"input {n} does not reach the outputs {prog.outputs}")
-        outs.append(_accumulate(formulas, n, parts, shapes[n], prog.producer if False else None))
+        parts = contributions.get(n) or []
+        outs.append(_accumulate(formulas, n, parts, shapes[n], None))
     return Program(formulas, name=f"{prog.name}.vjp", outputs=outs)
 
 
 def _accumulate(formulas, tensor, parts, shape, _f):
-    """Name of the tensor that holds the total gradient of `tensor`, adding a sum formula if needed."""
+    """Name of the tensor that holds the total gradient of `tensor`, adding a sum formula if needed
+    (no parts: the gradient is zero)."""
     if len(parts) == 1:
         return parts[0]
+    target = grad_name(tensor) if grad_name(tensor) not in parts else f"{grad_name(tensor)}__total"
     idx = tuple(sp.Symbol(f"i{a}", integer=True) for a in range(len(shape)))
     reads = [sp.IndexedBase(p, real=True)[idx] if idx else sp.Symbol(p, real=True) for p in parts]
     shapes = {p: shape for p in parts} if idx else {}
-    formulas.append(Formula.from_parts(f"accumulate.{tensor}", grad_name(tensor), idx,
+    formulas.append(Formula.from_parts(f"accumulate.{tensor}", target, idx,
                                        {i: (0, d - 1) for i, d in zip(idx, shape, strict=True)},
                                        sp.Add(*reads), shapes))
-    return grad_name(tensor)
+    return target

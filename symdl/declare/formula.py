@@ -20,7 +20,7 @@ import sympy as sp
 from ..errors import FormulaError
 from .functions import sigmoid, softplus
 from .indexing import affine, free_indices, index_symbol, is_lone
-from .reductions import REDUCTIONS, ArgMax, ReduceMax, limits_of
+from .reductions import REDUCTIONS, ArgMax, ReduceMax, as_symdl_sums, limits_of
 
 # Expression nodes a formula may use; anything else is rejected at declaration.
 SUPPORTED = (
@@ -91,7 +91,7 @@ class Formula:
     # -- construction -------------------------------------------------------------------------
 
     def _init(self, name, out_name, indices, ranges, body, declared, integer, domains, sizes):
-        body = _real_values(body, integer)
+        body = _real_values(as_symdl_sums(body), integer)
         self.name, self.body, self.indices = name, body, indices
         self.ranges = {i: (sp.sympify(ranges[i][0]), sp.sympify(ranges[i][1])) for i in indices}
         if len(set(indices)) != len(indices):
@@ -158,8 +158,10 @@ class Formula:
         unbound = [d for d in self.dims if d not in bindable]
         # gradient formulas may take a length only from their output (grad_w of a convolution):
         # the caller then passes it (Kernel(..., dims=) or out=)
-        self.output_bound = tuple(d for d in unbound if d in out_bare)
-        if unbound and (self._strict or len(self.output_bound) < len(unbound)):
+        # (non-strict formulas, made by autodiff, may also take lengths only their caller knows)
+        self.output_bound = tuple(unbound) if not self._strict else tuple(d for d in unbound
+                                                                         if d in out_bare)
+        if unbound and self._strict:
             raise FormulaError(name, f"dimension {unbound[0]} is not the length of any input axis, so a "
                                      f"call cannot bind it; write output ranges as expressions of input "
                                      f"dimensions")
@@ -249,7 +251,8 @@ def _canonical_indices(name, eq, out_idx):
     rename, ranges, seen = {}, {}, {}
     for idx in eq.atoms(sp.Idx):
         sym = index_symbol(str(idx.label))
-        if sym in seen and (seen[sym].lower, seen[sym].upper) != (idx.lower, idx.upper):
+        if sym in seen and any(sp.expand(a - b) != 0 for a, b in ((seen[sym].lower, idx.lower),
+                                                                   (seen[sym].upper, idx.upper))):
             raise FormulaError(name, f"index {sym} is declared with two ranges: "
                                      f"[{seen[sym].lower}, {seen[sym].upper}] and [{idx.lower}, {idx.upper}]")
         if idx.lower is None:

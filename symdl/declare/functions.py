@@ -1,6 +1,8 @@
 """Elementwise functions SymPy lacks, with their derivatives (the rule lives with the function)."""
 import sympy as sp
 
+from .reductions import ArgMax, ReduceMax
+
 
 class sigmoid(sp.Function):
     """The logistic function 1 / (1 + exp(-x)); kept whole so backends can print a stable form."""
@@ -38,18 +40,20 @@ def step(x: sp.Expr) -> sp.Expr:
 
 
 def heaviside_to_step(expr: sp.Expr) -> sp.Expr:
-    """SymPy's Heaviside(0) is 1/2; symdl uses the frameworks' ReLU convention (0 at 0)."""
-    return expr.replace(sp.Heaviside, lambda *a: step(a[0]))
+    """SymPy's Heaviside(0) is 1/2; symdl uses the frameworks' ReLU convention (0 at 0). The
+    DiracDelta of d sign(x)/dx is 0 everywhere but at 0, where frameworks also take 0."""
+    return expr.replace(sp.Heaviside, lambda *a: step(a[0])).replace(sp.DiracDelta, lambda *a: 0)
 
 
 def max_min_to_piecewise(expr: sp.Expr) -> sp.Expr:
     """Max/Min of values as Piecewise choosing the first argument on ties, so the derivative follows
     one argument everywhere (Max(a, a) has derivative 1, not 0 as two half-steps would give).
     Index arithmetic (Sum limits, subscripts) keeps its Max/Min."""
-    if isinstance(expr, sp.Indexed) or not expr.args:
-        return expr
-    if isinstance(expr, sp.Sum):
-        return sp.Sum(max_min_to_piecewise(expr.function), *expr.limits)
+    if isinstance(expr, (sp.Indexed, sp.core.relational.Relational, sp.logic.boolalg.Boolean)) \
+            or not expr.args:
+        return expr  # conditions are never differentiated: leave them as written
+    if isinstance(expr, (sp.Sum, ReduceMax, ArgMax)):  # limits are index arithmetic
+        return expr.func(max_min_to_piecewise(expr.function), *expr.args[1:])
     args = [max_min_to_piecewise(a) for a in expr.args]
     if isinstance(expr, (sp.Max, sp.Min)):
         better = sp.Ge if isinstance(expr, sp.Max) else sp.Le

@@ -21,8 +21,27 @@ def _limits(limits):
         if isinstance(lim, sp.Idx):
             out.append(sp.Tuple(lim, lim.lower, lim.upper))
         else:
-            out.append(sp.Tuple(*lim))
+            out.append(sp.Tuple(*[sp.sympify(a) for a in lim]))
     return out
+
+
+class Sum(sp.Sum):
+    """SymPy's Sum without its constructor's Piecewise folding, which pulls a guard out through
+    inner sums and leaves their index unbound. symdl builds and rebuilds sums (autodiff, xreplace),
+    so every Sum inside symdl is this one; it prints, compares and evaluates like SymPy's."""
+
+    def __new__(cls, function, *symbols, **assumptions):
+        obj = sp.Expr.__new__(cls, sp.sympify(function), *_limits(symbols))
+        obj.is_commutative = obj.args[0].is_commutative
+        return obj
+
+    def _eval_derivative(self, s):
+        return Sum(sp.diff(self.function, s), *self.limits)
+
+
+def as_symdl_sums(expr):
+    """Every SymPy Sum in `expr` as a symdl Sum (limits normalised to (var, lo, hi))."""
+    return expr.replace(lambda e: type(e) is sp.Sum, lambda e: Sum(e.function, *e.limits))
 
 
 class _Reduction(sp.Expr):
@@ -61,7 +80,7 @@ class ReduceMax(_Reduction):
         limits = sp.Tuple(*[(own[v], lo.xreplace(own), hi.xreplace(own)) for v, lo, hi in self.limits])
         inner = self.function.xreplace(own)
         which = [sp.KroneckerDelta(var, ArgMax(inner, limits, k)) for k, var in enumerate(self.variables)]
-        return sp.Sum(sp.Mul(*which) * sp.diff(self.function, s), *self.limits)
+        return Sum(sp.Mul(*which) * sp.diff(self.function, s), *self.limits)
 
     def _latex(self, printer):
         below = ", ".join(f"{printer._print(v)}={printer._print(lo)}..{printer._print(hi)}"

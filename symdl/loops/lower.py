@@ -12,7 +12,7 @@ import sympy as sp
 
 from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
-from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax
+from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, Sum
 from ..passes.contraction import extract_matmuls
 from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
@@ -97,7 +97,7 @@ def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
         return [], expr
     if isinstance(expr, sp.Sum):
         (var, lo, hi), *rest = expr.limits
-        inner = sp.Sum(expr.function, *rest) if rest else expr.function
+        inner = Sum(expr.function, *rest) if rest else expr.function
         guard, pre = None, []
         if isinstance(inner, sp.Piecewise) and len(inner.args) == 2 and inner.args[1] == (0, True):
             inner, guard = inner.args[0]

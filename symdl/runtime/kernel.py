@@ -7,19 +7,21 @@
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 
 from .. import __version__
 from ..autodiff import grad_name
 from ..backends.cpu import generate
 from ..declare.formula import Formula
 from ..debug import show
-from ..loops.ir import check, format_ir
+from ..loops.ir import If, Loop, Nest, check, format_ir
 from ..loops.lower import lower
 from .binding import Binder, float_dtype
 from .cache import load_module
 
-PARALLEL_WORK = 1 << 16  # below this many operations the threads' start-up costs more than it saves
+PARALLEL_WORK = 1 << 16  # below this many loop iterations the threads' start-up costs more than it saves
 BACKENDS = ("cpu", "cuda")
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def check_backend(backend: str) -> None:
@@ -48,6 +50,10 @@ class Kernel:
         self._plans: dict = {}
         self._grads: dict = {}
         self._order = [t.name for t in formula.inputs]
+        # per input (name, rank, holds indices): all the common call's argument check needs
+        self._specs = tuple((t.name, t.rank, t.integer) for t in formula.inputs)
+        self._gathers = bool(self.binder.reads) and any(t.integer for t in formula.inputs)
+        self._vjp_plans: dict = {}
         self.last_dims: dict = {}  # the dimensions the latest call bound (a Program passes them on)
 
     def __repr__(self) -> str:
@@ -82,17 +88,60 @@ class Kernel:
             bound = self.binder.bind(named, dims, None if out is None else out.shape)
             out_shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
             values = [bound[str(d)] for d in f.dims]
-            parallel = self.binder.work(**bound) >= PARALLEL_WORK
-            plan = self._plans[key] = (bound, out_shape, values, parallel, self._module(dtype).run)
+            plan = self._plans[key] = (bound, out_shape, values, self.parallel_at(bound),
+                                       self._module(dtype).run)
         bound, out_shape, values, parallel, run = plan
         self.last_dims = bound
-        if self.binder.reads and any(t.integer for t in f.inputs):
+        if self._gathers:
             self.binder.check_gathers(dict(zip(self._order, args, strict=True)), bound)
-        out = self._output(out, out_shape, dtype, args)
-        run(out if out_shape else out.reshape(1), *args, *values, parallel)
+        out = np.empty(out_shape, dtype=dtype) if out is None else self._output(out, out_shape, dtype, args)
+        run(out if out_shape else out.reshape(1), *args, *values, parallel and _threads() > 1)
         return out
 
+    def parallel_at(self, dims: dict) -> bool:
+        """Whether the loop nests are worth running in parallel at these dimensions (numba's thread
+        count is checked per call on top): counted loop iterations against PARALLEL_WORK."""
+        try:
+            work = _nest_work(self.program, dims, PARALLEL_WORK)
+        except (KeyError, TypeError):  # a bound the counter cannot evaluate: the lowering's estimate
+            work = self.binder.work(**dims)
+        return work >= PARALLEL_WORK
+
     def _arguments(self, arrays: dict, check_finite):
+        """The inputs in the kernel's order and the call's float dtype; ValueError naming the tensor
+        on anything wrong."""
+        if len(arrays) == len(self._specs) and not (self.check_finite if check_finite is None
+                                                    else check_finite):
+            fast = self._common_arguments(arrays)
+            if fast is not None:
+                return fast
+        return self._checked_arguments(arrays, check_finite)
+
+    def _common_arguments(self, arrays: dict):
+        """The common call (Python numbers for scalars, arrays of the declared ranks: integer ones
+        for index tensors, the rest all float32 or all float64) in a few attribute reads; None sends
+        anything else through the full checks, which also word the errors."""
+        args, dtype = [], None
+        for name, rank, integer in self._specs:
+            a = arrays.get(name)
+            if rank == 0:
+                if type(a) is not float and type(a) is not int:
+                    return None
+            elif type(a) is not np.ndarray or a.ndim != rank:
+                return None
+            elif integer:
+                if a.dtype.kind not in "iu":
+                    return None
+            elif dtype is None:
+                dtype = a.dtype
+                if dtype is not F32 and dtype is not F64:
+                    return None
+            elif a.dtype is not dtype:
+                return None
+            args.append(a)
+        return args, F64 if dtype is None else dtype
+
+    def _checked_arguments(self, arrays: dict, check_finite):
         f = self.formula
         if arrays.keys() != set(self._order):
             missing = [n for n in self._order if n not in arrays]
@@ -149,29 +198,141 @@ class Kernel:
     def vjp(self, grad: np.ndarray, wrt=None, dims: dict | None = None, **arrays) -> dict:
         """{input name: gradient} for the upstream gradient `grad` (the output's shape and dtype)."""
         f = self.formula
-        args, dtype = self._arguments(dict(arrays), None)
-        shapes = {t.name: (a.shape if isinstance(a, np.ndarray) else ()) for t, a in
-                  zip(f.inputs, args, strict=True)}
-        bound = self.binder.bind(shapes, dims, None)
-        if self.binder.reads and any(t.integer for t in f.inputs):
-            self.binder.check_gathers(dict(zip(self._order, args, strict=True)), bound)
-        out_shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
+        args, dtype = self._arguments(arrays, None)
+        shapes = tuple(a.shape if isinstance(a, np.ndarray) else () for a in args)
+        key = (dtype, shapes, None if dims is None else tuple(sorted(dims.items())),
+               None if wrt is None else tuple(wrt))
+        plan = self._vjp_plans.get(key)
+        if plan is None:  # binding errors come first, as the inputs are checked before the gradient
+            plan = self._vjp_plans[key] = _VjpPlan(self, dtype, shapes, dims, wrt)
+        if self._gathers:
+            self.binder.check_gathers(dict(zip(self._order, args, strict=True)), plan.bound)
         grad = np.asarray(grad) if np.isscalar(grad) else grad
-        if not isinstance(grad, np.ndarray) or grad.shape != out_shape or grad.dtype != dtype:
+        if not isinstance(grad, np.ndarray) or grad.shape != plan.out_shape or grad.dtype != dtype:
             raise ValueError(f"formula {f.name!r}: the upstream gradient must be a {dtype} array of shape "
-                             f"{out_shape} (the output's), got {getattr(grad, 'dtype', type(grad).__name__)} "
-                             f"{getattr(grad, 'shape', '')}")
-        names = [t.name for t in f.inputs if not t.integer] if wrt is None else list(wrt)
+                             f"{plan.out_shape} (the output's), got "
+                             f"{getattr(grad, 'dtype', type(grad).__name__)} {getattr(grad, 'shape', '')}")
+        steps = plan.steps if plan.steps is not None else plan.build()
+        if self.check_finite and plan.finite_check and not np.all(np.isfinite(grad)):
+            raise ValueError(f"formula {plan.finite_check!r}: tensor {plan.grad_name!r} holds NaN or "
+                             f"infinite values")
+        feed_from = [*args, grad if grad.ndim else grad.item()]  # the forward inputs, then grad
         result = {}
-        for n in names:
-            k = self.grad_kernel(n)
-            feed = {m: arrays[m] for m in k.formula.input_names if m in arrays}
-            g = grad_name(f.output.name)
-            if g in k.formula.input_names:
-                feed[g] = grad if grad.ndim else grad.item()
-            t = f.input(n)
-            gout = np.empty(shapes[n], dtype=dtype)
-            result[n] = k(out=gout, dims={d: v for d, v in bound.items()}, **feed)
-            if t.rank == 0:
-                result[n] = result[n].reshape(())
+        for name, shape, kernel, positions, kdims, values, parallel, run in steps:
+            feed = [feed_from[p] for p in positions]
+            if kernel._gathers:
+                kernel.binder.check_gathers(dict(zip(kernel._order, feed, strict=True)), kdims)
+            out = np.empty(shape, dtype=dtype)
+            run(out if shape else out.reshape(1), *feed, *values, parallel and _threads() > 1)
+            kernel.last_dims = kdims
+            result[name] = out
         return result
+
+
+class _VjpPlan:
+    """What one Kernel.vjp signature (dtype, input shapes, dims=, wrt=) needs, worked out once: the
+    bound dimensions, and per gradient its kernel's generated `run` with the argument positions,
+    dimension values and serial/parallel choice the gradient kernel's own call would use."""
+
+    def __init__(self, kernel: Kernel, dtype, shapes: tuple, dims, wrt):
+        f = kernel.formula
+        self.kernel, self.dtype, self.wrt = kernel, dtype, wrt
+        self.shapes = dict(zip(kernel._order, shapes, strict=True))
+        self.bound = kernel.binder.bind(self.shapes, dims, None)
+        self.out_shape = tuple(fn(**self.bound) for fn, _ in kernel.binder.out_shape)
+        self.grad_name = grad_name(f.output.name)
+        self.steps = None
+        self.finite_check = None  # the first gradient kernel reading grad: it names the check
+
+    def build(self) -> list:
+        k0, f = self.kernel, self.kernel.formula
+        names = [t.name for t in f.inputs if not t.integer] if self.wrt is None else list(self.wrt)
+        where = {n: p for p, n in enumerate(k0._order)}
+        where[self.grad_name] = len(k0._order)
+        shapes = dict(self.shapes, **{self.grad_name: self.out_shape})
+        steps = []
+        for n in names:
+            k = k0.grad_kernel(n)
+            shape = self.shapes[n] if f.input(n).rank else ()
+            missing = [m for m in k._order if m not in where]
+            if missing:
+                raise ValueError(f"formula {k.formula.name!r}: missing {missing}; it takes {k._order}")
+            kdims = k.binder.bind({m: shapes[m] for m in k._order}, self.bound, shape)
+            values = [kdims[str(d)] for d in k.formula.dims]
+            if self.finite_check is None and self.grad_name in k._order:
+                self.finite_check = k.formula.name
+            steps.append((n, shape, k, [where[m] for m in k._order], kdims, values, k.parallel_at(kdims),
+                          k._module(self.dtype).run))
+        self.steps = steps
+        return steps
+
+
+def _threads() -> int:
+    """numba's thread count, without starting its thread pool just to ask (a process that forks
+    after the GNU OpenMP pool has started may not survive the fork)."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", True):
+        return numba.get_num_threads()
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def _nest_work(prog, dims: dict, limit: int) -> int:
+    """Iterations of the loop nests that have a parallel loop (what `parallel` changes: matrix
+    products go to BLAS either way, and a nest without one, such as a full reduction, runs the same
+    loops in both flavours), counted like loops.trip_count, but stopping once past `limit`, and
+    multiplying where an inner count does not depend on the outer index (a 10^4 x 10^3 guarded
+    reduction would otherwise be walked index by index)."""
+    env = {str(d): int(v) for d, v in dims.items()}
+    total = 0
+    for step in prog.steps:
+        if isinstance(step, Nest) and _has_parallel_loop(step.body) and total < limit:
+            total += _count(step.body, env, limit - total)
+    return total
+
+
+def _has_parallel_loop(body) -> bool:
+    """A loop the backend turns into prange: the IR marks it, at the top of the nest (or in an If)."""
+    return any(isinstance(s, Loop) and s.parallel
+               or isinstance(s, If) and (_has_parallel_loop(s.then) or _has_parallel_loop(s.orelse))
+               for s in body)
+
+
+def _count(body, env: dict, limit: int) -> int:
+    total = 0
+    for s in body:
+        if isinstance(s, Loop):
+            lo, stop = _value(s.lo, env), _value(s.stop, env)
+            if stop > lo:
+                if not any(isinstance(t, (Loop, If)) for t in s.body):
+                    total += stop - lo
+                elif not _bounds_use(s.body, s.var):
+                    total += (stop - lo) * (1 + _count(s.body, {**env, s.var.name: lo}, limit))
+                else:
+                    for v in range(lo, stop):
+                        total += 1 + _count(s.body, {**env, s.var.name: v}, limit - total)
+                        if total >= limit:
+                            break
+        elif isinstance(s, If):
+            total += _count(s.then, env, limit) + _count(s.orelse, env, limit)
+        if total >= limit:
+            break
+    return total
+
+
+def _bounds_use(body, var) -> bool:
+    for s in body:
+        if isinstance(s, Loop):
+            if var in sp.sympify(s.lo).free_symbols | sp.sympify(s.stop).free_symbols:
+                return True
+            if _bounds_use(s.body, var):
+                return True
+        elif isinstance(s, If) and (_bounds_use(s.then, var) or _bounds_use(s.orelse, var)):
+            return True
+    return False
+
+
+def _value(e, env: dict) -> int:
+    e = sp.sympify(e)
+    return int(e.xreplace({s: sp.Integer(env[s.name]) for s in e.free_symbols}))

@@ -27,12 +27,18 @@ class ProgramKernel:
             raise ValueError(f"program {self.program.name!r}: missing {missing}, unexpected {extra}; "
                              f"it takes {sorted(names)}")
         env, dims = dict(arrays), {}
+        dtype = _dtype(arrays)
         for k in self.kernels:
             args = {t.name: _scalar(env[t.name], t) for t in k.formula.inputs}
-            if k.formula.output_bound:  # a length only the program knows (a gradient's broadcast axis)
+            if k.formula.body == 0:  # a gradient no path reaches: zeros of the program's dtype
+                env[k.formula.output.name] = np.zeros(tuple(_dim(d, dims, k) for d in k.formula.output.shape),
+                                                      dtype=dtype)
+                continue
+            if k.formula.output_bound:  # lengths only the program knows (a gradient's broadcast axis)
+                known = {str(d): dims[str(d)] for d in k.formula.dims if str(d) in dims}
                 out = np.empty(tuple(_dim(d, dims, k) for d in k.formula.output.shape),
                                dtype=_dtype(args))
-                env[k.formula.output.name] = k(out=out, **args)
+                env[k.formula.output.name] = k(out=out, dims=known, **args)
             else:
                 env[k.formula.output.name] = k(**args)
             dims.update(k.last_dims)
@@ -69,7 +75,8 @@ class ProgramKernel:
         env = gk.run(**{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
                                                                        if n not in feed})
         values = env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
-        return values, {n: env[grad_name(n)] for n in wanted}
+        # the gradient program's outputs are the wanted gradients, in order
+        return values, {n: env[o] for n, o in zip(wanted, gk.program.outputs, strict=True)}
 
 
 def _dim(d, dims, k):

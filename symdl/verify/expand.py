@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..declare.functions import heaviside_to_step, max_min_to_piecewise
-from ..declare.reductions import ArgMax, ReduceMax
+from ..declare.reductions import ArgMax, ReduceMax, Sum
 
 
 def element(name: str, index: tuple) -> sp.Symbol:
@@ -74,7 +74,7 @@ def _ex(e, env, tensors):
         return tensors.read(str(e.base.label), tuple(int(i) for i in index))
     if isinstance(e, sp.Sum):
         (var, lo, hi), *rest = e.limits
-        inner = sp.Sum(e.function, *rest) if rest else e.function
+        inner = Sum(e.function, *rest) if rest else e.function
         lo, hi = int(_ex(lo, env, tensors)), int(_ex(hi, env, tensors))
         return sp.Add(*[_ex(inner, {**env, var: sp.Integer(n)}, tensors) for n in range(lo, hi + 1)])
     if isinstance(e, (ReduceMax, ArgMax)):

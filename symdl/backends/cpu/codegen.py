@@ -6,7 +6,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ...loops.ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store
-from .printer import HELPERS, Printer, py_name
+from .printer import Printer, py_name
 
 # fastmath without 'nnan'/'ninf': keeps NaN checks working and still vectorises reductions
 FASTMATH = "{'reassoc', 'contract', 'nsz', 'arcp', 'afn'}"
@@ -15,7 +15,7 @@ DTYPES = {"float32": "np.float32", "float64": "np.float64"}
 
 def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     """The module source for one LoopProgram at one float dtype."""
-    printer = Printer(prog.dims, [t.name for t in prog.inputs if t.integer])
+    printer = Printer(prog.dims, [t.name for t in prog.inputs if t.integer], dtype)
     scalars = [py_name(t.name) for t in prog.inputs if t.rank == 0]
     dims = [py_name(str(d)) for d in prog.dims]
     functions, calls = [], []
@@ -32,8 +32,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
                                  f"def {step.name}_{flavour}({params}):\n{text}\n")
             calls.append(f"    if parallel:\n        {step.name}_parallel({params})\n"
                          f"    else:\n        {step.name}_serial({params})")
-    helpers = [f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy')\n{HELPERS[h]}\n"
-               for h in sorted(printer.helpers)]
+    helpers = [printer.helper_source(h) for h in sorted(printer.helpers)]
     args = ", ".join([py_name(prog.output.name)] + [py_name(t.name) for t in prog.inputs] + dims
                      + ["parallel"])
     temps = [f"    {py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
@@ -48,6 +47,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
         "import numba as nb",
         "import numpy as np",
+        *printer.imports,
         "",
         f"F = {DTYPES[dtype]}",
         "",

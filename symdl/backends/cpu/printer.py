@@ -16,25 +16,124 @@ from ...declare.functions import sigmoid, softplus
 RESERVED = {"F", "np", "nb", "math", "run", "parallel"} | set(keyword.kwlist) | {"max", "min", "abs",
                                                                                    "range"}
 
+# the decorators generated code puts on helpers (the kernels' own flags live in codegen.FASTMATH)
+_FASTMATH = "{'reassoc', 'contract', 'nsz', 'arcp', 'afn'}"
+HELPER = f"@nb.njit(cache=True, fastmath={_FASTMATH}, error_model='numpy')"
+# float32 building blocks: reassociation would undo the two-part ln2 of _exp and Goldberg's log1p, so
+# these allow FMA contraction only; they are small, and LLVM inlines them into the loops that call them
+STRICT = "@nb.njit(cache=True, fastmath={'contract'}, error_model='numpy')"
+# float32 compositions of the building blocks: inlined by numba itself, so a loop calling them still
+# sees only small functions (a function that inlines both _exp and _log is too big for LLVM to inline,
+# and a call left in a loop stops it vectorising)
+INLINE = f"@nb.njit(cache=True, fastmath={_FASTMATH}, error_model='numpy', inline='always')"
+
 # float functions: SymPy class -> printed name (helpers starting with "_" are defined in the module)
 FLOAT_FUNCTIONS = {
     sp.exp: "math.exp", sp.log: "math.log", sp.tanh: "math.tanh", sp.sin: "math.sin",
     sp.cos: "math.cos", sp.Abs: "abs", sp.floor: "math.floor", sp.ceiling: "math.ceil",
     sigmoid: "_sigmoid", softplus: "_softplus", sp.sign: "_sign",
 }
+# float32 kernels replace libm's scalar calls, which keep loops from vectorising, by helpers
+FLOAT32_FUNCTIONS = {**FLOAT_FUNCTIONS, sp.exp: "_exp", sp.log: "_log", sp.tanh: "_tanh"}
 
+# name -> (decorator, source). float64 kernels use these (libm through math: exact to double);
+# _sign, _sq and _cube serve float32 kernels too
 HELPERS = {
-    "_sigmoid": '''def _sigmoid(x):
+    "_sigmoid": (HELPER, '''def _sigmoid(x):
     # the stable form: exp of a non-positive number never overflows
     if x >= F(0):
         return F(1) / (F(1) + math.exp(-x))
     z = math.exp(x)
-    return z / (F(1) + z)''',
-    "_softplus": '''def _softplus(x):
-    return max(x, F(0)) + math.log1p(math.exp(-abs(x)))''',
-    "_sign": '''def _sign(x):
-    return F(1) if x > F(0) else (F(-1) if x < F(0) else F(0))''',
+    return z / (F(1) + z)'''),
+    "_softplus": (HELPER, '''def _softplus(x):
+    return max(x, F(0)) + math.log1p(math.exp(-abs(x)))'''),
+    "_sign": (HELPER, '''def _sign(x):
+    return F(1) if x > F(0) else (F(-1) if x < F(0) else F(0))'''),
+    "_sq": (HELPER, '''def _sq(x):
+    # a square of a computed value: the value is computed once
+    return x * x'''),
+    "_cube": (HELPER, '''def _cube(x):
+    return x * x * x'''),
 }
+
+# float32 versions: branch-free Cephes-style polynomials with range reduction, within a few ulps of
+# float64 (tests/test_cpu_fast_paths.py), so the loops calling them vectorise
+HELPERS_F32 = {
+    **HELPERS,
+    "_exp": (STRICT, '''def _exp(x):
+    # float32 exp without libm (math.exp is a scalar call: loops calling it do not vectorise).
+    # Cephes expf: x = n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial, times 2**n
+    y = x if not (x < F(-104.0)) else F(-104.0)  # comparisons are False for NaN: it passes through
+    y = y if not (y > F(89.0)) else F(89.0)
+    n = (y * F(1.44269504088896341) + F(12582912.0)) - F(12582912.0)  # round(y / ln2): + 1.5 * 2**23
+    n = n if n > F(-200.0) else F(0)  # NaN -> 0, so float32_ldexp gets an integer
+    r = y - n * F(0.693359375) + n * F(2.12194440e-4)  # ln2 in two parts: r is exact
+    p = F(1.9875691500e-4)
+    p = p * r + F(1.3981999507e-3)
+    p = p * r + F(8.3334519073e-3)
+    p = p * r + F(4.1665795894e-2)
+    p = p * r + F(1.6666665459e-1)
+    p = p * r + F(5.0000001201e-1)
+    p = p * r * r + r + F(1)
+    e = float32_ldexp(p, n)  # overflows to inf and rounds into the subnormals as exp itself does
+    return e if not (x < F(-104.0)) else F(0)'''),
+    "_log": (STRICT, '''def _log(x):
+    # float32 log without libm, as _exp. Cephes logf: x = m 2**e with m in [sqrt(1/2), sqrt(2)),
+    # log(m) by a polynomial in m - 1
+    tiny = x < F(1.17549435e-38)  # subnormal (or not positive): scaled by 2**23 to normalise
+    xs = x * F(8388608.0) if tiny else x
+    m = float32_frexp_mantissa(xs)  # in [0.5, 1)
+    e = float32_frexp_exponent(xs) - (F(23) if tiny else F(0))
+    low = m < F(0.707106781186547524)
+    e = e - F(1) if low else e
+    m = (m + m if low else m) - F(1)
+    z = m * m
+    y = F(7.0376836292e-2)
+    y = y * m - F(1.1514610310e-1)
+    y = y * m + F(1.1676998740e-1)
+    y = y * m - F(1.2420140846e-1)
+    y = y * m + F(1.4249322787e-1)
+    y = y * m - F(1.6668057665e-1)
+    y = y * m + F(2.0000714765e-1)
+    y = y * m - F(2.4999993993e-1)
+    y = y * m + F(3.3333331174e-1)
+    y = y * m * z - e * F(2.12194440e-4) - F(0.5) * z
+    r = m + y + e * F(0.693359375)
+    r = r if x < F(np.inf) else x  # inf and NaN stay themselves
+    return r if not (x <= F(0)) else (F(-np.inf) if x == F(0) else F(np.nan))'''),
+    "_log1p": (STRICT, '''def _log1p(z):
+    # Goldberg: log(u) * z / (u - 1) with u = 1 + z corrects u's rounding; z itself where u == 1
+    u = F(1) + z
+    d = u - F(1)
+    v = _log(u) * (z / d)
+    return v if d != F(0) else z'''),
+    "_tanh": (INLINE, '''def _tanh(x):
+    # Cephes tanhf: an odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above; both are
+    # computed and one is selected, so loops over it vectorise
+    a = abs(x)
+    z = x * x
+    p = F(-5.70498872745e-3)
+    p = p * z + F(2.06390887954e-2)
+    p = p * z - F(5.37397155531e-2)
+    p = p * z + F(1.33314422036e-1)
+    p = p * z - F(3.33332819422e-1)
+    p = p * z * x + x
+    t = F(1) - F(2) / (_exp(a + a) + F(1))
+    t = t if x >= F(0) else -t
+    return p if not (a >= F(0.625)) else t'''),
+    "_sigmoid": (INLINE, '''def _sigmoid(x):
+    # 1 / (1 + exp(-x)) without branches or overflow: exp(-|x|) is at most 1
+    z = _exp(-abs(x))
+    s = F(1) / (F(1) + z)
+    return s if x >= F(0) else z * s'''),
+    "_softplus": (INLINE, '''def _softplus(x):
+    return max(x, F(0)) + _log1p(_exp(-abs(x)))'''),
+}
+# helpers that call other helpers
+HELPER_DEPS = {"_tanh": ("_exp",), "_sigmoid": ("_exp",), "_softplus": ("_exp", "_log1p"),
+               "_log1p": ("_log",)}
+INTRINSICS = ("from symdl.backends.cpu.intrinsics import float32_frexp_exponent, float32_frexp_mantissa, "
+              "float32_ldexp")
 
 
 def py_name(name: str) -> str:
@@ -47,12 +146,37 @@ def py_name(name: str) -> str:
 
 class Printer:
     """Prints SymPy expressions of one kernel. `dims` print as ints; in float context they are
-    wrapped in F(). `helpers` collects the helper functions the printed code calls."""
+    wrapped in F(). `helpers` collects the helper functions the printed code calls; `dtype` picks
+    them (float32: vectorisable polynomials, float64: libm through `math`)."""
 
-    def __init__(self, dims=(), integer_tensors=()):
+    def __init__(self, dims=(), integer_tensors=(), dtype: str = "float64"):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"the cpu backend prints float32 or float64 kernels, not {dtype!r}")
         self.dims = set(dims)
         self.integer_tensors = set(integer_tensors)
+        self.dtype = dtype
+        self.functions = FLOAT32_FUNCTIONS if dtype == "float32" else FLOAT_FUNCTIONS
+        self.helper_table = HELPERS_F32 if dtype == "float32" else HELPERS
         self.helpers: set = set()
+
+    def use(self, name: str) -> str:
+        """Record that printed code calls helper `name` (and what that helper calls)."""
+        if name not in self.helpers:
+            self.helpers.add(name)
+            for dep in HELPER_DEPS.get(name, ()) if self.dtype == "float32" else ():
+                self.use(dep)
+        return name
+
+    def helper_source(self, name: str) -> str:
+        """The decorated definition of one helper, for the generated module."""
+        decorator, text = self.helper_table[name]
+        return f"{decorator}\n{text}\n"
+
+    @property
+    def imports(self) -> list[str]:
+        """Import lines the printed helpers need (the float32 exponent-field intrinsics live in a real module, so
+        numba's cache can re-import them in the next process)."""
+        return [INTRINSICS] if self.helpers & {"_exp", "_log"} else []
 
     # -- float context ----------------------------------------------------------------------------
     def value(self, e) -> str:
@@ -84,10 +208,10 @@ class Printer:
             return f"(F(1) if {self.cond(sp.Eq(*e.args, evaluate=False))} else F(0))"
         if isinstance(e, sp.Heaviside):
             return f"(F(1) if {self.value(e.args[0])} > F(0) else F(0))"
-        for cls, name in FLOAT_FUNCTIONS.items():
+        for cls, name in self.functions.items():
             if isinstance(e, cls):
                 if name.startswith("_"):
-                    self.helpers.add(name)
+                    self.use(name)
                 return f"{name}({', '.join(self.value(a) for a in e.args)})"
         raise NotImplementedError(f"the cpu backend cannot print {type(e).__name__}: {e}")
 
@@ -119,18 +243,26 @@ class Printer:
 
     def _pow(self, e) -> str:
         base, ex = e.base, e.exp
-        b = self._paren(base, e)
-        if ex.is_Integer and 1 <= ex <= 4:
-            return "(" + " * ".join([b] * int(ex)) + ")"
-        if ex.is_Integer and -4 <= ex <= -1:
-            return "(F(1) / (" + " * ".join([b] * int(-ex)) + "))"
+        if ex.is_Integer and 1 <= abs(ex) <= 4:
+            power = self._int_power(base, abs(int(ex)), e)
+            return power if ex > 0 else f"(F(1) / {power})"
         if ex == sp.Rational(1, 2):
             return f"math.sqrt({self.value(base)})"
         if ex == -sp.Rational(1, 2):
             return f"(F(1) / math.sqrt({self.value(base)}))"
         if base == sp.E:
-            return f"math.exp({self.value(ex)})"
-        return f"{b} ** {self._paren(ex, e)}"
+            return self.value(sp.exp(ex, evaluate=False))
+        return f"{self._paren(base, e)} ** {self._paren(ex, e)}"
+
+    def _int_power(self, base, n: int, parent) -> str:
+        if n == 1 or isinstance(base, (sp.Symbol, sp.Indexed)) or base.is_Number:
+            return "(" + " * ".join([self._paren(base, parent)] * n) + ")"
+        # a computed base (tanh(x)**2) goes through a helper, so it is computed once
+        inner = self.value(base)
+        if n == 3:
+            return f"{self.use('_cube')}({inner})"
+        square = f"{self.use('_sq')}({inner})"
+        return square if n == 2 else f"_sq({square})"
 
     # -- index (int) context --------------------------------------------------------------------
     def read(self, e: sp.Indexed) -> str:

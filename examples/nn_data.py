@@ -1,0 +1,37 @@
+"""Data for the symdl.nn examples: the bundled digits (offline), or MNIST with --mnist.
+
+MNIST comes from `symdl.datasets.mnist.load_data()` (downloaded once); without network access the
+examples fall back to the real MNIST test set in the project's shared data folder
+(../shared/data/mnist: first 8,000 images to train, last 2,000 to test), as SEEDS.md suggests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from symdl.datasets import DownloadError, digits, mnist
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def load(use_mnist: bool, images: bool):
+    """((x_train, y_train), (x_test, y_test)), float32 in [0, 1]; images (n, h, w, 1) or flat."""
+    if use_mnist:
+        try:
+            (xtr, ytr), (xte, yte) = mnist.load_data()
+        except DownloadError as e:
+            if not SHARED_MNIST.is_dir():
+                raise SystemExit(f"MNIST is not available offline: {e}") from e
+            print(f"(no download possible: using the MNIST test set in {SHARED_MNIST}, 8000/2000 split)")
+            x, y = mnist.read_split(SHARED_MNIST, "t10k")
+            (xtr, ytr), (xte, yte) = (x[:8000], y[:8000]), (x[8000:], y[8000:])
+        scale = 255.0
+    else:
+        (xtr, ytr), (xte, yte) = digits.load_data()
+        scale = float(digits.MAX_PIXEL)
+
+    def prep(x):
+        x = x.astype(np.float32) / np.float32(scale)
+        return x[..., None] if images else x.reshape(len(x), -1)
+    return (prep(xtr), ytr), (prep(xte), yte)

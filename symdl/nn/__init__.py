@@ -1,0 +1,23 @@
+"""symdl.nn: Keras-like models whose every training number comes from symdl's compiled kernels.
+
+    from symdl import nn
+    model = nn.Sequential([nn.Input((64,)), nn.Dense(32, activation="relu"),
+                           nn.Dense(10, activation="softmax")], seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=5, batch_size=32, validation_split=0.1)
+
+Layers run their formulas' forward kernels and, on the tape, the gradient kernels in reverse;
+losses are catalog formulas (plus log-softmax forms on logits); optimizers are the catalog's
+update Programs; NumPy only reshapes, batches, shuffles and counts metrics. See docs/nn.md.
+"""
+from . import callbacks, initializers, losses, metrics, optimizers, utils
+from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
+from .layers import (Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, FormulaLayer, Input,
+                     Layer, MaxPooling2D)
+from .model import Sequential
+from .saving import load_model
+
+__all__ = ["Activation", "AveragePooling2D", "Callback", "Conv2D", "Dense", "Dropout", "EarlyStopping",
+           "Flatten", "FormulaLayer", "History", "Input", "Layer", "MaxPooling2D", "ModelCheckpoint",
+           "Sequential", "callbacks", "initializers", "load_model", "losses", "metrics", "optimizers",
+           "utils"]

@@ -1,0 +1,71 @@
+"""Layer and Variable: what every layer shares (weights, build, config, forward/backward)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+_counter = itertools.count()
+
+
+class Variable:
+    """A named float32 weight; optimizers replace `value` with the updated array."""
+
+    def __init__(self, name: str, value: np.ndarray, trainable: bool = True):
+        self.name, self.value, self.trainable = name, value, trainable
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.shape
+
+    def __repr__(self) -> str:
+        return f"Variable({self.name!r}, shape={self.shape})"
+
+
+class Layer:
+    """Base class. Subclasses implement `build`, `call` (-> output, context) and `backward`
+    (context, upstream gradient -> input gradient, weight gradients in `weights` order).
+
+    Shapes exclude the batch axis. `input_shape=` lets a first layer declare the model input,
+    as in Keras.
+    """
+
+    def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True):
+        self.name = name or f"{type(self).__name__.lower()}_{next(_counter)}"
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.output_shape: tuple | None = None
+        self.weights: list[Variable] = []
+        self.trainable = trainable
+        self.built = False
+
+    def build(self, input_shape: tuple, rng: np.random.Generator) -> None:
+        self.input_shape = tuple(input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def add_weight(self, name: str, value: np.ndarray) -> Variable:
+        v = Variable(f"{self.name}/{name}", value, self.trainable)
+        self.weights.append(v)
+        return v
+
+    def call(self, x: np.ndarray, training: bool = False):
+        raise NotImplementedError
+
+    def backward(self, ctx, grad: np.ndarray, need_input_grad: bool = True):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    def count_params(self) -> int:
+        return int(sum(v.value.size for v in self.weights))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,140 @@
+"""Conv2D and 2-D pooling, channels last (batch, height, width, channels), from the catalog
+builders formulas/conv.py and formulas/pooling.py."""
+from __future__ import annotations
+
+from symdl.formulas.conv import conv2d
+from symdl.formulas.pooling import pool2d
+
+from .. import initializers
+from ..graph import FormulaOp
+from .base import Layer
+from .core import check_activation
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    t = (v, v) if isinstance(v, int) else tuple(v)
+    if len(t) != 2 or not all(isinstance(n, int) and n > 0 for n in t):
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
+    return t
+
+
+def _out_len(n: int, k: int, stride: int, dilation: int, padding: str) -> int:
+    span = dilation * (k - 1) + 1
+    if padding == "same":
+        return -(-n // stride)
+    return (n - span) // stride + 1
+
+
+def _check_image(shape, layer: str) -> None:
+    if len(shape) != 3:
+        raise ValueError(f"{layer} expects inputs (batch, height, width, channels), got input shape "
+                         f"{shape} (without the batch axis)")
+
+
+class Conv2D(Layer):
+    """y[b, i, j, o] = activation(Σ x[b, s·i + d·kh - pad, s·j + d·kw - pad, c] kernel[kh, kw, c, o]
+    + bias[o]); kernel (kh, kw, in, out) as in Keras."""
+
+    def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
+                 dilation_rate=(1, 1), activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides, self.dilation_rate = _pair(strides, "strides"), _pair(dilation_rate, "dilation_rate")
+        self.padding = padding.lower()
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        self.activation = check_activation(activation)
+        if self.activation == "softmax":
+            raise ValueError("Conv2D supports activation relu, sigmoid, tanh or linear; add "
+                             "nn.Activation('softmax') after it for a softmax over channels")
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.op = FormulaOp(conv2d(self.kernel_size, self.strides, self.padding, self.dilation_rate,
+                                   activation=self.activation, x="x", kernel="kernel",
+                                   bias="bias" if use_bias else None, out="y"))
+
+    def compute_output_shape(self, input_shape):
+        _check_image(input_shape, "Conv2D")
+        h, w, _ = input_shape
+        oh, ow = (_out_len(n, k, s, d, self.padding) for n, k, s, d in
+                  zip((h, w), self.kernel_size, self.strides, self.dilation_rate, strict=True))
+        if oh < 1 or ow < 1:
+            raise ValueError(f"Conv2D {self.name}: input {h}x{w} is smaller than the kernel "
+                             f"{self.kernel_size} (dilation {self.dilation_rate})")
+        return (oh, ow, self.filters)
+
+    def build(self, input_shape, rng):
+        super().build(input_shape, rng)
+        shape = (*self.kernel_size, input_shape[-1], self.filters)
+        self.kernel = self.add_weight("kernel", self.kernel_initializer(shape, rng))
+        if self.use_bias:
+            self.bias = self.add_weight("bias", self.bias_initializer((self.filters,), rng))
+
+    def _args(self, x):
+        args = {"x": x, "kernel": self.kernel.value}
+        if self.use_bias:
+            args["bias"] = self.bias.value
+        return args
+
+    def call(self, x, training=False):
+        env = self.op.forward(**self._args(x))
+        return env["y"], env
+
+    def backward(self, ctx, grad, need_input_grad=True):
+        wrt = (["x"] if need_input_grad else []) + ["kernel"] + (["bias"] if self.use_bias else [])
+        g = self.op.backward(ctx, {"y": grad}, wrt)
+        return g.get("x"), [g[n] for n in wrt if n != "x"]
+
+    def get_config(self):
+        return {"name": self.name, "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding,
+                "dilation_rate": list(self.dilation_rate), "activation": self.activation,
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer.get_config(),
+                "bias_initializer": self.bias_initializer.get_config()}
+
+
+class _Pooling2D(Layer):
+    kind = "max"
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding: str = "valid", **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = _pair(pool_size, "pool_size")
+        self.strides = _pair(strides, "strides") if strides is not None else self.pool_size
+        if padding != "valid":
+            raise ValueError(f"{type(self).__name__}: only padding='valid' is supported "
+                             f"(formulas/pooling.py), got {padding!r}")
+        self.padding = padding
+        self.op = FormulaOp(pool2d(self.kind, self.pool_size, self.strides, "valid", x="x", out="y"))
+
+    def compute_output_shape(self, input_shape):
+        _check_image(input_shape, type(self).__name__)
+        h, w, c = input_shape
+        oh, ow = ((n - p) // s + 1 for n, p, s in zip((h, w), self.pool_size, self.strides, strict=True))
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{type(self).__name__} {self.name}: input {h}x{w} is smaller than the "
+                             f"window {self.pool_size}")
+        return (oh, ow, c)
+
+    def call(self, x, training=False):
+        env = self.op.forward(x=x)
+        return env["y"], env
+
+    def backward(self, ctx, grad, need_input_grad=True):
+        return self.op.backward(ctx, {"y": grad}, ["x"])["x"], []
+
+    def get_config(self):
+        return {"name": self.name, "pool_size": list(self.pool_size), "strides": list(self.strides),
+                "padding": self.padding}
+
+
+class MaxPooling2D(_Pooling2D):
+    """Max over each window (gradient to the first arg-max on ties)."""
+    kind = "max"
+
+
+class AveragePooling2D(_Pooling2D):
+    """Mean over each window."""
+    kind = "average"

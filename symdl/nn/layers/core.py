@@ -1,0 +1,166 @@
+"""Input, Dense, Activation, Flatten, Dropout: channels-last layers with Keras' arguments."""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from symdl import Formula, Program
+from symdl.formulas.activations import ACTIVATIONS, activation as activation_formula
+from symdl.formulas.dense import layer as dense_layer
+
+from .. import initializers
+from ..formulas import stable_softmax
+from ..graph import FormulaOp, multiply
+from .base import Layer
+
+ACTIVATION_NAMES = ("linear", "relu", "sigmoid", "tanh", "softmax")
+
+
+def check_activation(activation) -> str:
+    name = "linear" if activation is None else activation
+    if name not in ACTIVATION_NAMES:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATION_NAMES}")
+    return name
+
+
+class Input:
+    """The model input's shape without the batch axis: `nn.Input((28, 28, 1))`."""
+
+    def __init__(self, shape, name: str | None = None):
+        self.shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        self.name = name or "input"
+
+
+def _dense_program(activation: str, use_bias: bool) -> Formula | Program:
+    """y = f(x W + b): the catalog's dense layer, or for softmax (and use_bias=False) the same
+    contraction followed by symdl.nn's row-max softmax."""
+    if use_bias and activation != "softmax":
+        return dense_layer(activation, x="x", W="W", b="b", out="y")
+    B, N, M = sp.symbols("B N M", integer=True, positive=True)
+    i, j, k = sp.Idx("i", B), sp.Idx("j", M), sp.Idx("k", N)
+    x, W, b = sp.IndexedBase("x"), sp.IndexedBase("W"), sp.IndexedBase("b")
+    z_name = "y" if activation == "linear" else "y_z"
+    body = sp.Sum(x[i, k] * W[k, j], k) + (b[j] if use_bias else 0)
+    z = Formula(sp.Eq(sp.IndexedBase(z_name)[i, j], body), name="y.dense")
+    if activation == "linear":
+        return z
+    if activation == "softmax":
+        return Program([z, *stable_softmax("y_z", "y").formulas], name="dense_softmax")
+    act = Formula(sp.Eq(sp.IndexedBase("y")[i, j], ACTIVATIONS[activation](sp.IndexedBase("y_z")[i, j])),
+                  name=f"y.{activation}")
+    return Program([z, act], name=f"dense_{activation}")
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias), kernel (in, out) as in Keras; acts on the last axis."""
+
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.activation, self.use_bias = int(units), check_activation(activation), use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.op = FormulaOp(_dense_program(self.activation, use_bias))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def build(self, input_shape, rng):
+        super().build(input_shape, rng)
+        fan_in = input_shape[-1]
+        self.kernel = self.add_weight("kernel", self.kernel_initializer((fan_in, self.units), rng))
+        if self.use_bias:
+            self.bias = self.add_weight("bias", self.bias_initializer((self.units,), rng))
+
+    def call(self, x, training=False):
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        args = {"x": x2, "W": self.kernel.value}
+        if self.use_bias:
+            args["b"] = self.bias.value
+        env = self.op.forward(**args)
+        return env["y"].reshape(*lead, self.units), (env, lead)
+
+    def backward(self, ctx, grad, need_input_grad=True):
+        env, lead = ctx
+        wrt = (["x"] if need_input_grad else []) + ["W"] + (["b"] if self.use_bias else [])
+        g = self.op.backward(env, {"y": grad.reshape(-1, self.units)}, wrt)
+        gx = g["x"].reshape(*lead, -1) if need_input_grad else None
+        return gx, [g[n] for n in wrt if n != "x"]
+
+    def get_config(self):
+        return {"name": self.name, "units": self.units, "activation": self.activation,
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer.get_config(),
+                "bias_initializer": self.bias_initializer.get_config()}
+
+
+class Activation(Layer):
+    """An activation applied elementwise (softmax: over the last axis)."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = check_activation(activation)
+        if self.activation == "softmax":
+            self.op = FormulaOp(stable_softmax("x", "y"))
+        elif self.activation != "linear":
+            self.op = FormulaOp(activation_formula(self.activation, "x", "y"))
+
+    def call(self, x, training=False):
+        if self.activation == "linear":
+            return x, None
+        x2 = x.reshape(-1, x.shape[-1]) if self.activation == "softmax" else x.reshape(len(x), -1)
+        env = self.op.forward(x=x2)
+        return env["y"].reshape(x.shape), (env, x.shape)
+
+    def backward(self, ctx, grad, need_input_grad=True):
+        if self.activation == "linear":
+            return grad, []
+        env, shape = ctx
+        g = self.op.backward(env, {"y": grad.reshape(env["y"].shape)}, ["x"])
+        return g["x"].reshape(shape), []
+
+    def get_config(self):
+        return {"name": self.name, "activation": self.activation}
+
+
+class Flatten(Layer):
+    """(batch, ...) -> (batch, prod(...)); a reshape, no arithmetic."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def call(self, x, training=False):
+        return x.reshape(len(x), -1), x.shape
+
+    def backward(self, ctx, grad, need_input_grad=True):
+        return grad.reshape(ctx), []
+
+
+class Dropout(Layer):
+    """Zeroes a fraction `rate` of the inputs while training and scales the rest by 1/(1 - rate)
+    (inverted dropout, as Keras); the identity at inference. The mask is drawn with NumPy, the
+    product is a compiled kernel."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate!r}")
+        self.rate, self.seed = float(rate), seed
+        self.rng: np.random.Generator | None = None
+
+    def build(self, input_shape, rng):
+        super().build(input_shape, rng)
+        self.rng = np.random.default_rng(self.seed) if self.seed is not None else rng
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x, None
+        keep = self.rng.random(x.shape) >= self.rate
+        mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.rate)
+        return multiply(x, mask), mask
+
+    def backward(self, ctx, grad, need_input_grad=True):
+        return (grad if ctx is None else multiply(grad, ctx)), []
+
+    def get_config(self):
+        return {"name": self.name, "rate": self.rate, "seed": self.seed}

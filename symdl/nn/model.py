@@ -1,0 +1,163 @@
+"""Sequential: a stack of layers, its weights, its tape, its config and its files."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import saving
+from .layers import LAYERS, FormulaLayer, Input, Layer
+from .training import Trainer
+from .utils import make_rng
+
+
+class Sequential(Trainer):
+    """Layers applied in order, Keras style::
+
+        model = nn.Sequential([nn.Input((8, 8, 1)), nn.Conv2D(8, 3, activation="relu"),
+                               nn.MaxPooling2D(2), nn.Flatten(), nn.Dense(10, activation="softmax")],
+                              seed=0)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, epochs=5)
+
+    `seed` fixes initial weights, shuffling and dropout (else `nn.utils.set_seed` / fresh entropy).
+    """
+
+    def __init__(self, layers=None, name: str = "sequential", seed: int | None = None):
+        super().__init__()
+        self.name, self.seed = name, seed
+        self.rng = make_rng(seed)
+        self.layers: list[Layer] = []
+        self.input_shape: tuple | None = None
+        self.built = False
+        for layer in layers or []:
+            self.add(layer)
+
+    def add(self, layer) -> None:
+        if isinstance(layer, Input):
+            if self.layers or self.input_shape is not None:
+                raise ValueError("nn.Input must come first, once")
+            self.input_shape = layer.shape
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential takes symdl.nn layers, got {type(layer).__name__}")
+        if not self.layers and self.input_shape is None and layer.input_shape is not None:
+            self.input_shape = layer.input_shape
+        self.layers.append(layer)
+        self.built = False
+
+    def build(self, input_shape=None) -> None:
+        """Create every layer's weights for inputs of `input_shape` (no batch axis)."""
+        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        if shape is None:
+            raise ValueError("the model's input shape is unknown: start with nn.Input(shape), give the "
+                             "first layer input_shape=, or call build(shape)")
+        self.input_shape = shape
+        for layer in self.layers:
+            if not layer.built:
+                layer.build(shape, self.rng)
+            shape = layer.output_shape
+        self.output_shape = shape
+        self.built = True
+
+    # -- weights --------------------------------------------------------------------------------
+    @property
+    def weights(self) -> list:
+        return [v for layer in self.layers for v in layer.weights]
+
+    @property
+    def trainable_weights(self) -> list:
+        return [v for v in self.weights if v.trainable]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of every weight, Keras order (per layer: kernel, bias) and shapes."""
+        self._ensure_built()
+        return [v.value.copy() for v in self.weights]
+
+    def set_weights(self, weights) -> None:
+        self._ensure_built()
+        variables = self.weights
+        if len(weights) != len(variables):
+            raise ValueError(f"set_weights: the model has {len(variables)} weight arrays, got {len(weights)}")
+        for v, w in zip(variables, weights, strict=True):
+            w = np.asarray(w)
+            if w.shape != v.shape:
+                raise ValueError(f"set_weights: {v.name} has shape {v.shape}, got {w.shape}")
+            v.value = np.array(w, dtype=np.float32)
+
+    def count_params(self) -> int:
+        self._ensure_built()
+        return sum(layer.count_params() for layer in self.layers)
+
+    def _ensure_built(self) -> None:
+        if not self.built:
+            self.build()
+
+    # -- forward and backward ---------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = False, tape: list | None = None) -> np.ndarray:
+        """The model's output; with `tape`, each layer's context is recorded for `backward`."""
+        for layer in self.layers:
+            x, ctx = layer.call(x, training=training)
+            if tape is not None:
+                tape.append((layer, ctx))
+        return x
+
+    def backward(self, tape: list, grad: np.ndarray) -> list[np.ndarray]:
+        """Weight gradients (in `weights` order) from the recorded tape, walked in reverse."""
+        grads: dict[int, list] = {}
+        for n in range(len(tape) - 1, -1, -1):
+            layer, ctx = tape[n]
+            grad, wgrads = layer.backward(ctx, grad, need_input_grad=n > 0)
+            grads[n] = wgrads
+        return [g for n in range(len(tape)) for g in grads[n]]
+
+    def __call__(self, x) -> np.ndarray:
+        return self.predict(x, batch_size=max(len(x), 1))
+
+    # -- config and files -------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        self._ensure_built()
+        return {"name": self.name, "seed": self.seed, "input_shape": list(self.input_shape),
+                "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Sequential":
+        layers = []
+        for spec in config["layers"]:
+            name, cfg = spec["class_name"], dict(spec["config"])
+            if name not in LAYERS:
+                raise ValueError(f"unknown layer class {name!r} in the saved model")
+            if name == "FormulaLayer":
+                layers.append(_formula_layer(cfg, custom_objects or {}))
+            else:
+                layers.append(LAYERS[name].from_config(cfg))
+        model = cls([Input(config["input_shape"]), *layers], name=config["name"], seed=config.get("seed"))
+        model.build()
+        return model
+
+    def save(self, path) -> None:
+        """Write architecture, weights and compile settings to one .npz file (atomic, no pickle)."""
+        saving.save_model(self, path)
+
+    def save_weights(self, path) -> None:
+        saving.save_model(self, path, weights_only=True)
+
+    def load_weights(self, path) -> None:
+        self.set_weights(saving.read_model_file(path)[1])
+
+    def summary(self, print_fn=print) -> None:
+        self._ensure_built()
+        print_fn(f'Model: "{self.name}"')
+        for layer in self.layers:
+            print_fn(f"  {layer.name:<24s} {type(layer).__name__:<18s} {str(layer.output_shape):<18s} "
+                     f"{layer.count_params():>8d}")
+        print_fn(f"Total params: {self.count_params()}")
+
+
+def _formula_layer(cfg: dict, custom_objects: dict) -> FormulaLayer:
+    formula = custom_objects.get(cfg["formula"])
+    if formula is None:
+        raise ValueError(f"the saved model has a FormulaLayer on formula {cfg['formula']!r}; pass it as "
+                         f"load_model(path, custom_objects={{{cfg['formula']!r}: formula}})")
+    params = {n: tuple(s) for n, s in cfg["params"].items()}
+    return FormulaLayer(formula, params=params, input=cfg["input"], output=cfg["output"],
+                        constants=cfg.get("constants"), name=cfg["name"])

@@ -1,0 +1,151 @@
+"""compile / fit / evaluate / predict, Keras' semantics (batch-mean losses, per-epoch logs)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import metrics as metrics_mod
+from . import optimizers as optimizers_mod
+from .callbacks import Callback, History
+from .progress import Progress
+from .utils import as_float32
+
+
+class Trainer:
+    """The training half of Sequential (needs forward, backward, weights, rng, build)."""
+
+    def __init__(self):
+        self.optimizer = self.loss = None
+        self.metric_fns: list = []
+        self.stop_training = False
+        self.history: History | None = None
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
+        """optimizer/loss: Keras names or symdl.nn objects; metrics: names ("accuracy", "mae")."""
+        if loss is None:
+            raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        self.metric_fns = [metrics_mod.resolve(m, self.loss) for m in (metrics or [])]
+        self._metric_names = list(metrics or [])
+
+    def compile_config(self) -> dict | None:
+        if self.loss is None:
+            return None
+        return {"optimizer": self.optimizer.get_config(), "loss": self.loss.get_config(),
+                "metrics": self._metric_names}
+
+    def _require_compiled(self, what: str) -> None:
+        if self.loss is None:
+            raise RuntimeError(f"call model.compile(optimizer, loss, metrics) before {what}")
+
+    # -- one step -------------------------------------------------------------------------------
+    def train_on_batch(self, x, y) -> float:
+        """One optimizer step on one batch; returns the batch loss."""
+        self._require_compiled("train_on_batch")
+        self._ensure_built()
+        return self._step(as_float32(x), np.asarray(y))[0]
+
+    def _step(self, x: np.ndarray, y: np.ndarray):
+        tape: list = []
+        out = self.forward(x, training=True, tape=tape)
+        loss, grad = self.loss.value_and_grad(y, out)
+        grads = self.backward(tape, grad)
+        pairs = [(v, g) for v, g in zip(self.weights, grads, strict=True) if v.trainable]
+        if pairs:
+            self.optimizer.apply([v for v, _ in pairs], [g for _, g in pairs])
+        return loss, out
+
+    # -- fit ------------------------------------------------------------------------------------
+    def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose: int | str = "auto",
+            callbacks=None, validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
+            initial_epoch: int = 0) -> History:
+        """Train for `epochs`; returns History (`.history["loss"]`, metrics, `val_*`)."""
+        self._require_compiled("fit")
+        x, y = as_float32(x), np.asarray(y)
+        if len(x) != len(y):
+            raise ValueError(f"fit: x has {len(x)} samples, y has {len(y)}")
+        if self.input_shape is None:
+            self.input_shape = x.shape[1:]
+        self._ensure_built()
+        if validation_data is None and validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+            cut = int(len(x) * (1.0 - validation_split))  # Keras: the last samples, before shuffling
+            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+        verbose = 1 if verbose == "auto" else int(verbose)
+        self.history = History()
+        cbs: list[Callback] = [self.history, *(callbacks or [])]
+        for cb in cbs:
+            cb.set_model(self)
+        steps = -(-len(x) // batch_size)
+        progress = Progress(verbose, epochs, steps)
+        self.stop_training = False
+        for cb in cbs:
+            cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            for cb in cbs:
+                cb.on_epoch_begin(epoch)
+            progress.epoch_begin(epoch)
+            logs = self._train_epoch(x, y, batch_size, shuffle, cbs, progress)
+            if validation_data is not None:
+                vx, vy = validation_data
+                vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True)
+                logs.update({f"val_{k}": v for k, v in vals.items()})
+            progress.epoch_end(epoch, logs)
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
+        return self.history
+
+    def _train_epoch(self, x, y, batch_size, shuffle, cbs, progress) -> dict:
+        order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
+        totals = np.zeros(1 + len(self.metric_fns))
+        seen = 0
+        for b, lo in enumerate(range(0, len(x), batch_size)):
+            for cb in cbs:
+                cb.on_batch_begin(b)
+            idx = order[lo:lo + batch_size]
+            xb, yb = x[idx], y[idx]
+            loss, out = self._step(xb, yb)
+            totals += len(idx) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
+            seen += len(idx)
+            logs = dict(zip(self._log_names(), totals / seen, strict=True))
+            progress.batch_end(logs)
+            for cb in cbs:
+                cb.on_batch_end(b, logs)
+        return {k: float(v) for k, v in logs.items()}
+
+    def _log_names(self) -> list[str]:
+        return ["loss", *(name for name, _ in self.metric_fns)]
+
+    # -- evaluate / predict -----------------------------------------------------------------------
+    def evaluate(self, x, y, batch_size: int = 32, verbose: int | str = "auto", return_dict: bool = False):
+        """Loss and metrics over (x, y): `loss` alone, or [loss, metric...], or a dict."""
+        self._require_compiled("evaluate")
+        x, y = as_float32(x), np.asarray(y)
+        self._ensure_built()
+        totals = np.zeros(1 + len(self.metric_fns))
+        for lo in range(0, len(x), batch_size):
+            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+            out = self.forward(xb)
+            totals += len(xb) * np.array([self.loss(yb, out), *(fn(yb, out) for _, fn in self.metric_fns)])
+        values = totals / max(len(x), 1)
+        result = dict(zip(self._log_names(), map(float, values), strict=True))
+        if verbose in (1, 2, "auto"):
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
+        if return_dict:
+            return result
+        return result["loss"] if len(result) == 1 else list(result.values())
+
+    def predict(self, x, batch_size: int = 32, verbose: int | str = 0) -> np.ndarray:
+        """Model outputs for x, computed in batches (a new array)."""
+        x = as_float32(x)
+        if self.input_shape is None:
+            self.input_shape = x.shape[1:]
+        self._ensure_built()
+        outs = [self.forward(x[lo:lo + batch_size]).copy() for lo in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), dtype=np.float32)

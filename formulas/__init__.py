@@ -36,12 +36,14 @@ def entry(name: str, ref: str, summary: str):
 
 
 def get(name: str):
-    """The Formula or Program registered under `name` (built once)."""
+    """The Formula or Program registered under `name` (built once), after the stability rewrites
+    (`symdl.passes.stabilize`; the verifier proves each one, `symdl show NAME` lists them)."""
     _load()
     if name not in _CATALOG:
         raise KeyError(f"no catalog formula {name!r}; known: {', '.join(_CATALOG)}")
-    if name not in _BUILT:
-        _BUILT[name] = _CATALOG[name].build()
+    if name not in _BUILT:  # registered stabilized: the builders declare the naive forms
+        from symdl.passes import stabilize
+        _BUILT[name] = stabilize(_CATALOG[name].build())
     return _BUILT[name]
 
 
@@ -57,4 +59,4 @@ def entries() -> list[Entry]:
 
 def _load():
     from . import (activations, attention, autoencoder, conv, dense, gan, losses, optim,  # noqa: F401
-                   optimizers, pooling, regression, regularizers, tensor_ops)
+                   optimizers, pooling, regression, regularizers, rnn, tensor_ops)

@@ -10,8 +10,10 @@ The softmax is plain by default: exp / row sum / divide. Its forward is finite w
 below ~700 (float64) / ~88 (float32), but its derived gradient divides by the squared row sum,
 which overflows once scores pass ~354 / ~44 (the gradient then silently loses a term). For training,
 `stable=True` subtracts the row maximum first (`symdl.Max`, whose arg-max gradient costs one scan
-per row). The catalog registers the plain form: symbolic verification of the max's Piecewise
-regions is too slow at useful sizes; tests/test_attention.py checks the stable form against NumPy.
+per row). The builders declare the plain form by default; the catalog registers it through
+`symdl.passes.stabilize` (the same row-max shift; masked entries stand in as the row minimum),
+which the verifier proves region by region (symdl.verify.equivalent): expanding a whole stabilized
+program is too slow.
 """
 import sympy as sp
 

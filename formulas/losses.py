@@ -4,9 +4,10 @@ Each loss is the batch mean, as Keras reports it.
 """
 import sympy as sp
 
-from symdl import Formula
+from symdl import Formula, Program, sigmoid
 
 from . import entry
+from .activations import softmax
 from .common import B, C, idx
 
 b, c = idx("b", B), idx("c", C)
@@ -47,3 +48,38 @@ entry("categorical_crossentropy", "F12", "categorical cross-entropy on probabili
     categorical_crossentropy)
 entry("sparse_categorical_crossentropy", "F12", "cross-entropy with integer labels")(
     sparse_categorical_crossentropy)
+
+
+# -- on logits: declared naive (probabilities, then their logs), registered stabilized -------------
+# The catalog runs these through symdl.passes.stabilize (formulas/__init__.py): the sigmoid or
+# softmax stage is fused into the log, giving softplus(z) - t z, and Σ_c t (lse(z) - z) with the
+# row maximum subtracted; the verifier proves each rewrite (symdl.verify.equivalent).
+
+def binary_crossentropy_logits() -> Program:
+    """L = -1/B Σ_b (t log σ(z) + (1 - t) log(1 - σ(z))) on logits z; stabilized:
+    1/B Σ_b softplus(z) - t z (softplus printed as max(z, 0) + log1p(exp(-|z|)))."""
+    z, p = sp.IndexedBase("z"), sp.IndexedBase("p")
+    return Program([Formula(sp.Eq(p[b], sigmoid(z[b])), name="p.sigmoid"),
+                    binary_crossentropy()], name="binary_crossentropy_logits")
+
+
+def categorical_crossentropy_logits() -> Program:
+    """L = -1/B Σ_b Σ_c t[b, c] log softmax(z)[b, c]; stabilized: 1/B Σ_b Σ_c t (m + log Σ exp(z - m)
+    - z), m the row max. Its gradient is (Σ_c t[b, c] p - t) / B: (p - t) / B for one-hot rows."""
+    return Program([*softmax("z", "p", C).formulas, categorical_crossentropy()],
+                   name="categorical_crossentropy_logits")
+
+
+def sparse_categorical_crossentropy_logits() -> Program:
+    """L = -1/B Σ_b log softmax(z)[b, t[b]] with integer labels; stabilized: 1/B Σ_b (m + log Σ
+    exp(z - m) - z[b, t[b]]), whose gradient is (p - onehot(t)) / B."""
+    return Program([*softmax("z", "p", C).formulas, sparse_categorical_crossentropy()],
+                   name="sparse_categorical_crossentropy_logits")
+
+
+entry("binary_crossentropy_logits", "F12", "binary cross-entropy on logits: softplus(z) - t z")(
+    binary_crossentropy_logits)
+entry("categorical_crossentropy_logits", "F12", "softmax + categorical cross-entropy, fused on logits")(
+    categorical_crossentropy_logits)
+entry("sparse_categorical_crossentropy_logits", "F12", "softmax + cross-entropy with integer labels, on logits")(
+    sparse_categorical_crossentropy_logits)

@@ -39,3 +39,16 @@ for _op in OPS:
 entry("transpose", "F17", "transpose")(transpose)
 entry("broadcast_add", "F17", "row-broadcast addition")(broadcast_add)
 entry("outer", "F17", "outer product by broadcasting")(outer)
+
+
+def embedding() -> Formula:
+    """out[b, s, d] = E[tok[b, s], d]: a gather by an integer tensor (an embedding lookup); its
+    gradient for E is a scatter-add (loops/scatter.py), at the lookup's cost."""
+    Bt, S, V, D = sp.symbols("B S V D", integer=True, positive=True)
+    bi, s, d = idx("b", Bt), idx("s", S), idx("d", D)
+    E, tok, out = sp.IndexedBase("E", shape=(V, D)), sp.IndexedBase("tok", integer=True), sp.IndexedBase("out")
+    return Formula(sp.Eq(out[bi, s, d], E[tok[bi, s], d]), name="embedding",
+                   sizes={"B": 2, "S": 3, "V": 4, "D": 2})
+
+
+entry("embedding", "F17", "gather rows by integer ids (embedding); gradient by scatter-add")(embedding)

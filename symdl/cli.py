@@ -45,6 +45,11 @@ def _show(args) -> int:
         print(err.args[0], file=sys.stderr)
         return 2
     parts = list(getattr(target, "formulas", [target]))
+    stability = getattr(target, "stability", None)
+    if stability is not None:  # the catalog registers its entries through symdl.passes.stabilize
+        _section("stability rewrites (proven equal by symdl.verify.equivalent)")
+        for rewrite in stability.rewrites:
+            print(f"  {rewrite}")
     for f in parts:
         _section(f"formula {f.name}")
         print(f.pretty())

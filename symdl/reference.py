@@ -30,13 +30,28 @@ def evaluate(formula, arrays: dict, dims: dict | None = None) -> np.ndarray:
         dims = Binder(formula).bind(shapes, None, None)
     names = {str(d): int(v) for d, v in dims.items()}
     symbols = [*formula.indices, *sorted(formula.reduction_indices, key=str)]
-    ev = _Evaluator({s: a for a, s in enumerate(symbols)}, len(symbols), arrays, names)
+    ev = _Evaluator({s: a for a, s in enumerate(symbols)}, len(symbols), dict(arrays), names)
     env = {}
     for a, i in enumerate(formula.indices):
         lo, hi = formula.ranges[i]
         env[i] = ev.place(np.arange(int(ev.scalar(lo, env)), int(ev.scalar(hi, env)) + 1), a)
-    value = np.asarray(ev.eval(formula.body, env), dtype=np.float64)
     shape = tuple(int(ev.scalar(hi, env)) + 1 for _, hi in formula.ranges.values())
+    if formula.recurrence is None:
+        return _block(ev.eval(formula.body, env), shape)
+    # a recurrence: one step of its axis at a time, each reading the steps already written
+    rec = formula.recurrence
+    out = ev.arrays[formula.output.name] = np.zeros(shape)
+    steps = range(shape[rec.axis]) if rec.direction > 0 else reversed(range(shape[rec.axis]))
+    for step in steps:
+        at = ev.place(np.array([step]), rec.axis)
+        where = tuple(slice(step, step + 1) if a == rec.axis else slice(None) for a in range(len(shape)))
+        out[where] = _block(ev.eval(formula.body, {**env, formula.indices[rec.axis]: at}),
+                            out[where].shape)
+    return out
+
+
+def _block(value, shape) -> np.ndarray:
+    value = np.asarray(value, dtype=np.float64)
     if value.ndim:  # axes past the output's are summed out (size 1)
         value = value.reshape(value.shape[:len(shape)])
     return np.array(np.broadcast_to(value, shape), dtype=np.float64)
@@ -105,6 +120,8 @@ class _Evaluator:
             return functools.reduce(np.logical_or, [self.eval(a, env) for a in e.args])
         if isinstance(e, sp.Not):
             return np.logical_not(self.eval(e.args[0], env))
+        if isinstance(e, sp.ITE):
+            return np.where(*(self.eval(a, env) for a in e.args))
         if e is sp.true or e is sp.false:
             return bool(e)
         for cls, fn in FUNCTIONS.items():

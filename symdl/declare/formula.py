@@ -20,6 +20,7 @@ import sympy as sp
 from ..errors import FormulaError
 from .functions import sigmoid, softplus
 from .indexing import affine, free_indices, index_symbol, is_lone
+from .recurrence import recurrence, with_initial_state
 from .reductions import REDUCTIONS, ArgMax, ReduceMax, as_symdl_sums, limits_of
 
 # Expression nodes a formula may use; anything else is rejected at declaration.
@@ -27,7 +28,7 @@ SUPPORTED = (
     sp.Add, sp.Mul, sp.Pow, sp.Number, sp.NumberSymbol, sp.Symbol, sp.Indexed, sp.IndexedBase,
     sp.Sum, sp.Tuple, sp.exp, sp.log, sp.tanh, sp.Abs, sp.Max, sp.Min, sp.Piecewise,
     sp.sin, sp.cos, sp.sign, sp.KroneckerDelta, sp.Heaviside, sigmoid, softplus, sp.floor,
-    sp.ceiling, sp.Mod, sp.logic.boolalg.BooleanAtom, sp.And, sp.Or, sp.Not,
+    sp.ceiling, sp.Mod, sp.logic.boolalg.BooleanAtom, sp.And, sp.Or, sp.Not, sp.ITE,
     sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair, ReduceMax, ArgMax,
 )
 
@@ -54,7 +55,7 @@ class Formula:
     """
 
     def __init__(self, eq: sp.Eq, name: str | None = None, *, domains: dict | None = None,
-                 sizes: dict | None = None, zero_padded=()):
+                 sizes: dict | None = None, zero_padded=(), initial: dict | None = None):
         if not isinstance(eq, sp.Eq):
             raise FormulaError(str(name), f"expected sympy.Eq(output[indices], expression), got {eq!r}")
         lhs, rhs = eq.lhs, eq.rhs
@@ -74,8 +75,10 @@ class Formula:
         declared = {str(b.label): b.shape for b in eq.atoms(sp.IndexedBase) if b.shape is not None}
         integer = {str(b.label) for b in eq.atoms(sp.IndexedBase) if b.is_integer}
         self._padded = tuple(zero_padded)
-        self._init(name, out_name, indices, ranges, rhs.xreplace(rename), declared, integer,
-                   domains or {}, sizes or {})
+        rhs = rhs.xreplace(rename)
+        if initial:
+            rhs = with_initial_state(name, out_name, indices, rhs, initial)
+        self._init(name, out_name, indices, ranges, rhs, declared, integer, domains or {}, sizes or {})
 
     @classmethod
     def from_parts(cls, name: str, out_name: str, indices: tuple, ranges: dict, body: sp.Expr,
@@ -93,6 +96,7 @@ class Formula:
     def _init(self, name, out_name, indices, ranges, body, declared, integer, domains, sizes):
         body = _real_values(as_symdl_sums(body), integer)
         self.name, self.body, self.indices = name, body, indices
+        self._out_name = out_name
         self.ranges = {i: (sp.sympify(ranges[i][0]), sp.sympify(ranges[i][1])) for i in indices}
         if len(set(indices)) != len(indices):
             raise FormulaError(name, f"output indices {indices} repeat an index")
@@ -112,15 +116,14 @@ class Formula:
                                      f"not on the left side {out_name}{list(indices)}; sum over it or "
                                      f"add it to the output")
         reads = _reads(body)
+        self.recurrence = recurrence(name, out_name, indices, body)
+        reads = [r for r in reads if str(r.base.label) != out_name]
         self.reads = reads
-        bad = [r for r in reads if str(r.base.label) == out_name]
-        if bad:
-            raise FormulaError(name, f"the output {out_name} is also read ({bad[0]}): a formula may "
-                                     f"not read what it writes (use a Program or a scan)")
         self._check_index_expressions(reads, integer)
         read_names = {str(r.base.label) for r in reads}
-        shape_rules = _shape_rules(body, self.ranges, {t: d for t, d in declared.items() if t in read_names})
-        self.read_checks = read_checks(body, self.ranges, self.all_indices)
+        shape_rules = {k: v for k, v in _shape_rules(body, self.ranges, {
+            t: d for t, d in declared.items() if t in read_names}, self._strict).items() if k[0] != out_name}
+        self.read_checks = self._own_reads_out(read_checks(body, self.ranges, self.all_indices))
         names = list(dict.fromkeys(str(r.base.label) for r in reads))
         shapes = {}
         for t in names:
@@ -142,7 +145,7 @@ class Formula:
             raise FormulaError(name, f"zero_padded names {unknown[0]!r}, which the formula does not read")
         if self._padded:  # reads outside a padded tensor are zero: guard them, then check the rest
             self.body = body = _guard_padded_reads(body, set(self._padded), shapes, self.all_indices)
-            self.read_checks = read_checks(body, self.ranges, self.all_indices)
+            self.read_checks = self._own_reads_out(read_checks(body, self.ranges, self.all_indices))
         dims = set()
         for t, shape in shapes.items():
             for d in shape:
@@ -180,6 +183,14 @@ class Formula:
         self.domains = {t.name: domains.get(t.name, _default_domain(body, t.name)) for t in self.inputs}
         self.sizes = {sp.Symbol(str(k), integer=True, positive=True) if isinstance(k, str) else k: v
                       for k, v in sizes.items()}
+
+    def _own_reads_out(self, checks):
+        """A recurrence's reads of its own output are guarded by construction, not checked per call."""
+        return [c for c in checks if c[0] != self.output_name] if self.recurrence else checks
+
+    @property
+    def output_name(self) -> str:
+        return self._out_name
 
     def _check_index_expressions(self, reads, integer):
         for r in reads:
@@ -359,7 +370,8 @@ def _reads(expr) -> list:
 
 def walk_reads(expr, scope: dict, guarded: bool = False):
     """Yield (read, scope, guarded) for each Indexed read: `scope` maps every index in scope to its
-    (lo, hi) range, `guarded` says the read sits under a Piecewise condition on indices."""
+    (lo, hi) range, `guarded` says the read sits under a Piecewise condition on indices (its own
+    branch's or an earlier branch's)."""
     if isinstance(expr, sp.Indexed):
         yield expr, scope, guarded
         for pos in expr.indices:
@@ -371,10 +383,11 @@ def walk_reads(expr, scope: dict, guarded: bool = False):
             inner[var] = (lo, hi)
         yield from walk_reads(expr.function, inner, guarded)
         return
-    if isinstance(expr, sp.Piecewise):
+    if isinstance(expr, sp.Piecewise):  # a branch runs only where the conditions before it failed
+        tested = False
         for value, cond in expr.args:
-            on_index = bool(cond.free_symbols & set(scope)) if cond is not sp.true else False
-            yield from walk_reads(value, scope, guarded or on_index)
+            tested = tested or (bool(cond.free_symbols & set(scope)) if cond is not sp.true else False)
+            yield from walk_reads(value, scope, guarded or tested)
             yield from walk_reads(cond, scope, guarded)
         return
     for arg in expr.args:
@@ -382,14 +395,17 @@ def walk_reads(expr, scope: dict, guarded: bool = False):
             yield from walk_reads(arg, scope, guarded)
 
 
-def _shape_rules(body, ranges, declared) -> dict:
+def _shape_rules(body, ranges, declared, strict: bool = True) -> dict:
     """(tensor, axis) -> candidate length expressions: the declared shape, then the ranges of lone
-    indices that start at 0 and do not depend on other indices."""
+    indices that start at 0 and do not depend on other indices. Formulas made by autodiff declare
+    every shape and may sum over part of an axis (t in [0, 0]): only their declarations count."""
     rules: dict = {}
     for t, shape in declared.items():
         for a, d in enumerate(shape):
             rules.setdefault((t, a), []).append(sp.sympify(d))
     for read, scope, _ in walk_reads(body, ranges):
+        if not strict and str(read.base.label) in declared:
+            continue
         for a, pos in enumerate(read.indices):
             if is_lone(pos, set(scope)):
                 lo, hi = scope[pos]

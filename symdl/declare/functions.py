@@ -47,7 +47,8 @@ def heaviside_to_step(expr: sp.Expr) -> sp.Expr:
 
 def max_min_to_piecewise(expr: sp.Expr) -> sp.Expr:
     """Max/Min of values as Piecewise choosing the first argument on ties, so the derivative follows
-    one argument everywhere (Max(a, a) has derivative 1, not 0 as two half-steps would give).
+    one argument everywhere (Max(a, a) has derivative 1, not 0 as two half-steps would give); Abs as
+    a Piecewise whose derivative is sign(a) (0 at 0, the frameworks' convention).
     Index arithmetic (Sum limits, subscripts) keeps its Max/Min."""
     if isinstance(expr, (sp.Indexed, sp.core.relational.Relational, sp.logic.boolalg.Boolean)) \
             or not expr.args:
@@ -55,6 +56,9 @@ def max_min_to_piecewise(expr: sp.Expr) -> sp.Expr:
     if isinstance(expr, (sp.Sum, ReduceMax, ArgMax)):  # limits are index arithmetic
         return expr.func(max_min_to_piecewise(expr.function), *expr.args[1:])
     args = [max_min_to_piecewise(a) for a in expr.args]
+    if isinstance(expr, sp.Abs):  # SymPy differentiates Abs of a maybe-complex value via atan2
+        a = args[0]
+        return sp.Piecewise((a, sp.Gt(a, 0)), (-a, sp.Lt(a, 0)), (0, True))
     if isinstance(expr, (sp.Max, sp.Min)):
         better = sp.Ge if isinstance(expr, sp.Max) else sp.Le
         pieces = [(a, sp.And(*[better(a, b) for b in args[n + 1:]]) if n + 1 < len(args) else sp.true)

@@ -39,6 +39,35 @@ class Sum(sp.Sum):
         return Sum(sp.diff(self.function, s), *self.limits)
 
 
+def _keep_reductions_whole():
+    """SymPy folds a Piecewise found anywhere in a Piecewise condition (Max(0, Σ_m leaky(x[m]))
+    becomes one) out to the top, through any Sum: the Sum's index then escapes its Sum. Folding
+    stops at symdl's reductions, whose bodies are evaluated per index."""
+    from sympy.functions.elementary import piecewise as module
+    fold = module.piecewise_fold
+    if getattr(fold, "symdl", False):
+        return
+
+    def outermost(e):
+        if isinstance(e, (Sum, _Reduction)):
+            yield e
+        elif isinstance(e, sp.Basic):
+            for a in e.args:
+                yield from outermost(a)
+
+    def piecewise_fold(expr, evaluate=True):
+        if not isinstance(expr, sp.Basic):
+            return fold(expr, evaluate)
+        hidden = {r: sp.Dummy(real=True) for r in outermost(expr)}
+        if not hidden:
+            return fold(expr, evaluate)
+        folded = fold(expr.xreplace(hidden), evaluate)
+        return folded.xreplace({d: r for r, d in hidden.items()})
+
+    piecewise_fold.symdl = True
+    module.piecewise_fold = piecewise_fold
+
+
 def as_symdl_sums(expr):
     """Every SymPy Sum in `expr` as a symdl Sum (limits normalised to (var, lo, hi))."""
     return expr.replace(lambda e: type(e) is sp.Sum, lambda e: Sum(e.function, *e.limits))
@@ -120,3 +149,6 @@ REDUCTIONS = (sp.Sum, ReduceMax, ArgMax)
 def limits_of(e) -> list:
     """The (var, lo, hi) limits a reduction binds."""
     return list(e.limits)
+
+
+_keep_reductions_whole()

@@ -45,6 +45,16 @@ class Store:
 
 
 @dataclass(frozen=True)
+class ScatterAdd:
+    """tensor[index] += value, where index holds values read from an integer tensor (the gradient of
+    a gather): iterations may hit the same element, so a backend runs it serially or atomically."""
+
+    tensor: str
+    index: tuple
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
 class If:
     cond: sp.Basic
     then: tuple
@@ -118,6 +128,8 @@ def _format_body(body, pad):
             out.append(f"{pad}{s.name} += {s.value}")
         elif isinstance(s, Store):
             out.append(f"{pad}{s.tensor}[{', '.join(map(str, s.index))}] = {s.value}")
+        elif isinstance(s, ScatterAdd):
+            out.append(f"{pad}{s.tensor}[{', '.join(map(str, s.index))}] += {s.value}  (scatter)")
         elif isinstance(s, If):
             out.append(f"{pad}if {s.cond}:")
             out += _format_body(s.then, pad + "  ")
@@ -152,7 +164,7 @@ def _check_body(body, loop_vars, defined, writable):
             defined.add(s.name)
         elif isinstance(s, Accumulate):
             assert s.name in defined, f"{s.name} accumulated before it is defined"
-        elif isinstance(s, Store):
+        elif isinstance(s, (Store, ScatterAdd)):
             assert s.tensor in writable, f"store to read-only {s.tensor}"
         elif isinstance(s, If):
             _check_body(s.then, loop_vars, defined, writable)

@@ -14,6 +14,7 @@ from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, Sum
 from ..passes.contraction import extract_matmuls
+from . import scatter
 from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
 
@@ -32,7 +33,14 @@ class _Names:
 
 
 def lower(f: Formula) -> LoopProgram:
-    body, contractions = extract_matmuls(f)
+    hit = scatter.match(f) if f.recurrence is None else None
+    if hit is not None:  # a gather's gradient: the gather's loops, adding into the output
+        names = _Names({str(s) for s in f.body.free_symbols} | {t.name for t in f.inputs} | {f.output.name})
+        used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
+        arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (f.output.name,)
+        steps = scatter.lower_scatter(f, hit, lambda e: emit(e, names), arrays)
+        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
+    body, contractions = extract_matmuls(f) if f.recurrence is None else (f.body, [])
     temps = [Temp(c.temp, c.shape) for c in contractions]
     steps = [MatMul(c.temp, c.a, c.b, c.trans_a, c.trans_b) for c in contractions]
     direct = (len(contractions) == 1 and f.indices
@@ -44,19 +52,35 @@ def lower(f: Formula) -> LoopProgram:
     taken = {str(s) for s in body.free_symbols} | {t.name for t in f.inputs} | {f.output.name}
     names = _Names(taken)
     used = {str(b.label) for b in body.atoms(sp.IndexedBase)}
-    body, hoisted = _hoist_reductions(body, f.indices, names)
+    order = _loop_order(f)
+    body, hoisted = _hoist_reductions(body, order, names)
     stmts, value = emit(body, names)
     index = f.indices or (sp.Integer(0),)
     nest = tuple(stmts) + tuple(_with_cse(Store(f.output.name, index, value), names))
-    for depth, i in reversed(list(enumerate(f.indices))):
+    first_parallel = 0 if f.recurrence is None else 1  # a recurrence's steps run one after another
+    for depth, i in reversed(list(enumerate(order))):
         lo, hi = f.ranges[i]
-        nest = (Loop(i, lo, hi + 1, tuple(hoisted.get(depth + 1, ())) + nest, parallel=depth == 0),)
+        inner = tuple(hoisted.get(depth + 1, ())) + nest
+        if f.recurrence is not None and depth == 0 and f.recurrence.direction < 0:
+            back = names.new("r", integer=True)  # a reverse recurrence counts its steps down
+            nest = (Loop(back, lo, hi + 1, (Let(i, hi + lo - back),) + inner),)
+        else:
+            nest = (Loop(i, lo, hi + 1, inner, parallel=depth == first_parallel),)
     nest = tuple(hoisted.get(0, ())) + nest if f.indices else nest
     work = sp.Mul(*[hi + 1 for _, hi in f.ranges.values()]) * (8 if body.has(*REDUCTIONS) else 1)
     arrays = [t.name for t in f.inputs if t.rank and t.name in used] + [
         t.name for t in temps if t.name in used] + [f.output.name]
     steps.append(Nest("loops", nest, tuple(arrays), work))
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps), tuple(steps))
+
+
+def _loop_order(f: Formula) -> list:
+    """Output indices outermost first: the left side's order (stores contiguous), except that a
+    recurrence's step index comes first."""
+    order = list(f.indices)
+    if f.recurrence is not None:
+        order.insert(0, order.pop(f.recurrence.axis))
+    return order
 
 
 def _hoist_reductions(body, indices, names):

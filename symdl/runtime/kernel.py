@@ -27,8 +27,6 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    if backend == "cuda":
-        raise ValueError("the cuda backend is not part of this release yet: compile with backend='cpu'")
 
 
 class Kernel:
@@ -37,6 +35,12 @@ class Kernel:
     `check_finite=True` makes every call refuse NaN or infinite inputs (off by default: it costs a
     pass over the data).
     """
+
+    def __new__(cls, formula=None, backend: str = "cpu", *args, **kwargs):
+        if backend == "cuda" and cls is Kernel:  # Kernel(f, "cuda") anywhere (programs, gradients)
+            from .cuda_kernel import CudaKernel  # loads numba.cuda only when asked for
+            return super().__new__(CudaKernel)
+        return super().__new__(cls)
 
     def __init__(self, formula: Formula, backend: str = "cpu", check_finite: bool = False):
         check_backend(backend)
@@ -198,6 +202,8 @@ class Kernel:
     def vjp(self, grad: np.ndarray, wrt=None, dims: dict | None = None, **arrays) -> dict:
         """{input name: gradient} for the upstream gradient `grad` (the output's shape and dtype)."""
         f = self.formula
+        if f.recurrence is not None:  # the adjoint recurrence, then the gradients: a program
+            return self._recurrence_program().vjp(grad, wrt=wrt, **arrays)
         args, dtype = self._arguments(arrays, None)
         shapes = tuple(a.shape if isinstance(a, np.ndarray) else () for a in args)
         key = (dtype, shapes, None if dims is None else tuple(sorted(dims.items())),
@@ -227,6 +233,15 @@ class Kernel:
             kernel.last_dims = kdims
             result[name] = out
         return result
+
+
+    def _recurrence_program(self):
+        if "_scan" not in self.__dict__:
+            from ..declare.program import Program
+            from .program import ProgramKernel
+            self._scan = ProgramKernel(Program([self.formula], name=self.formula.name), self.backend,
+                                       self.check_finite)
+        return self._scan
 
 
 class _VjpPlan:

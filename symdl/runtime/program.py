@@ -38,9 +38,10 @@ class ProgramKernel:
                 known = {str(d): dims[str(d)] for d in k.formula.dims if str(d) in dims}
                 out = np.empty(tuple(_dim(d, dims, k) for d in k.formula.output.shape),
                                dtype=_dtype(args))
-                env[k.formula.output.name] = k(out=out, dims=known, **args)
+                env[k.formula.output.name] = _as_program_dtype(k(out=out, dims=known, **args), k.formula,
+                                                               dtype)
             else:
-                env[k.formula.output.name] = k(**args)
+                env[k.formula.output.name] = _as_program_dtype(k(**args), k.formula, dtype)
             dims.update(k.last_dims)
         return env
 
@@ -88,14 +89,25 @@ def _dim(d, dims, k):
 
 
 def _dtype(args):
-    for v in args.values():
-        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-            return v.dtype
+    for v in args.values():  # NumPy arrays, or device arrays (cuda backend: they have copy_to_host)
+        if (isinstance(v, np.ndarray) or hasattr(v, "copy_to_host")) and np.dtype(v.dtype).kind == "f":
+            return np.dtype(v.dtype)
     return np.dtype(np.float64)
+
+
+def _as_program_dtype(value, formula, dtype):
+    """A formula whose float inputs are all scalars (grad_L / B) computes in float64; its result
+    takes the program's dtype, so that the gradients it is summed with do not mix dtypes."""
+    if isinstance(value, np.ndarray) and value.dtype != dtype and value.dtype.kind == "f" \
+            and not any(t.rank and not t.integer for t in formula.inputs):
+        return value.astype(dtype)
+    return value
 
 
 def _scalar(value, tensor):
     """A rank-0 result (a loss) feeds later formulas as a scalar."""
+    if tensor.rank == 0 and hasattr(value, "copy_to_host"):  # a device array (cuda backend)
+        value = value.copy_to_host()
     if tensor.rank == 0 and isinstance(value, np.ndarray):
         return value.reshape(()).item()
     return value

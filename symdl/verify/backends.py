@@ -5,7 +5,7 @@ import numpy as np
 
 from ..autodiff import grad_name
 from ..reference import evaluate
-from .inputs import default_sizes, formulas_of, random_inputs
+from .inputs import as_program_if_recurrent, default_sizes, formulas_of, random_inputs
 
 TOLERANCE = {np.float64: 1e-9, np.float32: 2e-4}
 
@@ -15,6 +15,7 @@ def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "c
     """Evaluate every formula of `target` and of its gradient with the reference evaluator and
     with the compiled kernels, at each dtype; AssertionError on a difference beyond tolerance.
     Returns the largest relative difference."""
+    target = as_program_if_recurrent(target)
     sizes = sizes or default_sizes(target)
     worst = 0.0
     for dtype in dtypes:
@@ -61,6 +62,8 @@ def _compare(f, env, backend, dtype, sizes) -> float:
     if not err <= TOLERANCE[np.dtype(dtype).type]:
         raise AssertionError(f"{f.name}: the {backend} kernel differs from the NumPy reference by {err:.2e} "
                              f"(relative, {np.dtype(dtype).name})")
+    if np.ndim(got) and not any(t.rank and not t.integer for t in f.inputs):
+        got = got.astype(dtype)  # only scalar float inputs (grad_L / B): float64, as a program casts it
     env[f.output.name] = got if np.ndim(got) else got.item()
     return err
 

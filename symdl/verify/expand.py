@@ -40,11 +40,15 @@ def expand(f, dims: dict, tensors: Tensors) -> dict:
               for lo, hi in f.ranges.values()]
     out = {}
     body = max_min_to_piecewise(f.body)  # the tie rule autodiff uses, in the formula's argument order
-    for index in _product(ranges):
+    tensors.shapes[f.output.name] = tuple(len(r) for r in ranges)
+    tensors.values[f.output.name] = out  # a recurrence reads the steps already expanded
+    order = list(_product(ranges))
+    if f.recurrence is not None:
+        rec = f.recurrence
+        order.sort(key=lambda index: rec.direction * index[rec.axis])
+    for index in order:
         env = {**env0, **dict(zip(f.indices, map(sp.Integer, index), strict=True))}
         out[index] = _ex(body, env, tensors)
-    tensors.shapes[f.output.name] = tuple(len(r) for r in ranges)
-    tensors.values[f.output.name] = out
     return out
 
 

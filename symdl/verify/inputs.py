@@ -13,6 +13,14 @@ def formulas_of(target) -> list:
     return list(getattr(target, "formulas", [target]))
 
 
+def as_program_if_recurrent(target):
+    """A recurrence's gradient is a program (adjoint, then gradients): verify it as one."""
+    if getattr(target, "recurrence", None) is None:
+        return target
+    from ..declare.program import Program
+    return Program([target], name=target.name)
+
+
 def dim_value(expr, values: dict) -> int:
     """A dimension expression's value, matching symbols by name (whatever their assumptions)."""
     e = sp.sympify(expr)
@@ -86,7 +94,7 @@ def _integer_range(target, name, shapes, sizes):
             for t, c in r.gathers:
                 if t != name or len(r.gathers) != 1 or abs(c) != 1:
                     continue
-                n = shapes.get(r.tensor) or None
+                n = shapes.get(r.tensor) or _produced_shape(target, r.tensor, names)
                 if n is None:
                     continue
                 a_lo, a_hi = r.low(**{k: names[k] for k in binder.dim_names}), r.high(
@@ -95,3 +103,11 @@ def _integer_range(target, name, shapes, sizes):
     if lo > hi:
         raise ValueError(f"no valid values for integer tensor {name} at sizes {sizes}")
     return (lo if lo > -(1 << 30) else 0, (hi if hi < 1 << 30 else 10) + 1)
+
+
+def _produced_shape(target, tensor: str, names: dict):
+    """The shape of a tensor a formula of the program produces (a gather may read one)."""
+    for f in formulas_of(target):
+        if f.output.name == tensor:
+            return tuple(dim_value(d, names) for d in f.output.shape)
+    return None

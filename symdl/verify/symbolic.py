@@ -8,14 +8,23 @@ import sympy as sp
 
 from ..autodiff import grad_name
 from .expand import Tensors, element, expand, normalise
-from .inputs import _shapes, default_sizes, formulas_of, random_inputs
+from .inputs import _shapes, as_program_if_recurrent, default_sizes, formulas_of, random_inputs
 
 
 def symbolic(target, sizes: dict | None = None, wrt=None, seed: int = 0) -> int:
     """Expand `target` (a Formula or Program) to scalars at small `sizes`, differentiate each
     scalar with sympy.diff, and require exact equality with the expansion of the derived VJP
     formulas. Raises AssertionError naming the tensor and element on any mismatch; returns the
-    number of gradient elements checked."""
+    number of gradient elements checked.
+
+    A target made by `symdl.passes.stabilize` is proven through its original: each rewrite's region
+    is proven equal (symdl.verify.equivalent), then the original is checked as above (expanding the
+    row maxima of a whole stabilized attention program takes minutes; its regions take seconds)."""
+    if getattr(target, "stability", None) is not None:
+        from .equivalent import rewrites_hold
+        rewrites_hold(target)
+        return symbolic(target.stability.original, sizes, wrt, seed)
+    target = as_program_if_recurrent(target)
     sizes = {str(k): int(v) for k, v in (sizes or default_sizes(target)).items()}
     shapes = _shapes(target, sizes)
     rng = np.random.default_rng(seed)
@@ -44,7 +53,7 @@ def symbolic(target, sizes: dict | None = None, wrt=None, seed: int = 0) -> int:
     return checked
 
 
-def _zero(diff) -> bool:
+def _zero(diff, exact=None) -> bool:
     """Exact zero test. A difference of Piecewise expressions is zero when it vanishes exactly in
     every region its conditions carve out. The regions are found by witnesses: random points
     classify every condition (`e > 0` or `e >= 0`, e's sign fixed); each region seen is then
@@ -53,8 +62,9 @@ def _zero(diff) -> bool:
     if diff == 0:
         return True
     rels = list(diff.atoms(sp.core.relational.Relational))
+    exact = exact or _exact_zero
     if not rels:
-        return _exact_zero(diff)
+        return exact(diff)
     canon = {r: _canonical(r) for r in rels}
     keys = sorted({k for k, _ in canon.values()}, key=sp.default_sort_key)
     symbols = sorted(set().union(*[k[0].free_symbols for k in keys]), key=str)
@@ -72,7 +82,7 @@ def _zero(diff) -> bool:
         truth = dict(zip(keys, region, strict=True))
         piece = diff.xreplace({r: sp.true if truth[k] == positive else sp.false
                                for r, (k, positive) in canon.items()})
-        if not _exact_zero(sp.piecewise_fold(piece)):
+        if not exact(sp.piecewise_fold(piece)):
             return False
     return True
 

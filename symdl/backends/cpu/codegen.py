@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ...loops.ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store
+from ...loops.ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, ScatterAdd, Store
 from .printer import Printer, py_name
 
 # fastmath without 'nnan'/'ninf': keeps NaN checks working and still vectorises reductions
@@ -77,6 +77,9 @@ def _body(stmts, p: Printer, pad: str, parallel: bool = False) -> list[str]:
         elif isinstance(s, Store):
             idx = ", ".join(p.index(i) for i in s.index)
             out.append(f"{pad}{py_name(s.tensor)}[{idx}] = {p.value(s.value)}")
+        elif isinstance(s, ScatterAdd):  # its loops are never parallel (the IR does not mark them)
+            idx = ", ".join(p.index(i) for i in s.index)
+            out.append(f"{pad}{py_name(s.tensor)}[{idx}] += {p.value(s.value)}")
         elif isinstance(s, If):
             out.append(f"{pad}if {p.cond(s.cond)}:")
             out += _body(s.then, p, pad + "    ", parallel) or [pad + "    pass"]

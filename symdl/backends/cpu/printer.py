@@ -317,6 +317,9 @@ class Printer:
             return " or ".join(f"({self.cond(a)})" for a in c.args)
         if isinstance(c, sp.Not):
             return f"not ({self.cond(c.args[0])})"
+        if isinstance(c, sp.ITE):  # SymPy's form of a condition on a Piecewise value
+            a, b, d = (self.cond(x) for x in c.args)
+            return f"(({b}) if ({a}) else ({d}))"
         if isinstance(c, sp.core.relational.Relational):
             side = self.index if self._is_integer(c.lhs - c.rhs) else self.value
             op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[c.rel_op]

@@ -1,0 +1,167 @@
+"""How a loop nest of the IR maps onto GPU threads (pure analysis of the IR; printing is codegen's).
+
+Three shapes, tried in order:
+
+- `ThreadMap`: the nest ends in a loop the IR marks parallel. That loop and the loops perfectly
+  nested in it with rectangular bounds (the output indices) flatten into one thread index, one
+  thread per output element; everything inside stays as in the IR (register accumulators, inner
+  loops). Statements before the parallel loop (reductions hoisted out of it) run in every thread.
+- `Reduction`: no parallel loop, and the nest is scalar statements plus sum reductions
+  `acc = 0; for v: ... acc += ...` whose loops read no other sum (a loss, a scalar gradient). Each
+  reduction loop is spread over the threads of a grid; blocks reduce in shared memory and write one
+  partial sum each; a second kernel adds the partials and runs the scalar statements.
+- anything else: `None`, and one thread runs the nest serially (correct; only fine at tiny sizes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ...loops.ir import Accumulate, If, Let, Loop, Nest, Store
+
+
+@dataclass(frozen=True)
+class ThreadMap:
+    prefix: tuple  # statements before the parallel loop: every thread runs them
+    loops: tuple   # the flattened loops, outermost first
+    body: tuple    # the innermost flattened loop's body
+
+
+@dataclass(frozen=True)
+class Reduction:
+    body: tuple    # the nest's statements
+    pairs: dict    # index in body of each `acc = 0` -> (accumulator, its loops flattened, their body)
+
+    @property
+    def last(self) -> int:
+        return max(self.pairs) + 1  # the last reduction loop's index in body
+
+
+def thread_map(nest: Nest, dims) -> ThreadMap | None:
+    body = nest.body
+    if not body or not isinstance(body[-1], Loop) or not body[-1].parallel:
+        return None
+    if not _rectangular(body[-1], set(dims)):
+        return None
+    loops = [body[-1]]
+    while len(loops[-1].body) == 1 and isinstance(loops[-1].body[0], Loop):
+        inner = loops[-1].body[0]
+        if not _rectangular(inner, set(dims)) or not _stores_use(inner.body, {l.var for l in loops} | {inner.var}):
+            break
+        loops.append(inner)
+    return ThreadMap(tuple(body[:-1]), tuple(loops), loops[-1].body)
+
+
+def reduction(nest: Nest, dims) -> Reduction | None:
+    body = nest.body
+    if any(isinstance(s, Loop) and s.parallel for s in body):
+        return None
+    pairs = {}
+    for n, (s, t) in enumerate(zip(body, body[1:])):
+        if (isinstance(s, Let) and s.value == 0 and not s.name.is_integer and isinstance(t, Loop)
+                and _rectangular(t, set(dims)) and _only_accumulates(t.body, s.name)):
+            pairs[n] = (s.name, *_nested_sum(s.name, t, set(dims)))
+    if not pairs:
+        return None
+    accs = {a for a, _, _ in pairs.values()}
+    last = max(pairs) + 1
+    loops_at = {n + 1 for n in pairs}
+    for n, s in enumerate(body):
+        if n in pairs or n in loops_at:
+            continue
+        if _has_loop((s,)):
+            return None
+        if n < last and (_has_store((s,)) or _symbols((s,)) & accs):
+            return None  # the partial kernel runs these: they must not need a finished sum
+    for acc, loops, _ in pairs.values():
+        if _symbols(loops[0].body) & (accs - {acc}):
+            return None
+    return Reduction(tuple(body), pairs)
+
+
+def _nested_sum(acc, loop: Loop, dims: set) -> tuple[tuple, tuple]:
+    """A sum of sums, `for v: a1 = 0; for w: a1 += e; acc += a1`, is one sum over (v, w): its loops
+    flatten, so that every thread gets a share of all the terms (a loss over a [3, 10^6] batch
+    would otherwise keep 3 threads busy); returns the loops and the innermost body adding to acc."""
+    loops, body = [loop], loop.body
+    while (len(body) == 3 and isinstance(body[0], Let) and body[0].value == 0 and isinstance(body[1], Loop)
+           and isinstance(body[2], Accumulate) and body[2].name == acc and body[2].value == body[0].name
+           and _rectangular(body[1], dims) and _only_accumulates(body[1].body, body[0].name)
+           and body[0].name not in _symbols(body[1].body)):
+        inner = body[0].name
+        loops.append(body[1])
+        body = _rename_accumulator(body[1].body, inner, acc)
+    return tuple(loops), tuple(body)
+
+
+def _rename_accumulator(body, old, new) -> tuple:
+    out = []
+    for s in body:
+        if isinstance(s, Accumulate) and s.name == old:
+            s = Accumulate(new, s.value)
+        elif isinstance(s, Loop):
+            s = Loop(s.var, s.lo, s.stop, _rename_accumulator(s.body, old, new), s.parallel)
+        elif isinstance(s, If):
+            s = If(s.cond, _rename_accumulator(s.then, old, new), _rename_accumulator(s.orelse, old, new))
+        out.append(s)
+    return tuple(out)
+
+
+def _rectangular(loop: Loop, dims: set) -> bool:
+    """Bounds the host can compute from the dimensions alone."""
+    return (sp.sympify(loop.lo).free_symbols | sp.sympify(loop.stop).free_symbols) <= dims
+
+
+def _only_accumulates(body, acc) -> bool:
+    """Whether `acc` is only ever added to (a sum the threads can split), never read or reset."""
+    for s in _walk(body):
+        if isinstance(s, Let) and s.name == acc or isinstance(s, Store):
+            return False
+        if acc in _own_symbols(s):
+            return False
+    return any(isinstance(s, Accumulate) and s.name == acc for s in _walk(body))
+
+
+def _stores_use(body, variables: set) -> bool:
+    """Every store below uses all these loop variables: iterations write distinct elements."""
+    return all(variables <= set().union(*[sp.sympify(i).free_symbols for i in s.index])
+               for s in _walk(body) if isinstance(s, Store))
+
+
+def _walk(body):
+    for s in body:
+        yield s
+        if isinstance(s, Loop):
+            yield from _walk(s.body)
+        elif isinstance(s, If):
+            yield from _walk(s.then)
+            yield from _walk(s.orelse)
+
+
+def _own_symbols(s) -> set:
+    """Symbols a statement reads (not its children's)."""
+    if isinstance(s, (Let, Accumulate)):
+        return set(sp.sympify(s.value).free_symbols)
+    if isinstance(s, Store):
+        return set().union(sp.sympify(s.value).free_symbols, *[sp.sympify(i).free_symbols for i in s.index])
+    if isinstance(s, If):
+        return set(sp.sympify(s.cond).free_symbols)
+    if isinstance(s, Loop):
+        return sp.sympify(s.lo).free_symbols | sp.sympify(s.stop).free_symbols
+    return set()
+
+
+def _symbols(body) -> set:
+    out = set()
+    for s in _walk(body):
+        out |= _own_symbols(s)
+    return out
+
+
+def _has_loop(body) -> bool:
+    return any(isinstance(s, Loop) for s in _walk(body))
+
+
+def _has_store(body) -> bool:
+    return any(isinstance(s, Store) for s in _walk(body))

@@ -1,0 +1,136 @@
+"""PTX type checks without a GPU: every catalog kernel (forward and gradients) compiled by numba-cuda
+for compute capability 8.0 and 9.0, float32 and float64. A float32 kernel must not contain a single
+`.f64` instruction: a float literal, a Python float scalar or an integer promoted to double would
+show up as `cvt.f64.f32`, `mul.rn.f64`, `ld.param.f64`, ... and run at 1/64 speed on consumer GPUs.
+
+Run without the simulator, in its own process (`pip install 'symdl[ptx]'` brings NVVM and NVRTC):
+    python -m pytest -q tests_cuda/test_ptx.py
+
+Time: numba's typing and lowering are about 80% of a compile_ptx call and do not depend on the target,
+so each kernel is typed and lowered once per dtype and its PTX printed for both compute capabilities
+(numba-cuda's own compile_ptx does the same steps for one; the fallback calls compile_ptx per target).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+    pytest.skip("PTX checks need numba-cuda's compiler: run this file without NUMBA_ENABLE_CUDASIM",
+                allow_module_level=True)
+pytest.importorskip("numba_cuda", reason="numba-cuda is not installed: pip install 'symdl[ptx]'")
+
+from numba import cuda  # noqa: E402
+from numba import types  # noqa: E402
+from numba.cuda import dispatcher  # noqa: E402
+
+from symdl import __version__, formulas  # noqa: E402
+from symdl.backends.cuda import generate  # noqa: E402
+from symdl.backends.cuda.signatures import signatures  # noqa: E402
+from symdl.loops import lower  # noqa: E402
+from symdl.runtime.cache import load_module  # noqa: E402
+
+CCS = ((8, 0), (9, 0))
+F64 = re.compile(r"\.f64\b")  # a type suffix: add.f64, cvt.f64.f32, .reg .f64 (not register %f64)
+
+
+class _Device:
+    """Stands in for the current device when there is none: numba-cuda compiles the device functions
+    a kernel calls for the current device's compute capability."""
+    compute_capability = CCS[0]
+
+
+def _probe() -> str | None:
+    def k(x):
+        x[0] = 1.0
+    try:
+        cuda.compile_ptx(k, (types.float32[::1],), cc=CCS[0])
+    except Exception as err:  # no NVVM/NVRTC: the wheels or a toolkit are missing
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+_problem = _probe()
+if _problem:
+    pytest.skip(f"cuda.compile_ptx is unavailable here ({_problem}): pip install 'symdl[ptx]'",
+                allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_device(monkeypatch):
+    try:
+        gpu = cuda.is_available()
+    except Exception:
+        gpu = False
+    if not gpu:
+        monkeypatch.setattr(dispatcher, "get_current_device", lambda: _Device())
+
+
+def ptx(pyfunc, sig) -> list[str]:
+    """PTX for each of CCS: one typing and lowering, NVVM once per target."""
+    try:
+        from numba.cuda.compiler import _compile_pyfunc_with_fixup
+    except ImportError:  # a numba-cuda without the helper: the public call per target
+        return [cuda.compile_ptx(pyfunc, sig, cc=cc)[0] for cc in CCS]
+    lib, _ = _compile_pyfunc_with_fixup(pyfunc, sig, device=False, cc=CCS[0], abi="numba")
+    return ["".join(lib.get_asm_strs(cc=cc)) for cc in CCS]
+
+
+def f64_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()
+            if F64.search(line) and not line.lstrip().startswith("//")]
+
+
+_seen: set = set()  # entries share formulas (dense in every layer) and modules share kernels (matmul): each once
+
+
+def _formulas(x) -> list:
+    return [f for part in getattr(x, "formulas", [x]) for f in (_formulas(part) if part is not x else [x])]
+
+
+def _programs(target):
+    grads = target.vjp()  # a formula's gradient of a recurrence is itself a program: flatten
+    parts = _formulas(target) + [f for g in (grads.values() if isinstance(grads, dict) else [grads])
+                                 for f in _formulas(g)]
+    return [lower(f) for f in parts]
+
+
+@pytest.mark.parametrize("name", formulas.names())
+def test_catalog_ptx(name):
+    checked = 0
+    for prog in _programs(formulas.get(name)):
+        for dtype in ("float32", "float64"):
+            module = load_module(generate(prog, dtype, __version__))
+            for kernel, sig in signatures(prog, module, dtype).items():
+                func = getattr(module, kernel).py_func
+                key = (inspect.getsource(func), sig)
+                if key in _seen:
+                    continue
+                _seen.add(key)
+                texts = ptx(func, sig)
+                for cc, text in zip(CCS, texts, strict=True):
+                    assert f".target sm_{cc[0]}{cc[1]}" in text, f"{prog.name}.{kernel}: no sm_{cc[0]}{cc[1]} PTX"
+                    if dtype == "float32":
+                        bad = f64_lines(text)
+                        assert not bad, (f"{prog.name}.{kernel} (float32, sm_{cc[0]}{cc[1]}) has float64 "
+                                         f"instructions:\n" + "\n".join(bad[:12]))
+                checked += 1
+    assert checked or name, "every kernel of this entry was checked under an earlier entry"
+
+
+def test_f64_detector():
+    """The check itself: a float literal in a float32 kernel is caught, and float32 math is not."""
+    import math
+
+    def promoted(x):
+        x[0] = x[0] * 0.1  # a Python float: double arithmetic (0.1 has no float32 twin)
+
+    def clean(x):
+        x[0] = math.exp(x[0])
+
+    sig = (types.float32[::1],)
+    assert f64_lines(ptx(promoted, sig)[0])
+    assert not f64_lines(ptx(clean, sig)[0])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, torch, numba-cuda and sympy (python3), from a plain checkout
-# (symdl need not be pip installed): the cuda tests on the real GPU, then benchmarks/gpu.py.
-# Logs go to $OUT/ when OUT is set, else to a temporary folder (printed at the end). Meant to finish in under 5 minutes.
+# (symdl need not be pip installed): the cuda tests on the real GPU, then benchmarks/gpu.py and
+# benchmarks/gpu_train.py.
+# Logs go to $OUT/ when OUT is set, else to a temporary folder (printed at the end). Meant to finish in under 7 minutes.
 #
 #   bash benchmarks/gpu_check.sh [--quick]        # --quick: fewer benchmark sizes
 #
@@ -44,5 +45,8 @@ echo "tests_cuda on the GPU: exit $tests, $(( $(date +%s) - start )) s" | tee -a
 
 timeout 200 python3 benchmarks/gpu.py "$@" 2>&1 | tee "$LOGS/gpu_bench.log"
 bench=${PIPESTATUS[0]}
-echo "benchmarks: exit $bench; logs in $LOGS"
-exit $(( tests != 0 ? tests : bench ))
+# one training epoch: symdl.nn on cuda vs cpu vs torch (MLP and small CNN, < 90 s)
+timeout 120 python3 benchmarks/gpu_train.py 2>&1 | tee "$LOGS/gpu_train.log"
+train=${PIPESTATUS[0]}
+echo "benchmarks: exit $bench, training benchmark: exit $train; logs in $LOGS"
+exit $(( tests != 0 ? tests : bench != 0 ? bench : train ))

@@ -317,8 +317,5 @@ def test_stable_gradient_trips_stay_within_a_constant_of_the_forward(heads):
     assert max(growth_check(dot_product_attention(heads=heads, stable=True))) <= 4
 
 
-@pytest.mark.xfail(strict=True, reason="symdl.loops.trip_count counts both branches of an index guard: "
-                   "the stand-in gradient's row sum runs only where s == t (O(S^2) in all) but is "
-                   "counted for every (t, s)")
 def test_stable_causal_gradient_trips():
     assert max(growth_check(dot_product_attention(causal=True, stable=True))) <= 4

@@ -58,7 +58,7 @@ def test_symbolic_verification_fails_on_a_wrong_gradient():
     good = dense.vjp()["b"]
     bad = symdl.Formula.from_parts(good.name, good.output.name, good.indices, good.ranges, -good.body,
                                    {t.name: t.shape for t in good.inputs})
-    dense._vjp_cache["b"] = bad
+    dense._vjp_cache["b", False] = bad  # (input, reuse_output): the cache vjp() reads
     try:
         import pytest
         with pytest.raises(AssertionError, match="d/db"):
@@ -66,4 +66,4 @@ def test_symbolic_verification_fails_on_a_wrong_gradient():
         with pytest.raises(AssertionError, match="finite differences"):
             symdl.verify.numeric(dense)
     finally:
-        dense._vjp_cache.pop("b")
+        dense._vjp_cache.pop(("b", False))

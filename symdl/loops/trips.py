@@ -1,4 +1,5 @@
-"""Trip counts: how many times a LoopProgram's loop bodies run at given sizes (guards ignored).
+"""Trip counts: how many times a LoopProgram's loop bodies run at given sizes (a guard on indices is
+evaluated; one on tensor values counts both branches, an upper bound).
 
 Used to prove gradients keep the forward pass's asymptotic cost without timing anything.
 """
@@ -6,7 +7,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .ir import If, Loop, LoopProgram, MatMul, Nest
+from .ir import If, Let, Loop, LoopProgram, MatMul, Nest
 
 
 def trip_count(prog: LoopProgram, dims: dict) -> int:
@@ -26,9 +27,27 @@ def trip_count(prog: LoopProgram, dims: dict) -> int:
     return total
 
 
+_COMPILED: dict = {}
+
+
+def _compiled(e, condition: bool = False):
+    """(names, function) for an index expression or an index condition, printed once by the cpu
+    printer (exact integer division) and evaluated per iteration at Python speed."""
+    key = (e, condition)
+    if key not in _COMPILED:
+        from ..backends.cpu.printer import Printer, py_name  # late: backends import this package
+        e = sp.sympify(e)
+        names = sorted({s.name for s in e.free_symbols})
+        text = Printer(()).cond(e) if condition else Printer(()).index(e)
+        fn = eval(f"lambda {', '.join(py_name(n) for n in names)}: {text}",  # noqa: S307 (our printer's output)
+                  {"max": max, "min": min})
+        _COMPILED[key] = (names, fn)
+    return _COMPILED[key]
+
+
 def _value(e, env) -> int:
-    e = sp.sympify(e)
-    return int(e.xreplace({s: sp.Integer(env[s.name]) for s in e.free_symbols}))
+    names, fn = _compiled(e)
+    return int(fn(*[env[n] for n in names]))
 
 
 def _count(body, env) -> int:
@@ -44,6 +63,27 @@ def _count(body, env) -> int:
             else:
                 for v in range(lo, stop):
                     total += 1 + _count(s.body, {**env, s.var.name: v})
+        elif isinstance(s, Let) and s.name.is_integer:  # a computed index (a reversed step)
+            try:
+                env = {**env, s.name.name: _value(s.value, env)}
+            except (KeyError, TypeError, NotImplementedError):
+                pass
         elif isinstance(s, If):
-            total += _count(s.then, env) + _count(s.orelse, env)
+            taken = _decide(s.cond, env)  # a guard on indices is decided; one on values is not
+            total += (_count(s.then, env) if taken is not False else 0) + (
+                _count(s.orelse, env) if taken is not True else 0)
     return total
+
+
+def _decide(cond, env):
+    """True or False when the condition depends only on indices and dimensions, else None."""
+    if cond is sp.true or cond is sp.false:
+        return bool(cond)
+    if any(isinstance(a, sp.Indexed) for a in sp.preorder_traversal(cond)) or \
+            any(s.name not in env for s in cond.free_symbols):
+        return None
+    try:
+        names, fn = _compiled(cond, condition=True)
+    except NotImplementedError:
+        return None
+    return bool(fn(*[env[n] for n in names]))

@@ -7,17 +7,17 @@
     history = model.fit(x, y, epochs=5, batch_size=32, validation_split=0.1)
 
 Layers run their formulas' forward kernels and, on the tape, the gradient kernels in reverse;
-losses are catalog formulas (plus log-softmax forms on logits); optimizers are the catalog's
+losses are catalog formulas (stabilized on logits); optimizers are the catalog's
 update Programs; NumPy only reshapes, batches, shuffles and counts metrics. See docs/nn.md.
 """
 from . import callbacks, initializers, losses, metrics, optimizers, utils
 from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
-from .layers import (Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, FormulaLayer, Input,
-                     Layer, MaxPooling2D)
+from .layers import (Activation, AdditiveAttention, Attention, AveragePooling2D, Conv2D, Dense, Dropout,
+                     Flatten, FormulaLayer, Input, Layer, MaxPooling2D, MultiHeadAttention, SimpleRNN)
 from .model import Sequential
 from .saving import load_model
 
-__all__ = ["Activation", "AveragePooling2D", "Callback", "Conv2D", "Dense", "Dropout", "EarlyStopping",
-           "Flatten", "FormulaLayer", "History", "Input", "Layer", "MaxPooling2D", "ModelCheckpoint",
-           "Sequential", "callbacks", "initializers", "load_model", "losses", "metrics", "optimizers",
-           "utils"]
+__all__ = ["Activation", "AdditiveAttention", "Attention", "AveragePooling2D", "Callback", "Conv2D", "Dense",
+           "Dropout", "EarlyStopping", "Flatten", "FormulaLayer", "History", "Input", "Layer", "MaxPooling2D",
+           "ModelCheckpoint", "MultiHeadAttention", "Sequential", "SimpleRNN", "callbacks", "initializers",
+           "load_model", "losses", "metrics", "optimizers", "utils"]

@@ -4,6 +4,11 @@ The forward pass keeps every intermediate tensor (the layer's saved activations)
 pass walks the formulas in reverse, calling each kernel's `vjp` for the inputs that lead to a
 wanted gradient and summing contributions with a compiled add kernel. A Sequential model chains
 these per layer on its tape, so every number of a training step comes from symdl kernels.
+
+Device arrays in (a model on device="cuda", symdl/nn/device.py) select each formula's CudaKernel:
+host arrays among the inputs (labels) are copied in once, every call then passes device arrays
+and gets device arrays back, so nothing returns to the host between kernels. Rank-0 results (a
+loss) are the exception: they come back as NumPy scalars, the small copy a training step reports.
 """
 from __future__ import annotations
 
@@ -12,30 +17,41 @@ import numpy as np
 from symdl import Formula, Program
 from symdl.runtime import Kernel
 
+from .device import is_device_array, to_device, to_host, zeros
 from .formulas import elementwise
 
-_KERNELS: dict[str, Kernel] = {}
+_KERNELS: dict[tuple[str, str], Kernel] = {}
 
 
-def kernel_for(formula: Formula) -> Kernel:
-    """One Kernel per distinct formula in the process: layers with the same formula share it
-    (and its per-shape plans); numba's on-disk cache makes later processes start warm."""
-    key = formula.key()
+def kernel_for(formula: Formula, backend: str = "cpu") -> Kernel:
+    """One Kernel per distinct formula and backend in the process: layers with the same formula
+    share it (and its per-shape plans); numba's on-disk cache makes later processes start warm."""
+    key = (formula.key(), backend)
     k = _KERNELS.get(key)
     if k is None:
-        k = _KERNELS[key] = Kernel(formula)
+        k = _KERNELS[key] = Kernel(formula, backend)
     return k
 
 
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a + b by the compiled vec_add kernel (gradient accumulation)."""
-    k = kernel_for(_ADD)
+def _backend(*arrays) -> str:
+    return "cuda" if any(is_device_array(a) for a in arrays) else "cpu"
+
+
+def add(a, b):
+    """a + b by the compiled vec_add kernel (gradient accumulation); on the device for device arrays."""
+    backend = _backend(a, b)
+    if backend == "cuda":
+        a, b = to_device(a), to_device(b)
+    k = kernel_for(_ADD, backend)
     return k(a=a.reshape(-1), b=b.reshape(-1)).reshape(a.shape)
 
 
-def multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a * b elementwise by the compiled vec_mul kernel (dropout masks)."""
-    k = kernel_for(_MUL)
+def multiply(a, b):
+    """a * b elementwise by the compiled vec_mul kernel (dropout masks); on the device for device arrays."""
+    backend = _backend(a, b)
+    if backend == "cuda":
+        a, b = to_device(a), to_device(b)
+    k = kernel_for(_MUL, backend)
     return k(a=a.reshape(-1), b=b.reshape(-1)).reshape(a.shape)
 
 
@@ -58,8 +74,17 @@ class FormulaOp:
             raise TypeError(f"expected a symdl Formula or Program, got {type(formula_or_program).__name__}")
         self.source = formula_or_program
         self.kernels = [kernel_for(f) for f in self.formulas]
+        self._cuda_kernels: list | None = None  # built on the first call with device arrays
         self.reuse_buffers = reuse_buffers
-        self._buffers: dict = {}  # (formula position, input shapes) -> the output array to reuse
+        self._buffers: dict = {}  # (formula position, on device, input shapes) -> the output to reuse
+
+    def kernels_on(self, on_device: bool) -> list:
+        """The formulas' kernels for host (cpu) or device (cuda) arrays."""
+        if not on_device:
+            return self.kernels
+        if self._cuda_kernels is None:
+            self._cuda_kernels = [kernel_for(f, "cuda") for f in self.formulas]
+        return self._cuda_kernels
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -67,14 +92,21 @@ class FormulaOp:
 
     def forward(self, **inputs) -> dict:
         """Every tensor by name (inputs included). Outputs live in buffers reused by the next call
-        with the same shapes: callers copy what they keep beyond the next call."""
+        with the same shapes: callers copy what they keep beyond the next call. With any device
+        array among the inputs, the others are copied in and every kernel runs on the device."""
         env = dict(inputs)
-        for n, (f, k) in enumerate(zip(self.formulas, self.kernels, strict=True)):
+        on_device = any(is_device_array(a) for a in env.values())
+        if on_device:  # host arrays (labels): one copy in, so that every kernel sees device arrays
+            env = {n: to_device(a) if isinstance(a, np.ndarray) and a.ndim else a for n, a in env.items()}
+        for n, (f, k) in enumerate(zip(self.formulas, self.kernels_on(on_device), strict=True)):
             args = {t.name: _scalar(env[t.name], t.rank) for t in f.inputs}
-            if not f.output.rank or not self.reuse_buffers:
+            if not f.output.rank:  # a loss or other scalar: reported on the host (a small copy)
+                env[f.output.name] = to_host(k(**args))
+                continue
+            if not self.reuse_buffers:
                 env[f.output.name] = k(**args)
                 continue
-            key = (n, tuple(np.shape(a) for a in args.values()))
+            key = (n, on_device, tuple(np.shape(a) for a in args.values()))
             buf = self._buffers.get(key)
             env[f.output.name] = self._buffers[key] = k(**args) if buf is None else k(out=buf, **args)
         return env
@@ -88,7 +120,9 @@ class FormulaOp:
             if any(t.name in live for t in f.inputs):
                 live.add(f.output.name)
         acc = dict(grads)
-        for f, k in zip(reversed(self.formulas), reversed(self.kernels), strict=True):
+        on_device = any(is_device_array(a) for a in env.values())
+        kernels = self.kernels_on(on_device)
+        for f, k in zip(reversed(self.formulas), reversed(kernels), strict=True):
             g = acc.pop(f.output.name, None)
             want = [t.name for t in f.inputs if t.name in live and not t.integer]
             if g is None or not want:
@@ -96,14 +130,18 @@ class FormulaOp:
             args = {t.name: _scalar(env[t.name], t.rank) for t in f.inputs}
             dtype = _float_dtype(args)
             g = np.asarray(g, dtype=dtype) if np.ndim(g) == 0 else g
+            if on_device and isinstance(g, np.ndarray) and g.ndim:
+                g = to_device(g)
             for name, gx in k.vjp(g, wrt=want, **args).items():
                 acc[name] = add(acc[name], gx) if name in acc else gx
-        return {n: acc[n] if n in acc else np.zeros(np.shape(env[n]), dtype=_float_dtype(env))
+        return {n: acc[n] if n in acc else zeros(np.shape(env[n]), _float_dtype(env), on_device)
                 for n in wrt}
 
 
 def _scalar(value, rank: int):
     """A rank-0 result (a loss, a row statistic reduced to a number) feeds kernels as a float."""
+    if rank == 0 and is_device_array(value):
+        value = value.copy_to_host()
     if rank == 0 and isinstance(value, np.ndarray):
         return value.reshape(()).item()
     return value
@@ -111,6 +149,6 @@ def _scalar(value, rank: int):
 
 def _float_dtype(arrays: dict) -> np.dtype:
     for v in arrays.values():
-        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-            return v.dtype
+        if (isinstance(v, np.ndarray) or is_device_array(v)) and np.dtype(v.dtype).kind == "f":
+            return np.dtype(v.dtype)
     return np.dtype(np.float64)

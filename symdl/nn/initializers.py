@@ -72,7 +72,27 @@ class RandomNormal(Initializer):
         return {"name": self.name, "mean": self.mean, "stddev": self.stddev}
 
 
-_BY_NAME = {c.name: c for c in (Zeros, Ones, GlorotUniform, HeUniform, RandomNormal)}
+class Orthogonal(Initializer):
+    """Keras' Orthogonal: Q of the QR decomposition of a normal matrix (rows = prod(shape[:-1])),
+    signs fixed by diag(R), times `gain` (SimpleRNN's recurrent kernel)."""
+    name = "orthogonal"
+
+    def __init__(self, gain: float = 1.0):
+        self.gain = gain
+
+    def __call__(self, shape, rng):
+        rows, cols = int(np.prod(shape[:-1])), int(shape[-1])
+        a = rng.normal(size=(max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q = q * np.sign(np.diag(r))
+        q = q if rows >= cols else q.T
+        return (self.gain * q).reshape(shape).astype(np.float32)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "gain": self.gain}
+
+
+_BY_NAME = {c.name: c for c in (Zeros, Ones, GlorotUniform, HeUniform, RandomNormal, Orthogonal)}
 
 
 def get(spec) -> Initializer:

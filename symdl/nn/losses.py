@@ -1,8 +1,7 @@
 """Losses with Keras' names: the catalog's loss formulas on probabilities (with Keras' clipping to
-[1e-7, 1 - 1e-7] as a formula in front), and log-softmax forms on logits (`from_logits=True`).
-
-The from-logits forms are built here (symdl/nn/formulas.py) because the catalog has no stable
-log-sum-exp form yet; they move to the catalog with the stability rewrites.
+[1e-7, 1 - 1e-7] as a formula in front), and the catalog's stabilized `*_crossentropy_logits`
+entries on logits (`from_logits=True`: softplus(z) - t z; log-softmax with the row max
+subtracted), which stay finite for any logits.
 """
 from __future__ import annotations
 
@@ -74,7 +73,7 @@ class BinaryCrossentropy(Loss):
     def program(self):
         if self.from_logits:
             self.pred_name = "z"
-            return nnf.binary_ce_logits()
+            return formulas.get("binary_crossentropy_logits")
         self.pred_name = "probs"
         return Program([nnf.clip("probs", "p", 1), formulas.get("binary_crossentropy")], name="bce_clipped")
 
@@ -90,7 +89,7 @@ class CategoricalCrossentropy(Loss):
     def program(self):
         if self.from_logits:
             self.pred_name = "z"
-            return nnf.categorical_ce_logits()
+            return formulas.get("categorical_crossentropy_logits")
         self.pred_name = "probs"
         return Program([nnf.clip("probs", "p", 2), formulas.get("categorical_crossentropy")],
                        name="cce_clipped")
@@ -111,7 +110,7 @@ class SparseCategoricalCrossentropy(Loss):
     def program(self):
         if self.from_logits:
             self.pred_name = "z"
-            return nnf.sparse_ce_logits()
+            return formulas.get("sparse_categorical_crossentropy_logits")
         self.pred_name = "probs"
         return Program([nnf.clip("probs", "p", 2), formulas.get("sparse_categorical_crossentropy")],
                        name="scce_clipped")
@@ -120,8 +119,9 @@ class SparseCategoricalCrossentropy(Loss):
         t = np.asarray(y_true).reshape(len(y_pred))
         if t.dtype.kind == "f":
             t = t.astype(np.int64)
-        if t.size and (t.min() < 0 or t.max() >= y_pred.shape[-1]):
-            raise ValueError(f"sparse_categorical_crossentropy: labels must lie in 0..{y_pred.shape[-1] - 1}, "
+        classes = tuple(y_pred.shape)[-1]  # a plain tuple: the CUDA simulator's shapes refuse index -1
+        if t.size and (t.min() < 0 or t.max() >= classes):
+            raise ValueError(f"sparse_categorical_crossentropy: labels must lie in 0..{classes - 1}, "
                              f"got {t.min()}..{t.max()}")
         return np.ascontiguousarray(t, dtype=np.int64), y_pred
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import saving
+from .device import check_device, is_device_array, to_device, to_host
 from .layers import LAYERS, FormulaLayer, Input, Layer
 from .training import Trainer
 from .utils import make_rng
@@ -19,6 +20,7 @@ class Sequential(Trainer):
         model.fit(x, y, epochs=5)
 
     `seed` fixes initial weights, shuffling and dropout (else `nn.utils.set_seed` / fresh entropy).
+    `compile(..., device="cuda")` trains on the GPU (docs/nn.md, "GPU").
     """
 
     def __init__(self, layers=None, name: str = "sequential", seed: int | None = None):
@@ -57,6 +59,14 @@ class Sequential(Trainer):
             shape = layer.output_shape
         self.output_shape = shape
         self.built = True
+        self.place(self.device)
+
+    def place(self, device: str) -> None:
+        """Move the weights to `device` ("cpu": NumPy arrays, "cuda": numba device arrays); later
+        builds and set_weights follow it. compile(device=...) calls this."""
+        self.device = check_device(device)
+        for v in (self.weights if self.built else []):
+            v.value = to_device(v.value) if self.device == "cuda" else to_host(v.value)
 
     # -- weights --------------------------------------------------------------------------------
     @property
@@ -68,9 +78,10 @@ class Sequential(Trainer):
         return [v for v in self.weights if v.trainable]
 
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of every weight, Keras order (per layer: kernel, bias) and shapes."""
+        """Copies of every weight, Keras order (per layer: kernel, bias) and shapes (NumPy arrays,
+        copied from the device for a model on "cuda")."""
         self._ensure_built()
-        return [v.value.copy() for v in self.weights]
+        return [v.value.copy_to_host() if is_device_array(v.value) else v.value.copy() for v in self.weights]
 
     def set_weights(self, weights) -> None:
         self._ensure_built()
@@ -82,6 +93,8 @@ class Sequential(Trainer):
             if w.shape != v.shape:
                 raise ValueError(f"set_weights: {v.name} has shape {v.shape}, got {w.shape}")
             v.value = np.array(w, dtype=np.float32)
+            if self.device == "cuda":
+                v.value = to_device(v.value)
 
     def count_params(self) -> int:
         self._ensure_built()
@@ -93,7 +106,10 @@ class Sequential(Trainer):
 
     # -- forward and backward ---------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False, tape: list | None = None) -> np.ndarray:
-        """The model's output; with `tape`, each layer's context is recorded for `backward`."""
+        """The model's output; with `tape`, each layer's context is recorded for `backward`. On
+        "cuda" the batch is copied in once and the output is a device array."""
+        if self.device == "cuda":
+            x = to_device(x)
         for layer in self.layers:
             x, ctx = layer.call(x, training=training)
             if tape is not None:
@@ -136,6 +152,7 @@ class Sequential(Trainer):
 
     def save(self, path) -> None:
         """Write architecture, weights and compile settings to one .npz file (atomic, no pickle)."""
+        self.sync_optimizer_state()
         saving.save_model(self, path)
 
     def save_weights(self, path) -> None:

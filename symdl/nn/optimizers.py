@@ -54,6 +54,22 @@ class Optimizer:
                 out = out["w_new"]
             var.value = out.reshape(var.value.shape)
 
+    def get_state(self) -> tuple[int, dict[str, np.ndarray]]:
+        """(iterations, {"<variable position>/<slot>": array}): what `model.save` stores so that a
+        reloaded model continues training exactly where it stopped."""
+        return self.iterations, {f"{n}/{s}": a for n, slots in sorted(self._state.items())
+                                 for s, a in slots.items()}
+
+    def set_state(self, iterations: int, slots: dict[str, np.ndarray]) -> None:
+        """Restore what `get_state` returned."""
+        self.iterations = int(iterations)
+        self._state = {}
+        for key, a in slots.items():
+            n, s = key.split("/")
+            if s not in self.state_names:
+                raise ValueError(f"{self.name} has no state {s!r} (it keeps {self.state_names})")
+            self._state.setdefault(int(n), {})[s] = np.array(a, dtype=np.float32).reshape(-1)
+
     def get_config(self) -> dict:
         return {"name": self.name, "learning_rate": self.learning_rate}
 

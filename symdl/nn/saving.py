@@ -1,9 +1,13 @@
 """Model files: one `.npz` (no pickle) holding the weights and the architecture as JSON bytes.
 
 Layout: "symdl_model" is a uint8 array of UTF-8 JSON {"format", "version", "model": config,
-"compile": config or null, "weights": count}; "weight_000", "weight_001", ... are the arrays in
-`get_weights()` order. Files are written to a temporary file in the target's folder and moved
-into place with os.replace, so a crash never leaves a half-written model.
+"compile": config or null, "weights": count, "optimizer": {"iterations", "slots"} or null,
+"rng": the model generator's state}; "weight_000", "weight_001", ... are the arrays in
+`get_weights()` order, "optimizer_000", ... the optimizer's state arrays in the order of the JSON's
+"slots" ("<variable position>/<name>", e.g. "0/m"). With the optimizer state and the generators,
+a reloaded model continues `fit(..., initial_epoch=k)` exactly as the uninterrupted run would
+have. Files are written to a temporary file in the target's folder and moved into place with
+os.replace, so a crash never leaves a half-written model.
 """
 from __future__ import annotations
 
@@ -36,11 +40,38 @@ def write_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None
 
 def save_model(model, path, include_compile: bool = True, weights_only: bool = False) -> None:
     weights = model.get_weights()
+    full = include_compile and not weights_only
     meta = {"format": FORMAT, "version": VERSION, "weights": len(weights),
             "model": None if weights_only else model.get_config(),
-            "compile": model.compile_config() if include_compile and not weights_only else None}
+            "compile": model.compile_config() if full else None}
+    arrays = {f"weight_{n:03d}": w for n, w in enumerate(weights)}
+    optimizer = getattr(model, "optimizer", None)
+    if full and optimizer is not None:
+        iterations, slots = optimizer.get_state()
+        meta["optimizer"] = {"iterations": iterations, "slots": list(slots)}
+        arrays.update({f"optimizer_{n:03d}": a for n, a in enumerate(slots.values())})
+    if not weights_only:
+        meta["rng"] = _rng_states(model)
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    write_atomic(path, {KEY: blob, **{f"weight_{n:03d}": w for n, w in enumerate(weights)}})
+    write_atomic(path, {KEY: blob, **arrays})
+
+
+def _rng_states(model) -> dict:
+    """The bit generator states of the model (shuffling) and of layers with their own generator
+    (Dropout(seed=...)), by layer position."""
+    states = {"model": model.rng.bit_generator.state}
+    for n, layer in enumerate(model.layers):
+        rng = getattr(layer, "rng", None)
+        if rng is not None and rng is not model.rng:
+            states[str(n)] = rng.bit_generator.state
+    return states
+
+
+def _restore_rngs(model, states: dict) -> None:
+    for key, state in states.items():
+        owner = model if key == "model" else model.layers[int(key)]
+        if getattr(owner, "rng", None) is not None:
+            owner.rng.bit_generator.state = state
 
 
 def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
@@ -57,6 +88,9 @@ def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
                 raise ValueError(f"{path}: model file version {meta.get('version')!r}; this symdl reads "
                                  f"version {VERSION}")
             weights = [npz[f"weight_{n:03d}"] for n in range(int(meta["weights"]))]
+            opt = meta.get("optimizer")
+            if opt:
+                meta["optimizer_slots"] = {k: npz[f"optimizer_{n:03d}"] for n, k in enumerate(opt["slots"])}
     except FileNotFoundError:
         raise
     except ValueError as e:
@@ -70,8 +104,9 @@ def read_model_file(path) -> tuple[dict, list[np.ndarray]]:
 
 def load_model(path, custom_objects: dict | None = None, compile: bool = True):
     """Rebuild a Sequential saved with `model.save(path)`: architecture, weights and (when it was
-    compiled with named or built-in objects) its compile settings. A FormulaLayer's formula is not
-    stored: pass it as custom_objects={formula name: formula}."""
+    compiled with named or built-in objects) its compile settings with the optimizer's state, and
+    the shuffling/dropout generators. A FormulaLayer's formula is not stored: pass it as
+    custom_objects={formula name: formula}."""
     from .model import Sequential
 
     meta, weights = read_model_file(path)
@@ -80,6 +115,10 @@ def load_model(path, custom_objects: dict | None = None, compile: bool = True):
                          f"model.load_weights(path)")
     model = Sequential.from_config(meta["model"], custom_objects=custom_objects)
     model.set_weights(weights)
+    if meta.get("rng"):
+        _restore_rngs(model, meta["rng"])
     if compile and meta.get("compile"):
         model.compile(**meta["compile"])
+        if meta.get("optimizer"):
+            model.optimizer.set_state(meta["optimizer"]["iterations"], meta["optimizer_slots"])
     return model

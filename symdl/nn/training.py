@@ -7,6 +7,7 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .callbacks import Callback, History
+from .device import DeviceOptimizer, check_device, to_host
 from .progress import Progress
 from .utils import as_float32
 
@@ -19,15 +20,28 @@ class Trainer:
         self.metric_fns: list = []
         self.stop_training = False
         self.history: History | None = None
+        self.device = "cpu"
+        self._device_optimizer: DeviceOptimizer | None = None
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None) -> None:
-        """optimizer/loss: Keras names or symdl.nn objects; metrics: names ("accuracy", "mae")."""
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, device: str = "cpu") -> None:
+        """optimizer/loss: Keras names or symdl.nn objects; metrics: names ("accuracy", "mae");
+        device: "cpu" (NumPy, the default) or "cuda" (weights, optimizer state, activations and
+        gradients stay on the GPU as numba device arrays; see docs/nn.md, "GPU")."""
         if loss is None:
             raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        device = check_device(device)
+        self.sync_optimizer_state()  # an optimizer object passed again keeps its device state
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
         self.metric_fns = [metrics_mod.resolve(m, self.loss) for m in (metrics or [])]
         self._metric_names = list(metrics or [])
+        self._device_optimizer = DeviceOptimizer(self.optimizer) if device == "cuda" else None
+        self.place(device)
+
+    def sync_optimizer_state(self) -> None:
+        """On "cuda": copy the optimizer state from the device into the optimizer (what save stores)."""
+        if self._device_optimizer is not None:
+            self._device_optimizer.store_host_state()
 
     def compile_config(self) -> dict | None:
         if self.loss is None:
@@ -53,7 +67,8 @@ class Trainer:
         grads = self.backward(tape, grad)
         pairs = [(v, g) for v, g in zip(self.weights, grads, strict=True) if v.trainable]
         if pairs:
-            self.optimizer.apply([v for v, _ in pairs], [g for _, g in pairs])
+            opt = self._device_optimizer or self.optimizer
+            opt.apply([v for v, _ in pairs], [g for _, g in pairs])
         return loss, out
 
     # -- fit ------------------------------------------------------------------------------------
@@ -111,6 +126,7 @@ class Trainer:
             idx = order[lo:lo + batch_size]
             xb, yb = x[idx], y[idx]
             loss, out = self._step(xb, yb)
+            out = to_host(out) if self.metric_fns else out  # metrics are NumPy: predictions come out
             totals += len(idx) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
             seen += len(idx)
             logs = dict(zip(self._log_names(), totals / seen, strict=True))
@@ -132,7 +148,9 @@ class Trainer:
         for lo in range(0, len(x), batch_size):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
             out = self.forward(xb)
-            totals += len(xb) * np.array([self.loss(yb, out), *(fn(yb, out) for _, fn in self.metric_fns)])
+            loss = self.loss(yb, out)
+            out = to_host(out) if self.metric_fns else out
+            totals += len(xb) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
         values = totals / max(len(x), 1)
         result = dict(zip(self._log_names(), map(float, values), strict=True))
         if verbose in (1, 2, "auto"):
@@ -147,5 +165,11 @@ class Trainer:
         if self.input_shape is None:
             self.input_shape = x.shape[1:]
         self._ensure_built()
-        outs = [self.forward(x[lo:lo + batch_size]).copy() for lo in range(0, len(x), batch_size)]
+        outs = [_host_copy(self.forward(x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), dtype=np.float32)
+
+
+def _host_copy(a) -> np.ndarray:
+    """A NumPy array the next batch cannot overwrite (forward outputs live in reused buffers)."""
+    host = to_host(a)
+    return host.copy() if host is a else host

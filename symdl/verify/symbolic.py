@@ -53,6 +53,11 @@ def symbolic(target, sizes: dict | None = None, wrt=None, seed: int = 0) -> int:
     return checked
 
 
+# symdl's own functions, for lambdify (NumPy knows exp and tanh, not these)
+SYMDL_FUNCTIONS = {"sigmoid": lambda x: 0.5 * (1 + np.tanh(0.5 * x)),
+                   "softplus": lambda x: np.logaddexp(0.0, x)}
+
+
 def _zero(diff, exact=None) -> bool:
     """Exact zero test. A difference of Piecewise expressions is zero when it vanishes exactly in
     every region its conditions carve out. The regions are found by witnesses: random points
@@ -68,7 +73,8 @@ def _zero(diff, exact=None) -> bool:
     canon = {r: _canonical(r) for r in rels}
     keys = sorted({k for k, _ in canon.values()}, key=sp.default_sort_key)
     symbols = sorted(set().union(*[k[0].free_symbols for k in keys]), key=str)
-    evaluate = sp.lambdify(symbols, [k[0] for k in keys], modules="numpy", dummify=True)
+    evaluate = sp.lambdify(symbols, [k[0] for k in keys], modules=[SYMDL_FUNCTIONS, "numpy"],
+                           dummify=True)
     rng = np.random.default_rng(0)
     regions = set()
     with np.errstate(all="ignore"):

@@ -9,7 +9,8 @@ _counter = itertools.count()
 
 
 class Variable:
-    """A named float32 weight; optimizers replace `value` with the updated array."""
+    """A named float32 weight; optimizers replace `value` with the updated array (a NumPy array,
+    or a numba device array while the model is placed on "cuda")."""
 
     def __init__(self, name: str, value: np.ndarray, trainable: bool = True):
         self.name, self.value, self.trainable = name, value, trainable

@@ -10,6 +10,7 @@ from symdl.formulas.dense import layer as dense_layer
 
 from .. import initializers
 from ..formulas import stable_softmax
+from ..device import is_device_array, to_device
 from ..graph import FormulaOp, multiply
 from .base import Layer
 
@@ -73,8 +74,9 @@ class Dense(Layer):
             self.bias = self.add_weight("bias", self.bias_initializer((self.units,), rng))
 
     def call(self, x, training=False):
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
+        shape = tuple(x.shape)  # a plain tuple: the CUDA simulator's shapes refuse negative indices
+        lead = shape[:-1]
+        x2 = x.reshape(-1, shape[-1])
         args = {"x": x2, "W": self.kernel.value}
         if self.use_bias:
             args["b"] = self.bias.value
@@ -108,7 +110,7 @@ class Activation(Layer):
     def call(self, x, training=False):
         if self.activation == "linear":
             return x, None
-        x2 = x.reshape(-1, x.shape[-1]) if self.activation == "softmax" else x.reshape(len(x), -1)
+        x2 = x.reshape(-1, tuple(x.shape)[-1]) if self.activation == "softmax" else x.reshape(len(x), -1)
         env = self.op.forward(x=x2)
         return env["y"].reshape(x.shape), (env, x.shape)
 
@@ -138,8 +140,8 @@ class Flatten(Layer):
 
 class Dropout(Layer):
     """Zeroes a fraction `rate` of the inputs while training and scales the rest by 1/(1 - rate)
-    (inverted dropout, as Keras); the identity at inference. The mask is drawn with NumPy, the
-    product is a compiled kernel."""
+    (inverted dropout, as Keras); the identity at inference. The mask is drawn with NumPy (and
+    copied to the device for a model on "cuda"), the product is a compiled kernel."""
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -155,8 +157,11 @@ class Dropout(Layer):
     def call(self, x, training=False):
         if not training or self.rate == 0.0:
             return x, None
-        keep = self.rng.random(x.shape) >= self.rate
-        mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.rate)
+        keep = self.rng.random(x.shape) >= self.rate  # drawn on the host: cpu and cuda runs match
+        dtype = np.dtype(x.dtype)
+        mask = keep.astype(dtype) / dtype.type(1.0 - self.rate)
+        if is_device_array(x):
+            mask = to_device(mask)  # one copy per batch; kept on the device for the backward pass
         return multiply(x, mask), mask
 
     def backward(self, ctx, grad, need_input_grad=True):

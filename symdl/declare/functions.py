@@ -47,8 +47,8 @@ def heaviside_to_step(expr: sp.Expr) -> sp.Expr:
 
 def max_min_to_piecewise(expr: sp.Expr) -> sp.Expr:
     """Max/Min of values as Piecewise choosing the first argument on ties, so the derivative follows
-    one argument everywhere (Max(a, a) has derivative 1, not 0 as two half-steps would give); Abs as
-    a Piecewise whose derivative is sign(a) (0 at 0, the frameworks' convention).
+    one argument everywhere (Max(a, a) has derivative 1, not 0 as two half-steps would give); Abs of
+    a value SymPy cannot prove real as a Piecewise whose derivative is sign(a) (0 at 0).
     Index arithmetic (Sum limits, subscripts) keeps its Max/Min."""
     if isinstance(expr, (sp.Indexed, sp.core.relational.Relational, sp.logic.boolalg.Boolean)) \
             or not expr.args:
@@ -56,8 +56,8 @@ def max_min_to_piecewise(expr: sp.Expr) -> sp.Expr:
     if isinstance(expr, (sp.Sum, ReduceMax, ArgMax)):  # limits are index arithmetic
         return expr.func(max_min_to_piecewise(expr.function), *expr.args[1:])
     args = [max_min_to_piecewise(a) for a in expr.args]
-    if isinstance(expr, sp.Abs):  # SymPy differentiates Abs of a maybe-complex value via atan2
-        a = args[0]
+    if isinstance(expr, sp.Abs) and args[0].is_extended_real is not True:
+        a = args[0]  # SymPy differentiates Abs of a maybe-complex value (sqrt(x)) through atan2
         return sp.Piecewise((a, sp.Gt(a, 0)), (-a, sp.Lt(a, 0)), (0, True))
     if isinstance(expr, (sp.Max, sp.Min)):
         better = sp.Ge if isinstance(expr, sp.Max) else sp.Le

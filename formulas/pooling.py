@@ -1,7 +1,8 @@
 """F5 max and average pooling, channels last, with window and stride (default: the window).
 
 Max pooling is `symdl.Max` over the window; its gradient goes to the first arg-max in the window
-(row-major order) on ties. Only "valid" padding is offered in this release.
+(row-major order) on ties. With "same" padding (TensorFlow's rule) a window is clipped to the image:
+the max and the average are over the cells inside it, as Keras computes them.
 """
 import sympy as sp
 
@@ -16,8 +17,6 @@ from .conv import CIN, H, W, output_length
 def pool2d(kind: str = "max", pool_size=(2, 2), strides=None, padding: str = "valid", x: str = "x",
            out: str = "y", name: str | None = None) -> Formula:
     (ph, pw) = pool_size
-    if padding != "valid":
-        raise ValueError("pooling supports padding='valid' only in this release")
     (sh, sw) = strides or pool_size
     oh, pt = output_length(H, ph, sh, 1, padding)
     ow, pl = output_length(W, pw, sw, 1, padding)
@@ -39,9 +38,15 @@ def pool2d(kind: str = "max", pool_size=(2, 2), strides=None, padding: str = "va
     else:
         raise ValueError(f"pooling kind must be 'max' or 'average', got {kind!r}")
     sizes = {"B": 1, "H": 2 * sh + ph - 1, "W": sw + pw + 1, "Cin": 2}
+    if padding == "same":  # clipped windows at both edges, few enough max regions to expand exactly
+        sizes = {"B": 1, "H": ph, "W": pw, "Cin": 1}
     return Formula(sp.Eq(sp.IndexedBase(out)[b, i, j, c], body), name=name or f"{kind}_pool2d",
                    sizes=sizes)
 
 
 entry("max_pool2d", "F5", "2x2 max pooling, stride 2")(lambda: pool2d("max"))
 entry("average_pool2d", "F5", "2x2 average pooling, stride 2")(lambda: pool2d("average"))
+entry("max_pool2d_same", "F5", "3x3 max pooling, stride 2, same padding (windows clipped)")(
+    lambda: pool2d("max", (3, 3), (2, 2), "same", name="max_pool2d_same"))
+entry("average_pool2d_same", "F5", "3x3 average pooling, stride 2, same padding (windows clipped)")(
+    lambda: pool2d("average", (3, 3), (2, 2), "same", name="average_pool2d_same"))

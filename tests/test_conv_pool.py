@@ -59,6 +59,8 @@ CASES = [  # kernel, strides, padding, dilation
     ((2, 2), (1, 1), "valid", (2, 2)),
     ((3, 2), (1, 2), "valid", (2, 1)),
     ((4, 4), (1, 1), "same", (1, 1)),  # an even kernel: the extra padding row goes at the bottom
+    ((3, 3), (2, 2), "same", (1, 1)),  # 2 * ((H + 1) // 2) in the padding: once printed wrongly
+    ((2, 3), (2, 3), "same", (1, 1)),
 ]
 
 
@@ -82,9 +84,9 @@ def test_conv2d_forward_and_gradients_match_numpy(ksize, strides, padding, dilat
     np.testing.assert_allclose(y32, y, rtol=1e-4, atol=1e-4)
 
 
-def test_same_padding_with_strides_is_refused_clearly():
-    with pytest.raises(ValueError, match="same"):
-        conv2d((3, 3), (2, 2), "same")
+def test_unknown_padding_is_refused_clearly():
+    with pytest.raises(ValueError, match="padding"):
+        conv2d((3, 3), (2, 2), "full")
 
 
 @pytest.mark.parametrize("ksize,strides,padding,dilation", CASES[:5])
@@ -97,49 +99,57 @@ def test_conv2d_gradient_trips_stay_within_a_constant_of_the_forward(ksize, stri
         assert trip_count(lower(g), dims(48)) <= 4.5 * trip_count(lower(g), dims(24)), name
 
 
-def numpy_pool(x, kind, p, s):
+def windows(H, W, p, s, padding):
+    """{(i, j): (row slice, column slice)} of the image cells each output reads (clipped for "same")."""
+    oh, pt = pads(H, p[0], s[0], 1, padding)
+    ow, pl = pads(W, p[1], s[1], 1, padding)
+    return {(i, j): (slice(max(s[0] * i - pt, 0), min(s[0] * i - pt + p[0], H)),
+                     slice(max(s[1] * j - pl, 0), min(s[1] * j - pl + p[1], W)))
+            for i in range(oh) for j in range(ow)}, (oh, ow)
+
+
+def numpy_pool(x, kind, p, s, padding="valid"):
     B, H, W, C = x.shape
-    oh, ow = (H - p[0]) // s[0] + 1, (W - p[1]) // s[1] + 1
-    y, gx_route = np.zeros((B, oh, ow, C)), {}
-    for i in range(oh):
-        for j in range(ow):
-            win = x[:, s[0] * i:s[0] * i + p[0], s[1] * j:s[1] * j + p[1]].reshape(B, -1, C)
-            if kind == "max":
-                y[:, i, j] = win.max(1)
-                gx_route[i, j] = win.argmax(1)  # the first maximiser, row-major
-            else:
-                y[:, i, j] = win.mean(1)
-    return y, gx_route
+    cells, (oh, ow) = windows(H, W, p, s, padding)
+    y = np.zeros((B, oh, ow, C))
+    for (i, j), (rows, cols) in cells.items():
+        win = x[:, rows, cols].reshape(B, -1, C)
+        y[:, i, j] = win.max(1) if kind == "max" else win.mean(1)
+    return y
 
 
-def numpy_pool_grad(x, G, kind, p, s, route):
+def numpy_pool_grad(x, G, kind, p, s, padding="valid"):
     gx = np.zeros_like(x)
-    B, oh, ow, C = G.shape
-    for i in range(oh):
-        for j in range(ow):
-            for b in range(B):
-                for c in range(C):
-                    if kind == "max":
-                        u, v = divmod(int(route[i, j][b, c]), p[1])
-                        gx[b, s[0] * i + u, s[1] * j + v, c] += G[b, i, j, c]
-                    else:
-                        gx[b, s[0] * i:s[0] * i + p[0], s[1] * j:s[1] * j + p[1], c] += G[b, i, j, c] / (p[0] * p[1])
+    B, H, W, C = x.shape
+    cells, _ = windows(H, W, p, s, padding)
+    for (i, j), (rows, cols) in cells.items():
+        win = x[:, rows, cols]
+        width = win.shape[2]
+        for b in range(B):
+            for c in range(C):
+                if kind == "max":  # the first maximiser in row-major order
+                    u, v = divmod(int(win[b, :, :, c].argmax()), width)
+                    gx[b, rows.start + u, cols.start + v, c] += G[b, i, j, c]
+                else:
+                    gx[b, rows, cols, c] += G[b, i, j, c] / win[b, :, :, c].size
     return gx
 
 
 @pytest.mark.parametrize("kind", ["max", "average"])
-@pytest.mark.parametrize("pool,strides", [((2, 2), None), ((3, 3), (2, 2)), ((2, 3), (1, 2))])
-def test_pooling_forward_and_gradient_match_numpy(kind, pool, strides):
+@pytest.mark.parametrize("pool,strides,padding", [((2, 2), None, "valid"), ((3, 3), (2, 2), "valid"),
+                                                  ((2, 3), (1, 2), "valid"), ((3, 3), (2, 2), "same"),
+                                                  ((2, 2), None, "same")])
+def test_pooling_forward_and_gradient_match_numpy(kind, pool, strides, padding):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 7, 8, 3))
     x[0, 0, 0, 0] = x[0, 0, 1, 0]  # a tie: the gradient goes to the first maximiser
-    k = pool2d(kind, pool, strides, name=f"pool_case_{kind}").compile()
+    k = pool2d(kind, pool, strides, padding, name=f"pool_case_{kind}").compile()
     s = strides or pool
     y = k(x=x)
-    want, route = numpy_pool(x, kind, pool, s)
-    np.testing.assert_allclose(y, want, atol=1e-12)
+    np.testing.assert_allclose(y, numpy_pool(x, kind, pool, s, padding), atol=1e-12)
     G = rng.normal(size=y.shape)
-    np.testing.assert_allclose(k.vjp(G, x=x)["x"], numpy_pool_grad(x, G, kind, pool, s, route), atol=1e-12)
+    np.testing.assert_allclose(k.vjp(G, x=x)["x"], numpy_pool_grad(x, G, kind, pool, s, padding),
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["max", "average"])

@@ -112,9 +112,16 @@ def test_pooling_forward_backward(layer_cls):
     assert gw == []
 
 
-def test_pooling_refuses_same_padding():
-    with pytest.raises(ValueError, match="valid"):
-        nn.MaxPooling2D((2, 2), padding="same")
+def test_pooling_same_padding_clips_windows_like_keras():
+    layer = nn.MaxPooling2D((2, 2), padding="same")
+    assert layer.compute_output_shape((5, 3, 2)) == (3, 2, 2)
+    x = f32(1, 5, 3, 2)
+    y, _, _ = run_layer(layer, x, f32(1, 3, 2, 2))
+    padded = np.full((1, 6, 4, 2), -np.inf, dtype=np.float32)  # Keras: padded cells never win
+    padded[:, :5, :3] = x
+    np.testing.assert_allclose(y, padded.reshape(1, 3, 2, 2, 2, 2).max((2, 4)), **TOL)
+    with pytest.raises(ValueError, match="padding"):
+        nn.AveragePooling2D((2, 2), padding="full")
 
 
 def test_activation_flatten_dropout():

@@ -272,8 +272,8 @@ class Printer:
         e = sp.sympify(e)
         if isinstance(e, (sp.Add, sp.Mul)) and any(not c.is_Integer for c in e.atoms(sp.Rational)):
             num, den = sp.fraction(sp.together(e))
-            if den != 1:
-                return f"({self.index(sp.expand(num))}) // {self.index(den)}"
+            if den != 1:  # parenthesised whole: 2 * ((1 + H) // 2) is not 2 * (1 + H) // 2
+                return f"(({self.index(sp.expand(num))}) // {self._iparen(den)})"
         if e.is_Integer:
             return str(int(e))
         if isinstance(e, sp.Symbol):
@@ -295,10 +295,10 @@ class Printer:
         if isinstance(e, (sp.floor, sp.ceiling)):
             num, den = sp.fraction(sp.together(e.args[0]))
             if isinstance(e, sp.floor):
-                return f"({self.index(sp.expand(num))}) // {self.index(den)}"
-            return f"-((-({self.index(sp.expand(num))})) // {self.index(den)})"
+                return f"(({self.index(sp.expand(num))}) // {self._iparen(den)})"
+            return f"(-((-({self.index(sp.expand(num))})) // {self._iparen(den)}))"
         if isinstance(e, sp.Mod):
-            return f"({self.index(e.args[0])}) % {self._iparen(e.args[1])}"
+            return f"(({self.index(e.args[0])}) % {self._iparen(e.args[1])})"
         raise NotImplementedError(f"the cpu backend cannot print index expression {e}")
 
     def _iparen(self, a) -> str:

@@ -103,16 +103,16 @@ class _Pooling2D(Layer):
         super().__init__(**kwargs)
         self.pool_size = _pair(pool_size, "pool_size")
         self.strides = _pair(strides, "strides") if strides is not None else self.pool_size
-        if padding != "valid":
-            raise ValueError(f"{type(self).__name__}: only padding='valid' is supported "
-                             f"(formulas/pooling.py), got {padding!r}")
-        self.padding = padding
-        self.op = FormulaOp(pool2d(self.kind, self.pool_size, self.strides, "valid", x="x", out="y"))
+        self.padding = padding.lower()
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"{type(self).__name__}: padding must be 'valid' or 'same', got {padding!r}")
+        self.op = FormulaOp(pool2d(self.kind, self.pool_size, self.strides, self.padding, x="x", out="y"))
 
     def compute_output_shape(self, input_shape):
         _check_image(input_shape, type(self).__name__)
         h, w, c = input_shape
-        oh, ow = ((n - p) // s + 1 for n, p, s in zip((h, w), self.pool_size, self.strides, strict=True))
+        oh, ow = (_out_len(n, p, s, 1, self.padding)
+                  for n, p, s in zip((h, w), self.pool_size, self.strides, strict=True))
         if oh < 1 or ow < 1:
             raise ValueError(f"{type(self).__name__} {self.name}: input {h}x{w} is smaller than the "
                              f"window {self.pool_size}")

@@ -150,8 +150,6 @@ def test_weights_stay_on_the_device_and_kernels_get_device_arrays(monkeypatch, t
     assert all(isinstance(v.value, np.ndarray) for v in model.weights)
 
 
-@pytest.mark.skipif(SIMULATOR, reason="the loss checks labels against y_pred.shape[-1], which the "
-                    "simulator's device arrays refuse (negative shape index); runs on a GPU")
 def test_sparse_labels_on_the_device():
     assert_same_run(mlp, X_VEC, LABELS, 4, lambda: nn.optimizers.Adam(0.05),
                     lambda: "sparse_categorical_crossentropy", metrics=["accuracy"])

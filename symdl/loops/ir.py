@@ -99,11 +99,12 @@ class LoopProgram:
     dims: tuple
     temps: tuple
     steps: tuple  # MatMul | Nest
+    extra_outputs: tuple = ()  # a fused program's other outputs (Tensor specs), written like output
 
 
 def format_ir(prog: LoopProgram) -> str:
-    lines = [f"kernel {prog.name}({', '.join(t.name for t in prog.inputs)}) -> {prog.output.name}"
-             f"{list(prog.output.shape)}"]
+    outs = ", ".join(f"{t.name}{list(t.shape)}" for t in (prog.output, *prog.extra_outputs))
+    lines = [f"kernel {prog.name}({', '.join(t.name for t in prog.inputs)}) -> {outs}"]
     for t in prog.temps:
         lines.append(f"  temp {t.name}{list(t.shape)}")
     for step in prog.steps:
@@ -142,8 +143,9 @@ def _format_body(body, pad):
 def check(prog: LoopProgram) -> None:
     """Invariants: temporaries are defined before use, loop variables are not reused in scope,
     stores go only to the output or to temporaries, every step's tensors exist."""
-    arrays = {t.name for t in prog.inputs} | {prog.output.name} | {t.name for t in prog.temps}
-    writable = {prog.output.name} | {t.name for t in prog.temps}
+    outputs = {prog.output.name} | {t.name for t in prog.extra_outputs}
+    arrays = {t.name for t in prog.inputs} | outputs | {t.name for t in prog.temps}
+    writable = outputs | {t.name for t in prog.temps}
     for step in prog.steps:
         if isinstance(step, MatMul):
             assert {step.a, step.b, step.out} <= arrays, step

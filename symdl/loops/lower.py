@@ -74,6 +74,49 @@ def lower(f: Formula) -> LoopProgram:
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps), tuple(steps))
 
 
+def fusable(formulas) -> bool:
+    """Whether formulas can run as one loop nest writing every output: elementwise (no reduction,
+    no recurrence, no gather), over the same indices and ranges, none reading another's output
+    (an optimizer step: the weight and each state tensor, from the same old values)."""
+    formulas = list(formulas)
+    if len(formulas) < 2:
+        return False
+    first, outs = formulas[0], {f.output.name for f in formulas}
+    return all(f.indices == first.indices and f.ranges == first.ranges and f.indices
+               and f.recurrence is None and not f.body.has(*REDUCTIONS)
+               and not any(t.integer for t in f.inputs) and not outs & set(f.input_names)
+               for f in formulas)
+
+
+def lower_fused(formulas, name: str) -> LoopProgram:
+    """One nest for formulas that `fusable` accepts: per element, every output, with common
+    subexpressions (Adam's new moments, used by the new weight too) computed once."""
+    formulas = list(formulas)
+    first = formulas[0]
+    inputs = list({t.name: t for f in formulas for t in f.inputs}.values())
+    taken = {str(s) for f in formulas for s in f.body.free_symbols} | {t.name for t in inputs} | {
+        f.output.name for f in formulas}
+    names = _Names(taken)
+    stmts, values = [], []
+    for f in formulas:
+        pre, value = emit(f.body, names)
+        stmts += pre
+        values.append(value)
+    if not any(v.has(sp.Piecewise) for v in values):
+        pairs, values = sp.cse(values, symbols=iter(lambda: names.new("c"), None), order="none")
+        stmts += [Let(s, v) for s, v in pairs]
+    nest = tuple(stmts) + tuple(Store(f.output.name, first.indices, v) for f, v in zip(formulas, values))
+    for depth, i in reversed(list(enumerate(first.indices))):
+        lo, hi = first.ranges[i]
+        nest = (Loop(i, lo, hi + 1, nest, parallel=depth == 0),)
+    arrays = tuple(t.name for t in inputs if t.rank) + tuple(f.output.name for f in formulas)
+    work = sp.Mul(*[hi + 1 for _, hi in first.ranges.values()]) * len(formulas)
+    dims = tuple(sorted({d for f in formulas for d in f.dims}, key=str))
+    text = "\n".join(str(f) for f in formulas)
+    return LoopProgram(name, text, tuple(inputs), first.output, dims, (),
+                       (Nest("loops", nest, arrays, work),), tuple(f.output for f in formulas[1:]))
+
+
 def _loop_order(f: Formula) -> list:
     """Output indices outermost first: the left side's order (stores contiguous), except that a
     recurrence's step index comes first."""
@@ -182,4 +225,4 @@ def _fields(stmt):
     return [getattr(stmt, f) for f in stmt.__dataclass_fields__]
 
 
-__all__ = ["lower", "emit", "Tensor"]
+__all__ = ["lower", "lower_fused", "fusable", "emit", "Tensor"]

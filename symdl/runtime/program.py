@@ -5,6 +5,7 @@ import numpy as np
 import sympy as sp
 
 from ..autodiff import grad_name
+from ..loops.lower import fusable
 from .kernel import Kernel
 
 
@@ -15,6 +16,11 @@ class ProgramKernel:
         self.program, self.backend, self.check_finite = program, backend, check_finite
         self.kernels = [Kernel(f, backend, check_finite) for f in program.formulas]
         self._grads: dict = {}
+        self._fused = None  # independent elementwise formulas (an optimizer step): one loop nest
+        if backend == "cpu" and not check_finite and fusable(program.formulas) and not any(
+                f.output_bound for f in program.formulas):
+            from .fused import FusedKernel
+            self._fused = FusedKernel(self.kernels, program.name)
 
     def __repr__(self) -> str:
         return f"ProgramKernel({self.program.name}, {len(self.kernels)} kernels)"
@@ -27,6 +33,9 @@ class ProgramKernel:
             raise ValueError(f"program {self.program.name!r}: missing {missing}, unexpected {extra}; "
                              f"it takes {sorted(names)}")
         env, dims = dict(arrays), {}
+        if self._fused is not None:
+            env.update(self._fused.run(env))
+            return env
         dtype = _dtype(arrays)
         for k in self.kernels:
             args = {t.name: _scalar(env[t.name], t) for t in k.formula.inputs}

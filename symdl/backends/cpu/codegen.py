@@ -33,7 +33,8 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
             calls.append(f"    if parallel:\n        {step.name}_parallel({params})\n"
                          f"    else:\n        {step.name}_serial({params})")
     helpers = [printer.helper_source(h) for h in sorted(printer.helpers)]
-    args = ", ".join([py_name(prog.output.name)] + [py_name(t.name) for t in prog.inputs] + dims
+    args = ", ".join([py_name(t.name) for t in (prog.output, *prog.extra_outputs)]
+                     + [py_name(t.name) for t in prog.inputs] + dims
                      + ["parallel"])
     temps = [f"    {py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
              for t in prog.temps]

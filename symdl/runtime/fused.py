@@ -1,0 +1,68 @@
+"""FusedKernel: a Program of independent elementwise formulas run as one loop nest.
+
+An optimizer step (Adam: m_new, v_new, w_new from w, g, m, v) is three formulas over one index; as
+three kernels it reads g three times and recomputes the new moments for the weight. Fused, each
+element is read once and every output written in the same iteration (loops.lower_fused).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import __version__
+from ..backends.cpu import generate
+from ..debug import show
+from ..loops.ir import check, format_ir
+from ..loops.lower import lower_fused
+from .cache import load_module
+
+
+class FusedKernel:
+    """Runs the formulas of `kernels` (their cpu Kernels: argument checks and dimension binding)
+    as one generated function; `run(env)` returns {output name: array}."""
+
+    def __init__(self, kernels, name: str):
+        self.kernels = list(kernels)
+        self.program = lower_fused([k.formula for k in self.kernels], name)
+        check(self.program)
+        show("fused loop IR", format_ir(self.program))
+        self._modules: dict = {}
+        self._plans: dict = {}
+
+    def source(self, dtype="float32") -> str:
+        return generate(self.program, np.dtype(dtype).name, __version__)
+
+    def _module(self, dtype):
+        if dtype not in self._modules:
+            self._modules[dtype] = load_module(self.source(dtype))
+        return self._modules[dtype]
+
+    def run(self, env: dict) -> dict:
+        args, dtype = {}, None
+        for k in self.kernels:  # each formula's own checks, in its words
+            values, dt = k._arguments({t.name: env[t.name] for t in k.formula.inputs}, None)
+            if dtype is not None and dt != dtype:
+                raise ValueError(f"program {self.program.name!r}: inputs mix float dtypes {dtype} and {dt}")
+            dtype = dt
+            args.update(zip(k._order, values, strict=True))
+        shapes = tuple(np.shape(args[t.name]) for t in self.program.inputs)
+        plan = self._plans.get((dtype, shapes))
+        if plan is None:
+            dims, outs = {}, []
+            for k in self.kernels:
+                bound = k.binder.bind({t.name: np.shape(args[t.name]) for t in k.formula.inputs}, None, None)
+                clash = [d for d in bound if d in dims and dims[d] != bound[d]]
+                if clash:
+                    raise ValueError(f"program {self.program.name!r}: dimension {clash[0]} is "
+                                     f"{dims[clash[0]]} for one formula and {bound[clash[0]]} for "
+                                     f"{k.formula.name!r}")
+                dims.update(bound)
+                outs.append((k.formula.output.name, tuple(fn(**bound) for fn, _ in k.binder.out_shape)))
+            values = [dims[str(d)] for d in self.program.dims]
+            plan = self._plans[(dtype, shapes)] = (outs, values, self.kernels[0].parallel_at(dims),
+                                                   self._module(dtype).run)
+        outs, values, parallel, run = plan
+        result = {name: np.empty(shape, dtype=dtype) for name, shape in outs}
+        from .kernel import _threads
+        run(*result.values(), *[args[t.name] for t in self.program.inputs], *values,
+            parallel and _threads() > 1)
+        return result

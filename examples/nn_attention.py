@@ -15,14 +15,7 @@ import time
 
 from nn_data import load
 from symdl import nn
-
-
-def attention_layer(kind: str, causal: bool):
-    if kind == "mha":
-        return nn.MultiHeadAttention(num_heads=4, key_dim=8, causal=causal)
-    if kind == "dot":
-        return nn.Attention(use_scale=True, causal=causal)
-    return nn.AdditiveAttention(units=16, causal=causal)
+from symdl.nn import zoo
 
 
 def main(argv=None) -> int:
@@ -36,13 +29,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     (xtr, ytr), (xte, yte) = load(args.mnist, images=True)
     xtr, xte = xtr[..., 0], xte[..., 0]  # (n, rows, columns): a sequence of row vectors
-    model = nn.Sequential([
-        nn.Input(xtr.shape[1:]),
-        nn.Dense(32, activation="relu"),  # acts on the last axis: a row embedding
-        attention_layer(args.kind, args.causal),
-        nn.Flatten(),
-        nn.Dense(10, activation="softmax"),
-    ], seed=0)
+    # Dense(32, relu) acts on the last axis (a row embedding), then self-attention over the rows
+    model = nn.Sequential([nn.Input(xtr.shape[1:]), *zoo.attention_layers(xtr.shape[1:], args.kind, args.causal)],
+                          seed=0)
     model.compile(optimizer=nn.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.summary()

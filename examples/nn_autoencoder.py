@@ -17,6 +17,7 @@ import numpy as np
 
 from nn_data import load
 from symdl import formulas, nn
+from symdl.nn import zoo
 
 
 def main(argv=None) -> int:
@@ -29,8 +30,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     (xtr, _), (xte, _) = load(args.mnist, images=False)
     code = args.code or (64 if args.mnist else 32)
-    model = nn.Sequential([nn.Input(xtr.shape[1:]), nn.Dense(code, activation="sigmoid"),
-                           nn.Dense(xtr.shape[1], activation="sigmoid")], seed=0)
+    model = nn.Sequential([nn.Input(xtr.shape[1:]), *zoo.autoencoder_layers(xtr.shape[1:], code)], seed=0)
     model.compile(optimizer=nn.optimizers.Adam(args.lr), loss="mse")
     model.summary()
     hist = model.fit(xtr, xtr, epochs=args.epochs, batch_size=32, validation_data=(xte, xte), verbose=0)

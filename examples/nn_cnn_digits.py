@@ -15,6 +15,7 @@ import numpy as np
 
 from nn_data import load
 from symdl import nn
+from symdl.nn import zoo
 
 
 def main(argv=None) -> int:
@@ -26,13 +27,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     start = time.perf_counter()
     (xtr, ytr), (xte, yte) = load(args.mnist, images=True)
-    model = nn.Sequential([
-        nn.Input(xtr.shape[1:]),
-        nn.Conv2D(args.filters, (3, 3), activation="relu"),
-        nn.MaxPooling2D((2, 2)),
-        nn.Flatten(),
-        nn.Dense(10, activation="softmax"),
-    ], seed=0)
+    model = nn.Sequential([nn.Input(xtr.shape[1:]), *zoo.e5_layers(xtr.shape[1:], filters=args.filters)],
+                          seed=0)  # the layers `symdl train e5` uses
     model.compile(optimizer=nn.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.summary()

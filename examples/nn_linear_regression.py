@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 from symdl import nn
+from symdl.nn import zoo
 
 
 class PrintEvery(nn.Callback):
@@ -29,13 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1000)
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    rng = np.random.default_rng(0)
-    true_w, true_b = np.array([[2.0], [-3.0]]), 0.5
-    x = rng.uniform(-1, 1, (120, 2)).astype(np.float32)
-    y = (x @ true_w + true_b + rng.normal(0, 0.05, (120, 1))).astype(np.float32)
-    (xtr, ytr), (xte, yte) = (x[:100], y[:100]), (x[100:], y[100:])
+    ((xtr, ytr), (xte, yte)), (true_w, true_b) = zoo.regression_data()  # the data `symdl train e3` uses
 
-    model = nn.Sequential([nn.Input((2,)), nn.Dense(1)], seed=0)
+    model = nn.Sequential([nn.Input((2,)), *zoo.e3_layers((2,))], seed=0)
     model.compile(optimizer=nn.optimizers.SGD(learning_rate=0.01), loss="mse")
     model.fit(xtr, ytr, epochs=args.epochs, batch_size=len(xtr), verbose=0, shuffle=False,
               callbacks=[PrintEvery(max(args.epochs // 10, 1))])

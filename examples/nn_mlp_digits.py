@@ -15,13 +15,9 @@ import numpy as np
 
 from nn_data import load
 from symdl import nn
+from symdl.nn import zoo
 
-ARCHS = {
-    "e2": lambda: [nn.Dense(64, activation="relu"), nn.Dense(64, activation="relu"),
-                   nn.Dense(10, activation="softmax")],
-    "e4": lambda: [nn.Dense(512, activation="relu"), nn.Dense(10, activation="softmax")],
-    "logreg": lambda: [nn.Dense(10, activation="softmax")],
-}
+ARCHS = {"e2": zoo.e2_layers, "e4": zoo.e4_layers, "logreg": zoo.logreg_layers}  # shared with `symdl train`
 DEFAULTS = {"e2": (5, 32, 0.001), "e4": (10, 256, 0.001), "logreg": (20, 32, 0.01)}
 
 
@@ -39,7 +35,7 @@ def main(argv=None) -> int:
         lr = 0.005  # the 1,437 digits give few steps per epoch; Keras' 0.001 needs more epochs
     start = time.perf_counter()
     (xtr, ytr), (xte, yte) = load(args.mnist, images=False)
-    model = nn.Sequential([nn.Input(xtr.shape[1:]), *ARCHS[args.arch]()], seed=0)
+    model = nn.Sequential([nn.Input(xtr.shape[1:]), *ARCHS[args.arch](xtr.shape[1:])], seed=0)
     model.compile(optimizer=nn.optimizers.Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.summary()

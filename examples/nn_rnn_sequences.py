@@ -12,6 +12,7 @@ import time
 
 from nn_data import load
 from symdl import nn
+from symdl.nn import zoo
 
 
 def main(argv=None) -> int:
@@ -25,11 +26,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     (xtr, ytr), (xte, yte) = load(args.mnist, images=True)
     xtr, xte = xtr[..., 0], xte[..., 0]  # (n, rows = time steps, columns = features)
-    model = nn.Sequential([
-        nn.Input(xtr.shape[1:]),
-        nn.SimpleRNN(args.units, activation="relu" if args.relu else "tanh"),
-        nn.Dense(10, activation="softmax"),
-    ], seed=0)
+    model = nn.Sequential([nn.Input(xtr.shape[1:]),
+                           *zoo.rnn_layers(xtr.shape[1:], args.units, "relu" if args.relu else "tanh")],
+                          seed=0)
     model.compile(optimizer=nn.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.summary()

@@ -1,8 +1,9 @@
-"""The `symdl` command: list, show and verify the catalog.
+"""The `symdl` command: list, show and verify the catalog; train the documents' example models.
 
     symdl list                 the catalog, with the SEEDS.md formula each entry implements
     symdl show dense_relu      formula, derived gradients (pretty and LaTeX), loop IR, source
     symdl verify [NAME ...]    symbolic, numeric and backend checks; exit 1 on any failure
+    symdl train [EXAMPLE]      train e1..e5 (SEEDS.md), rnn, attention, ... (default: e5 on digits)
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def main(argv=None) -> int:
     verify = sub.add_parser("verify", help="verify catalog formulas (all when no name is given)")
     verify.add_argument("names", nargs="*")
     verify.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
+    _add_train_parser(sub)
     args = parser.parse_args(argv)
-    return {"list": _list, "show": _show, "verify": _verify}[args.command](args)
+    return {"list": _list, "show": _show, "verify": _verify, "train": _train}[args.command](args)
 
 
 def _catalog():
@@ -109,6 +111,109 @@ def _verify(args) -> int:
     print(f"\n{len(names) - failed} of {len(names)} formulas verified"
           f"{'' if not failed else f', {failed} failed'}.")
     return 1 if failed else 0
+
+
+# -- symdl train ----------------------------------------------------------------------------------
+DEFAULT_EXAMPLE = "e5"  # reaches >= 95 % on the bundled digits in well under a minute (docs/nn.md)
+TRAIN_EXAMPLES = ("e1", "e2", "e3", "e4", "e5", "logreg", "rnn", "attention", "autoencoder")
+
+
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser(
+        "train", help="train one of the documents' example models (default: e5 on the bundled digits)",
+        description="Train a named example model (SEEDS.md E1-E5 and the nn examples' models) with "
+                    "the documents' optimizer, loss, batch size and epochs, print one line per epoch "
+                    "and the test accuracy. Offline with the default data set (digits, bundled).")
+    train.add_argument("example", nargs="?", default=DEFAULT_EXAMPLE,
+                       help=f"one of {', '.join(TRAIN_EXAMPLES)} (default {DEFAULT_EXAMPLE})")
+    train.add_argument("--dataset", default="digits",
+                       help="digits (bundled, default), mnist, fashion_mnist or cifar10 (downloaded once)")
+    train.add_argument("--epochs", type=int, help="default: the document's")
+    train.add_argument("--batch-size", type=int, help="default: the document's")
+    train.add_argument("--lr", type=float, help="default: the document's (higher for some models on digits)")
+    train.add_argument("--seed", type=int, default=0, help="initial weights and shuffling (default 0)")
+    train.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    train.add_argument("--plot", metavar="PATH", help="write the training curves (needs matplotlib)")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"symdl train: {message}", file=sys.stderr)
+    return code
+
+
+def _train(args) -> int:
+    import importlib.util
+    if args.example not in TRAIN_EXAMPLES:
+        return _fail(f"unknown example {args.example!r}; choose one of {', '.join(TRAIN_EXAMPLES)}", 2)
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            return _fail(f"{flag} must be at least 1, got {value}", 2)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:  # before training, not after
+        return _fail("--plot needs matplotlib, which symdl does not install: pip install 'symdl[plot]'", 2)
+    from symdl.datasets import DownloadError
+    from symdl.nn import zoo
+    spec = zoo.get(args.example)
+    if spec.layout == "regression" and args.dataset != "digits":
+        return _fail(f"{args.example} trains on its own synthetic data; --dataset does not apply", 2)
+    if spec.layout != "regression" and args.dataset not in zoo.DATASETS:
+        return _fail(f"unknown data set {args.dataset!r}; choose one of {', '.join(zoo.DATASETS)}", 2)
+    start = time.perf_counter()
+    try:
+        if spec.layout == "regression":
+            (xtr, ytr), (xte, yte) = zoo.regression_data()[0]
+            data_name = "synthetic y = 2 x1 - 3 x2 + 0.5 + noise"
+        else:
+            (xtr, ytr), (xte, yte) = zoo.load_dataset(args.dataset, spec.layout)
+            data_name = args.dataset
+    except DownloadError as e:
+        return _fail(str(e), 1)
+    if spec.name == "autoencoder":
+        ytr, yte = xtr, xte
+    else:
+        ytr, yte = spec.targets(ytr), spec.targets(yte)
+    try:
+        model = spec.build(xtr.shape[1:], dataset=args.dataset, lr=args.lr, seed=args.seed, device=args.device)
+    except (ImportError, RuntimeError) as e:  # device="cuda" without numba-cuda or a GPU
+        return _fail(str(e), 1)
+    epochs = args.epochs or spec.epochs
+    batch = args.batch_size or spec.batch_size
+    print(f"{spec.name}: {spec.summary}")
+    print(f"data: {data_name}, {len(xtr)} training and {len(xte)} test samples of shape {xtr.shape[1:]}; "
+          f"{model.count_params()} parameters; {epochs} epochs, batch {batch}, "
+          f"{type(model.optimizer).__name__} lr {model.optimizer.learning_rate:g}, {spec.loss}, {args.device}",
+          flush=True)
+    # one line per epoch (verbose 2), at most ~20 lines for E3's 1000 epochs
+    every = max(1, epochs // 20)
+    hist = model.fit(xtr, ytr, epochs=epochs, batch_size=batch, verbose=2 if every == 1 else 0,
+                     callbacks=[] if every == 1 else [_every_n_epochs(every, epochs)])
+    trained = time.perf_counter() - start
+    done = f"{len(hist.epoch)} epoch{'s' if len(hist.epoch) != 1 else ''} in {trained:.1f} s"
+    result = model.evaluate(xte, yte, batch_size=max(batch, 256), verbose=0, return_dict=True)
+    metrics = ", ".join(f"test {k} {v:.4f}" for k, v in result.items())
+    if "accuracy" in result:
+        print(f"test accuracy: {result['accuracy']:.2%} ({metrics}); {done}")
+    else:
+        print(f"test loss: {result['loss']:.6f}; {done}")
+    if spec.name == "e3":
+        W, b = model.get_weights()
+        print(f"learned w = {W.ravel().astype(float).round(3).tolist()}, "
+              f"b = {b.astype(float).round(3).tolist()} (true [2.0, -3.0], [0.5])")
+    if args.plot:
+        hist.plot(args.plot)
+        print(f"training curves written to {args.plot}")
+    return 130 if hist.interrupted else 0
+
+
+def _every_n_epochs(every: int, epochs: int):
+    """A callback printing the first and every n-th epoch's logs (E3 runs 1000 one-batch epochs)."""
+    from symdl.nn import Callback
+
+    class EveryN(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if (epoch + 1) % every == 0 or epoch == 0:
+                shown = " - ".join(f"{k}: {v:.6f}" for k, v in (logs or {}).items())
+                print(f"Epoch {epoch + 1}/{epochs} - {shown}", flush=True)
+    return EveryN()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class History(Callback):
         super().__init__()
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+        self.interrupted = False  # set by fit when KeyboardInterrupt stopped training
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)

@@ -31,9 +31,10 @@ class Trainer:
             raise ValueError("compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
         device = check_device(device)
         self.sync_optimizer_state()  # an optimizer object passed again keeps its device state
-        self.optimizer = optimizers_mod.get(optimizer)
-        self.loss = losses_mod.get(loss)
-        self.metric_fns = [metrics_mod.resolve(m, self.loss) for m in (metrics or [])]
+        # resolve everything before assigning: a bad name leaves the previous settings intact
+        optimizer, loss = optimizers_mod.get(optimizer), losses_mod.get(loss)
+        self.metric_fns = [metrics_mod.resolve(m, loss) for m in (metrics or [])]
+        self.optimizer, self.loss = optimizer, loss
         self._metric_names = list(metrics or [])
         self._device_optimizer = DeviceOptimizer(self.optimizer) if device == "cuda" else None
         self.place(device)
@@ -78,10 +79,14 @@ class Trainer:
         """Train for `epochs`; returns History (`.history["loss"]`, metrics, `val_*`)."""
         self._require_compiled("fit")
         x, y = as_float32(x), np.asarray(y)
-        if len(x) != len(y):
-            raise ValueError(f"fit: x has {len(x)} samples, y has {len(y)}")
         if self.input_shape is None:
             self.input_shape = x.shape[1:]
+        self._check_data(x, y, "fit")  # every check before the first kernel runs
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+            validation_data = (as_float32(validation_data[0]), np.asarray(validation_data[1]))
+            self._check_data(*validation_data, "fit (validation_data)")
         self._ensure_built()
         if validation_data is None and validation_split:
             if not 0.0 < validation_split < 1.0:
@@ -98,23 +103,57 @@ class Trainer:
         self.stop_training = False
         for cb in cbs:
             cb.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            for cb in cbs:
-                cb.on_epoch_begin(epoch)
-            progress.epoch_begin(epoch)
-            logs = self._train_epoch(x, y, batch_size, shuffle, cbs, progress)
-            if validation_data is not None:
-                vx, vy = validation_data
-                vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True)
-                logs.update({f"val_{k}": v for k, v in vals.items()})
-            progress.epoch_end(epoch, logs)
-            for cb in cbs:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+        epoch = initial_epoch
+        try:
+            for epoch in range(initial_epoch, epochs):
+                for cb in cbs:
+                    cb.on_epoch_begin(epoch)
+                progress.epoch_begin(epoch)
+                logs = self._train_epoch(x, y, batch_size, shuffle, cbs, progress)
+                if validation_data is not None:
+                    vx, vy = validation_data
+                    vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True)
+                    logs.update({f"val_{k}": v for k, v in vals.items()})
+                progress.epoch_end(epoch, logs)
+                for cb in cbs:
+                    cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        except KeyboardInterrupt:
+            # Ctrl-C stops training, not the program: the completed epochs stay in History (the
+            # interrupted one is not recorded; the weights hold its updates so far) and
+            # on_train_end still runs (EarlyStopping restores, files are closed)
+            if progress.bar is not None:
+                progress.bar.close()
+                progress.bar = None
+            self.history.interrupted = True
+            self.stop_training = True
+            print(f"\nfit interrupted in epoch {epoch + 1}; returning the history of "
+                  f"{len(self.history.epoch)} completed epoch(s)", flush=True)
         for cb in cbs:
             cb.on_train_end()
         return self.history
+
+    def _check_data(self, x: np.ndarray, y: np.ndarray, where: str) -> None:
+        """Refuse data that would fail or poison training, before any kernel runs: sample
+        counts, input shape, NaN/inf, and targets that do not fit the loss and output shape."""
+        if x.ndim == 0 or y.ndim == 0:
+            raise ValueError(f"{where}: x and y need a batch axis, got shapes {x.shape} and {y.shape}")
+        if len(x) != len(y):
+            raise ValueError(f"{where}: x has {len(x)} samples, y has {len(y)}")
+        if len(x) == 0:
+            raise ValueError(f"{where}: no samples")
+        if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"{where}: the model takes inputs of shape (batch, "
+                             f"{', '.join(map(str, self.input_shape))}), got x of shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{where}: x holds {int(np.size(x) - np.isfinite(x).sum())} NaN or inf values")
+        if y.dtype.kind not in "fiub":
+            raise ValueError(f"{where}: y must hold numbers, got dtype {y.dtype}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError(f"{where}: y holds NaN or inf values")
+        self._ensure_built()
+        check_targets(self.loss, y, tuple(self.output_shape), where)
 
     def _train_epoch(self, x, y, batch_size, shuffle, cbs, progress) -> dict:
         order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
@@ -143,7 +182,9 @@ class Trainer:
         """Loss and metrics over (x, y): `loss` alone, or [loss, metric...], or a dict."""
         self._require_compiled("evaluate")
         x, y = as_float32(x), np.asarray(y)
-        self._ensure_built()
+        if self.input_shape is None:
+            self.input_shape = x.shape[1:]
+        self._check_data(x, y, "evaluate")
         totals = np.zeros(1 + len(self.metric_fns))
         for lo in range(0, len(x), batch_size):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
@@ -173,3 +214,28 @@ def _host_copy(a) -> np.ndarray:
     """A NumPy array the next batch cannot overwrite (forward outputs live in reused buffers)."""
     host = to_host(a)
     return host.copy() if host is a else host
+
+
+def check_targets(loss, y: np.ndarray, output_shape: tuple, where: str) -> None:
+    """Targets that the built-in losses can use with outputs of `output_shape` (per sample):
+    integer labels in range for sparse categorical cross-entropy, one value per output otherwise."""
+    name = getattr(loss, "name", None)
+    n, per_sample = len(y), int(np.prod(output_shape))
+    if name == "sparse_categorical_crossentropy":
+        classes = output_shape[-1] if output_shape else 1
+        if y.size != n * per_sample // classes:
+            raise ValueError(f"{where}: sparse_categorical_crossentropy takes one integer label per "
+                             f"sample, got y of shape {y.shape} for outputs {output_shape}")
+        if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+            raise ValueError(f"{where}: sparse_categorical_crossentropy takes integer labels, got "
+                             f"non-integer values (one-hot targets need categorical_crossentropy)")
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= classes:
+            raise ValueError(f"{where}: labels must lie in 0..{classes - 1} (the model has {classes} "
+                             f"outputs), got labels {lo:g}..{hi:g}")
+    elif name in ("categorical_crossentropy", "binary_crossentropy", "mean_squared_error"):
+        if y.size != n * per_sample:
+            hint = ("; integer labels need sparse_categorical_crossentropy"
+                    if name == "categorical_crossentropy" and y.size == n else "")
+            raise ValueError(f"{where}: {name} needs one target per output, {output_shape} per sample, "
+                             f"got y of shape {y.shape}{hint}")

@@ -46,3 +46,12 @@ def test_verify_unknown_name_exits_2(capsys):
 def test_console_script_runs():
     done = subprocess.run([sys.executable, "-m", "symdl.cli", "list"], capture_output=True, text=True)
     assert done.returncode == 0 and "dense" in done.stdout
+
+
+def test_show_conv2d_prints_its_transposed_convolution_gradient(capsys):
+    assert main(["show", "conv2d"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient with respect to x" in out and "grad_x" in out
+    assert "gradient with respect to kernel" in out
+    assert "LaTeX:" in out and "\\sum" in out
+    assert "def loops_serial(" in out and "kernel[" in out   # the generated source

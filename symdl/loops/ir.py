@@ -46,8 +46,9 @@ class Store:
 
 @dataclass(frozen=True)
 class ScatterAdd:
-    """tensor[index] += value, where index holds values read from an integer tensor (the gradient of
-    a gather): iterations may hit the same element, so a backend runs it serially or atomically."""
+    """tensor[index] += value into a zeroed output: the gradient of a gather (index read from an
+    integer tensor) or a sum run row by row. Iterations may hit the same element, so the IR never
+    puts it in a parallel loop (a backend may also use atomics)."""
 
     tensor: str
     index: tuple
@@ -130,7 +131,7 @@ def _format_body(body, pad):
         elif isinstance(s, Store):
             out.append(f"{pad}{s.tensor}[{', '.join(map(str, s.index))}] = {s.value}")
         elif isinstance(s, ScatterAdd):
-            out.append(f"{pad}{s.tensor}[{', '.join(map(str, s.index))}] += {s.value}  (scatter)")
+            out.append(f"{pad}{s.tensor}[{', '.join(map(str, s.index))}] += {s.value}")
         elif isinstance(s, If):
             out.append(f"{pad}if {s.cond}:")
             out += _format_body(s.then, pad + "  ")

@@ -15,7 +15,7 @@ from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, Sum
 from ..passes.contraction import extract_matmuls
 from . import scatter
-from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
+from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, ScatterAdd, Store, Temp
 
 
 class _Names:
@@ -32,7 +32,12 @@ class _Names:
                 return sp.Symbol(name, integer=True) if integer else sp.Symbol(name, real=True)
 
 
-def lower(f: Formula) -> LoopProgram:
+def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
+    """`row_reductions` (the cpu backend's choice): a sum down columns (grad_b[j] = Σ_i g[i, j])
+    runs row by row into the zeroed output, reading memory in order, instead of one strided
+    column at a time."""
+    if row_reductions and _sums_down_columns(f):
+        return _lower_row_reduction(f)
     hit = scatter.match(f) if f.recurrence is None else None
     if hit is not None:  # a gather's gradient: the gather's loops, adding into the output
         names = _Names({str(s) for s in f.body.free_symbols} | {t.name for t in f.inputs} | {f.output.name})
@@ -72,6 +77,42 @@ def lower(f: Formula) -> LoopProgram:
         t.name for t in temps if t.name in used] + [f.output.name]
     steps.append(Nest("loops", nest, tuple(arrays), work))
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps), tuple(steps))
+
+
+def _sums_down_columns(f: Formula) -> bool:
+    """One Sum over r with bounds free of output indices, no nested reduction, no gather, no
+    matrix product, and a read whose r axis comes before the axis of the last output index."""
+    body = f.body
+    if f.recurrence is not None or not f.indices or not isinstance(body, Sum) or len(body.limits) != 1:
+        return False
+    r, lo, hi = body.limits[0]
+    if (lo.free_symbols | hi.free_symbols) & set(f.indices) or body.function.has(*REDUCTIONS):
+        return False
+    if any(t.integer for t in f.inputs) or extract_matmuls(f)[1]:
+        return False
+    last = f.indices[-1]
+    for read in body.function.atoms(sp.Indexed):
+        axes = list(read.indices)
+        if r in axes and last in axes and axes.index(r) < axes.index(last):
+            return True
+    return False
+
+
+def _lower_row_reduction(f: Formula) -> LoopProgram:
+    """Zero the output, then for each r: for each output element: out += the summand."""
+    (r, lo, hi), = f.body.limits
+    names = _Names({str(s) for s in f.body.free_symbols} | {t.name for t in f.inputs} | {f.output.name})
+    stmts, value = emit(f.body.function, names)
+    zero: tuple = (Store(f.output.name, f.indices, sp.Integer(0)),)
+    add: tuple = tuple(stmts) + (ScatterAdd(f.output.name, f.indices, value),)
+    for i in reversed(f.indices):
+        lo_i, hi_i = f.ranges[i]
+        zero, add = (Loop(i, lo_i, hi_i + 1, zero),), (Loop(i, lo_i, hi_i + 1, add),)
+    used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
+    arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (f.output.name,)
+    steps = (Nest("zero", zero, (f.output.name,), sp.Integer(0)),
+             Nest("rows", (Loop(r, lo, hi + 1, add),), arrays, sp.Integer(0)))
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
 
 
 def fusable(formulas) -> bool:

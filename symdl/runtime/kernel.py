@@ -46,7 +46,7 @@ class Kernel:
         check_backend(backend)
         self.formula, self.backend, self.check_finite = formula, backend, check_finite
         show("formula", str(formula))
-        self.program = lower(formula)           # GEMM detection, loops, hoisting, CSE
+        self.program = lower(formula, row_reductions=backend == "cpu")  # GEMM detection, loops, CSE
         check(self.program)                     # cheap: always on
         show("loop IR", format_ir(self.program))
         self.binder = Binder(formula)

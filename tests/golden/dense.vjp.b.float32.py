@@ -9,24 +9,34 @@ import numpy as np
 F = np.float32
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
-def loops_serial(grad_y, grad_b, B, M):
+def zero_serial(grad_b, B, M):
     for j in range(0, M):
-        acc0 = F(0)
-        for i in range(0, B):
-            acc0 += grad_y[i, j]
-        grad_b[j] = acc0
+        grad_b[j] = F(0)
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
-def loops_parallel(grad_y, grad_b, B, M):
-    for j in nb.prange(0, M):
-        acc0 = F(0)
-        for i in range(0, B):
-            acc0 += grad_y[i, j]
-        grad_b[j] = acc0
+def zero_parallel(grad_b, B, M):
+    for j in range(0, M):
+        grad_b[j] = F(0)
+
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+def rows_serial(grad_y, grad_b, B, M):
+    for i in range(0, B):
+        for j in range(0, M):
+            grad_b[j] += grad_y[i, j]
+
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
+def rows_parallel(grad_y, grad_b, B, M):
+    for i in range(0, B):
+        for j in range(0, M):
+            grad_b[j] += grad_y[i, j]
 
 
 def run(grad_b, grad_y, B, M, parallel):
     if parallel:
-        loops_parallel(grad_y, grad_b, B, M)
+        zero_parallel(grad_b, B, M)
     else:
-        loops_serial(grad_y, grad_b, B, M)
+        zero_serial(grad_b, B, M)
+    if parallel:
+        rows_parallel(grad_y, grad_b, B, M)
+    else:
+        rows_serial(grad_y, grad_b, B, M)

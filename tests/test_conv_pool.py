@@ -18,25 +18,22 @@ def pads(n, k, s, d, padding):
 
 def numpy_conv(x, kern, s, d, padding):
     """y[b, i, j, o] = Σ x[b, s·i + d·u - pt, s·j + d·v - pl, c] k[u, v, c, o], zeros outside."""
-    B, H, W, C = x.shape
-    kh, kw, _, O = kern.shape
-    oh, pt = pads(H, kh, s[0], d[0], padding)
-    ow, pl = pads(W, kw, s[1], d[1], padding)
-    y = np.zeros((B, oh, ow, O))
-    for u in range(kh):
-        for v in range(kw):
-            for i in range(oh):
-                for j in range(ow):
-                    r, q = s[0] * i + d[0] * u - pt, s[1] * j + d[1] * v - pl
-                    if 0 <= r < H and 0 <= q < W:
-                        y[:, i, j] += x[:, r, q] @ kern[u, v]
+    B, _, _, _ = x.shape
+    oh, ow = out_shape(x, kern, s, d, padding)
+    y = np.zeros((B, oh, ow, kern.shape[3]))
+    for u, v, i, j, r, q in taps(x, kern, s, d, padding):
+        y[:, i, j] += x[:, r, q] @ kern[u, v]
     return y
 
 
-def numpy_conv_grads(x, kern, G, s, d, padding):
-    """The same loops with every product's two gradients (the chain rule, written by hand)."""
-    gx, gk = np.zeros_like(x), np.zeros_like(kern)
-    B, H, W, C = x.shape
+def out_shape(x, kern, s, d, padding):
+    return (pads(x.shape[1], kern.shape[0], s[0], d[0], padding)[0],
+            pads(x.shape[2], kern.shape[1], s[1], d[1], padding)[0])
+
+
+def taps(x, kern, s, d, padding):
+    """(u, v, i, j, r, q): kernel tap (u, v) of output (i, j) reads input (r, q), inside the image."""
+    H, W = x.shape[1:3]
     kh, kw = kern.shape[:2]
     oh, pt = pads(H, kh, s[0], d[0], padding)
     ow, pl = pads(W, kw, s[1], d[1], padding)
@@ -46,8 +43,15 @@ def numpy_conv_grads(x, kern, G, s, d, padding):
                 for j in range(ow):
                     r, q = s[0] * i + d[0] * u - pt, s[1] * j + d[1] * v - pl
                     if 0 <= r < H and 0 <= q < W:
-                        gx[:, r, q] += G[:, i, j] @ kern[u, v].T
-                        gk[u, v] += x[:, r, q].T @ G[:, i, j]
+                        yield u, v, i, j, r, q
+
+
+def numpy_conv_grads(x, kern, G, s, d, padding):
+    """The same loops with every product's two gradients (the chain rule, written by hand)."""
+    gx, gk = np.zeros_like(x), np.zeros_like(kern)
+    for u, v, i, j, r, q in taps(x, kern, s, d, padding):
+        gx[:, r, q] += G[:, i, j] @ kern[u, v].T
+        gk[u, v] += x[:, r, q].T @ G[:, i, j]
     return gx, gk
 
 

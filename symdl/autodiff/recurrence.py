@@ -34,7 +34,14 @@ def _shift(index: tuple, axis: int, by) -> tuple:
 
 
 def cell(f: Formula) -> Formula:
-    """The recurrence with each earlier step read from a stand-in input (h[t-1] -> h__prev1[t])."""
+    """The recurrence with each earlier step read from a stand-in input (h[t-1] -> h__prev1[t]);
+    built once per formula, so its VJP cache serves the adjoint and every input's gradient."""
+    if "_cell" not in f.__dict__:
+        f.__dict__["_cell"] = _cell(f)
+    return f.__dict__["_cell"]
+
+
+def _cell(f: Formula) -> Formula:
     rec, out = f.recurrence, f.output.name
     swap = {}
     for r in f.body.atoms(sp.Indexed):

@@ -35,13 +35,9 @@ def _compiled(e, condition: bool = False):
     printer (exact integer division) and evaluated per iteration at Python speed."""
     key = (e, condition)
     if key not in _COMPILED:
-        from ..backends.cpu.printer import Printer, py_name  # late: backends import this package
-        e = sp.sympify(e)
-        names = sorted({s.name for s in e.free_symbols})
-        text = Printer(()).cond(e) if condition else Printer(()).index(e)
-        fn = eval(f"lambda {', '.join(py_name(n) for n in names)}: {text}",  # noqa: S307 (our printer's output)
-                  {"max": max, "min": min})
-        _COMPILED[key] = (names, fn)
+        from ..backends.cpu.printer import python_function  # late: backends import this package
+        names = sorted({s.name for s in sp.sympify(e).free_symbols})
+        _COMPILED[key] = (names, python_function(e, names, condition=condition))
     return _COMPILED[key]
 
 
@@ -79,11 +75,19 @@ def _decide(cond, env):
     """True or False when the condition depends only on indices and dimensions, else None."""
     if cond is sp.true or cond is sp.false:
         return bool(cond)
-    if any(isinstance(a, sp.Indexed) for a in sp.preorder_traversal(cond)) or \
-            any(s.name not in env for s in cond.free_symbols):
+    if cond not in _ON_VALUES:  # a test on tensor values (or one the printer refuses) stays open
+        _ON_VALUES[cond] = any(isinstance(a, sp.Indexed) for a in sp.preorder_traversal(cond))
+        if not _ON_VALUES[cond]:
+            try:
+                _compiled(cond, condition=True)
+            except NotImplementedError:
+                _ON_VALUES[cond] = True
+    if _ON_VALUES[cond]:
         return None
-    try:
-        names, fn = _compiled(cond, condition=True)
-    except NotImplementedError:
+    names, fn = _compiled(cond, condition=True)
+    if any(n not in env for n in names):
         return None
     return bool(fn(*[env[n] for n in names]))
+
+
+_ON_VALUES: dict = {}

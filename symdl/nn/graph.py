@@ -39,20 +39,19 @@ def _backend(*arrays) -> str:
 
 def add(a, b):
     """a + b by the compiled vec_add kernel (gradient accumulation); on the device for device arrays."""
-    backend = _backend(a, b)
-    if backend == "cuda":
-        a, b = to_device(a), to_device(b)
-    k = kernel_for(_ADD, backend)
-    return k(a=a.reshape(-1), b=b.reshape(-1)).reshape(a.shape)
+    return _elementwise(_ADD, a, b)
 
 
 def multiply(a, b):
     """a * b elementwise by the compiled vec_mul kernel (dropout masks); on the device for device arrays."""
+    return _elementwise(_MUL, a, b)
+
+
+def _elementwise(formula, a, b):
     backend = _backend(a, b)
     if backend == "cuda":
         a, b = to_device(a), to_device(b)
-    k = kernel_for(_MUL, backend)
-    return k(a=a.reshape(-1), b=b.reshape(-1)).reshape(a.shape)
+    return kernel_for(formula, backend)(a=a.reshape(-1), b=b.reshape(-1)).reshape(a.shape)
 
 
 _ADD, _MUL = elementwise("add"), elementwise("mul")

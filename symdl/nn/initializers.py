@@ -20,7 +20,7 @@ class Initializer:
     name = "initializer"
 
     def __call__(self, shape: tuple, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define __call__(shape, rng): Initializer is a base class")
 
     def get_config(self) -> dict:
         return {"name": self.name}

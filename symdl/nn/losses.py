@@ -24,7 +24,17 @@ class Loss:
         self.op = FormulaOp(self.program())
 
     def program(self):
-        raise NotImplementedError
+        """The catalog Program this loss runs; every loss class defines it."""
+        raise TypeError(f"{type(self).__name__} must define program(): Loss is a base class")
+
+    def _cross_entropy(self, rank: int):
+        """The catalog entry named like the loss: its stable `_logits` form on logits, else the
+        probability form behind Keras' clip to [1e-7, 1 - 1e-7] (a `rank`-dimensional clip)."""
+        if self.from_logits:
+            self.pred_name = "z"
+            return formulas.get(f"{self.name}_logits")
+        self.pred_name = "probs"
+        return Program([nnf.clip("probs", "p", rank), formulas.get(self.name)], name=f"{self.name}_clipped")
 
     def prepare(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(targets, predictions) in the formula's layout."""
@@ -71,11 +81,7 @@ class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
 
     def program(self):
-        if self.from_logits:
-            self.pred_name = "z"
-            return formulas.get("binary_crossentropy_logits")
-        self.pred_name = "probs"
-        return Program([nnf.clip("probs", "p", 1), formulas.get("binary_crossentropy")], name="bce_clipped")
+        return self._cross_entropy(1)
 
     def prepare(self, y_true, y_pred):
         p = y_pred.reshape(-1)
@@ -87,12 +93,7 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
 
     def program(self):
-        if self.from_logits:
-            self.pred_name = "z"
-            return formulas.get("categorical_crossentropy_logits")
-        self.pred_name = "probs"
-        return Program([nnf.clip("probs", "p", 2), formulas.get("categorical_crossentropy")],
-                       name="cce_clipped")
+        return self._cross_entropy(2)
 
     def prepare(self, y_true, y_pred):
         t = np.ascontiguousarray(y_true, dtype=y_pred.dtype)
@@ -108,12 +109,7 @@ class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
 
     def program(self):
-        if self.from_logits:
-            self.pred_name = "z"
-            return formulas.get("sparse_categorical_crossentropy_logits")
-        self.pred_name = "probs"
-        return Program([nnf.clip("probs", "p", 2), formulas.get("sparse_categorical_crossentropy")],
-                       name="scce_clipped")
+        return self._cross_entropy(2)
 
     def prepare(self, y_true, y_pred):
         t = np.asarray(y_true).reshape(len(y_pred))

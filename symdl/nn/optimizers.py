@@ -26,7 +26,8 @@ class Optimizer:
         self._state: dict[int, dict[str, np.ndarray]] = {}
 
     def program(self):
-        raise NotImplementedError
+        """The catalog Program this optimizer runs; every optimizer class defines it."""
+        raise TypeError(f"{type(self).__name__} must define program(): Optimizer is a base class")
 
     def hyper(self) -> dict:
         """The scalar inputs of the update formulas for this step."""

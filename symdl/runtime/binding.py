@@ -10,14 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..backends.cpu.printer import Printer, py_name
+from ..backends.cpu.printer import python_function
 from ..declare.formula import Formula, linear_in
 
 
 def _compile_int(expr, dims) -> callable:
-    names = [py_name(str(d)) for d in dims]
-    text = Printer(dims).index(sp.sympify(expr))
-    return eval(f"lambda {', '.join(names)}: {text}", {"max": max, "min": min})  # noqa: S307 (our own printer's output)
+    return python_function(expr, dims, dims)
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,6 @@ class Binder:
             gathers = tuple((str(r.base.label), c) for r, c in aff.reads.items())
             self.reads.append(ReadCheck(t, a, _compile_int(lo, dims), _compile_int(hi, dims), gathers,
                                         str(aff.expr()), _compile_int(sp.Min(*spans), dims)))
-        self.work = _compile_int(_floorish(f), dims)
 
     def bind(self, shapes: dict, given: dict | None, out_shape) -> dict:
         """Dimension values from the shapes; ValueError naming the tensor on any contradiction."""
@@ -137,14 +134,6 @@ class Binder:
                 raise ValueError(f"formula {self.formula.name!r}: values of integer tensor {names} make "
                                  f"{r.tensor}[...{r.text}...] read positions {lo}..{hi} at axis {r.axis}, "
                                  f"outside its length {n}")
-
-
-def _floorish(f: Formula):
-    from ..loops.lower import lower  # work estimate lives with the lowering
-    for step in lower(f).steps:
-        if hasattr(step, "parallel_work"):
-            return step.parallel_work
-    return sp.Integer(0)
 
 
 def float_dtype(formula_name: str, arrays: dict, tensors) -> np.dtype:

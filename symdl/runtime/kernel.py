@@ -108,7 +108,7 @@ class Kernel:
         try:
             work = _nest_work(self.program, dims, PARALLEL_WORK)
         except (KeyError, TypeError):  # a bound the counter cannot evaluate: the lowering's estimate
-            work = self.binder.work(**dims)
+            work = _estimated_work(self.program, dims)
         return work >= PARALLEL_WORK
 
     def _arguments(self, arrays: dict, check_finite):
@@ -305,6 +305,12 @@ def _nest_work(prog, dims: dict, limit: int) -> int:
         if isinstance(step, Nest) and _has_parallel_loop(step.body) and total < limit:
             total += _count(step.body, env, limit - total)
     return total
+
+
+def _estimated_work(prog, dims: dict) -> int:
+    """The lowering's work estimate of the first loop nest, at these dimensions."""
+    est = sp.sympify(next((s.parallel_work for s in prog.steps if isinstance(s, Nest)), 0))
+    return int(est.xreplace({d: sp.Integer(int(dims[d.name])) for d in est.free_symbols}))
 
 
 def _has_parallel_loop(body) -> bool:

@@ -33,9 +33,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
             calls.append(f"    if parallel:\n        {step.name}_parallel({params})\n"
                          f"    else:\n        {step.name}_serial({params})")
     helpers = [printer.helper_source(h) for h in sorted(printer.helpers)]
-    args = ", ".join([py_name(t.name) for t in (prog.output, *prog.extra_outputs)]
-                     + [py_name(t.name) for t in prog.inputs] + dims
-                     + ["parallel"])
+    args = driver_args(prog, dims)
     temps = [f"    {py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
              for t in prog.temps]
     casts = [f"    {s} = F({s})" for s in scalars]
@@ -59,6 +57,12 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         *(temps + casts + calls or ["    pass"]),
         "",
     ])
+
+
+def driver_args(prog: LoopProgram, dims: list) -> str:
+    """The parameters of a generated module's `run`: outputs, inputs, dimensions, `parallel`."""
+    return ", ".join([py_name(t.name) for t in (prog.output, *prog.extra_outputs)]
+                     + [py_name(t.name) for t in prog.inputs] + dims + ["parallel"])
 
 
 def _body(stmts, p: Printer, pad: str, parallel: bool = False) -> list[str]:

@@ -136,6 +136,15 @@ INTRINSICS = ("from symdl.backends.cpu.intrinsics import float32_frexp_exponent,
               "float32_ldexp")
 
 
+def python_function(expr, names, dims=(), condition: bool = False):
+    """An index expression (or an index condition) as a plain Python function of `names`, printed
+    once: binding checks and trip counts evaluate bounds at Python speed, with exact `//`."""
+    printer = Printer(dims)
+    text = printer.cond(expr) if condition else printer.index(sp.sympify(expr))
+    return eval(f"lambda {', '.join(py_name(str(n)) for n in names)}: {text}",  # noqa: S307 (our own printer's output)
+                {"max": max, "min": min})
+
+
 def py_name(name: str) -> str:
     """A Python identifier for a tensor, index or dimension name."""
     clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)

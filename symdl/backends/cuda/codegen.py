@@ -12,6 +12,7 @@ import sympy as sp
 
 from ...loops.ir import LoopProgram, MatMul
 from ..cpu.codegen import _body as statements  # the cpu backend's statement printer (serial loops)
+from ..cpu.codegen import driver_args
 from ..cpu.printer import py_name
 from .mapping import Reduction, ThreadMap, reduction, thread_map
 from .matmul import matmul_source
@@ -25,6 +26,8 @@ LAUNCH = "from symdl.backends.cuda.launch import RED_THREADS, launch_grid, matmu
 
 def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     """The module source for one LoopProgram at one float dtype."""
+    if prog.extra_outputs:  # fused programs (runtime/fused.py) are compiled for the cpu only
+        raise ValueError(f"{prog.name}: the cuda backend prints one output per kernel, not a fused program")
     p = CudaPrinter(prog.dims, [t.name for t in prog.inputs if t.integer], dtype)
     scalars = [py_name(t.name) for t in prog.inputs if t.rank == 0]
     dims = [py_name(str(d)) for d in prog.dims]
@@ -50,8 +53,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         kernels.append(source)
         calls += call
     helpers = [p.helper_source(h) for h in sorted(p.helpers)]
-    args = ", ".join([py_name(prog.output.name)] + [py_name(t.name) for t in prog.inputs] + dims
-                     + ["parallel"])
+    args = driver_args(prog, dims)
     temps = [f"    {py_name(t.name)} = cuda.device_array(({', '.join(p.index(d) for d in t.shape)},), dtype=F)"
              for t in prog.temps]
     casts = [f"    {s} = F({s})" for s in scalars]

@@ -53,10 +53,12 @@ class Layer:
         return v
 
     def call(self, x: np.ndarray, training: bool = False):
-        raise NotImplementedError
+        """(output, context for backward); every layer class defines it."""
+        raise TypeError(f"{type(self).__name__} must define call(x, training): Layer is a base class")
 
     def backward(self, ctx, grad: np.ndarray, need_input_grad: bool = True):
-        raise NotImplementedError
+        """(input gradient, weight gradients in self.weights order); every layer class defines it."""
+        raise TypeError(f"{type(self).__name__} must define backward(ctx, grad): Layer is a base class")
 
     def get_config(self) -> dict:
         return {"name": self.name}

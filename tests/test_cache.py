@@ -76,8 +76,12 @@ def test_second_process_loads_kernels_from_the_cache(tmp_path):
     assert any(r["dispatchers"] for r in first.values()), "no numba function to observe"
     hits, misses = _totals(first)
     assert (hits, misses) != (0, 0) and hits == 0, f"a fresh cache cannot hit: {first}"
+    numba_files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "__pycache__").iterdir()}
+    assert any(n.endswith(".nbi") for n in numba_files), numba_files
+    assert not [n for n in numba_files if n.endswith(".pyc")], "modules run from source, not bytecode"
     second = _run(tmp_path)
     assert second.keys() == first.keys(), "the same formulas must map to the same module names"
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "__pycache__").iterdir()} == numba_files
     hits, misses = _totals(second)
     assert misses == 0 and hits > 0, f"the second process compiled again: {second}"
     for name, r in second.items():  # each module that compiled before now loads everything

@@ -11,7 +11,7 @@ losses are catalog formulas (stabilized on logits); optimizers are the catalog's
 update Programs; NumPy only reshapes, batches, shuffles and counts metrics. See docs/nn.md.
 """
 from . import callbacks, initializers, losses, metrics, optimizers, utils
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
+from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, TerminateOnNaN
 from .layers import (Activation, AdditiveAttention, Attention, AveragePooling2D, Conv2D, Dense, Dropout,
                      Flatten, FormulaLayer, Input, Layer, MaxPooling2D, MultiHeadAttention, SimpleRNN)
 from .model import Sequential
@@ -19,5 +19,5 @@ from .saving import load_model
 
 __all__ = ["Activation", "AdditiveAttention", "Attention", "AveragePooling2D", "Callback", "Conv2D", "Dense",
            "Dropout", "EarlyStopping", "Flatten", "FormulaLayer", "History", "Input", "Layer", "MaxPooling2D",
-           "ModelCheckpoint", "MultiHeadAttention", "Sequential", "SimpleRNN", "callbacks", "initializers",
-           "load_model", "losses", "metrics", "optimizers", "utils"]
+           "ModelCheckpoint", "MultiHeadAttention", "Sequential", "SimpleRNN", "TerminateOnNaN", "callbacks",
+           "initializers", "load_model", "losses", "metrics", "optimizers", "utils"]

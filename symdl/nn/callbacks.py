@@ -1,4 +1,4 @@
-"""Callbacks with Keras' hooks: Callback, History, EarlyStopping, ModelCheckpoint."""
+"""Callbacks with Keras' hooks: Callback, History, EarlyStopping, ModelCheckpoint, TerminateOnNaN."""
 from __future__ import annotations
 
 import numpy as np
@@ -107,10 +107,30 @@ class EarlyStopping(Callback):
             self.model.set_weights(self.best_weights)
 
 
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or inf (Keras' callback): prints
+    "Batch N: Invalid loss, terminating training" and sets `model.stop_training`, so `fit` ends
+    after that batch (the epoch's logs and on_epoch_end still run, as in Keras). With
+    `raise_error=True`, raises RuntimeError instead (Keras 3.10's option)."""
+
+    def __init__(self, raise_error: bool = False):
+        super().__init__()
+        self.raise_error = bool(raise_error)
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            if self.raise_error:
+                raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}")
+            print(f"Batch {batch}: Invalid loss, terminating training", flush=True)
+            self.model.stop_training = True
+
+
 class ModelCheckpoint(Callback):
     """Save the model after each epoch (or only when `monitor` improves, `save_best_only`) with
-    the same atomic write as `model.save`. `filepath` may use {epoch} and log keys, as Keras:
-    "ckpt-{epoch:02d}-{val_loss:.3f}.symdl"."""
+    the same atomic write as `model.save`: a crash or Ctrl-C during a save leaves the previous
+    file intact. `filepath` may use {epoch} and log keys, as Keras:
+    "ckpt-{epoch:02d}-{val_loss:.3f}.symdl". A NaN `monitor` never counts as an improvement."""
 
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto"):

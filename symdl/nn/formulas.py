@@ -33,11 +33,14 @@ def stable_softmax(src: str = "z", dst: str = "p") -> Program:
 
 
 def clip(src: str, dst: str, rank: int, eps: float = EPSILON) -> Formula:
-    """dst = min(max(src, eps), 1 - eps), Keras' clipping of probabilities before a log."""
+    """dst = src clipped to [eps, 1 - eps], Keras' clipping of probabilities before a log. A
+    Piecewise, not Min(Max(...)): NaN fails both tests and stays NaN (the printed max/min would
+    turn it into eps, and a diverged model would report a finite loss)."""
     idx = [_idx("i", B), _idx("j", C)][:rank]
     a, b = sp.IndexedBase(src), sp.IndexedBase(dst)
-    e = sp.Float(eps)
-    return Formula(sp.Eq(b[tuple(idx)], sp.Min(sp.Max(a[tuple(idx)], e), 1 - e)), name=f"clip{rank}")
+    e, x = sp.Float(eps), a[tuple(idx)]
+    return Formula(sp.Eq(b[tuple(idx)], sp.Piecewise((e, x < e), (1 - e, x > 1 - e), (x, True))),
+                   name=f"clip{rank}")
 
 
 def elementwise(op: str, a: str = "a", b: str = "b", out: str = "y") -> Formula:

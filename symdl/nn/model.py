@@ -88,10 +88,13 @@ class Sequential(Trainer):
         variables = self.weights
         if len(weights) != len(variables):
             raise ValueError(f"set_weights: the model has {len(variables)} weight arrays, got {len(weights)}")
-        for v, w in zip(variables, weights, strict=True):
-            w = np.asarray(w)
+        arrays = [np.asarray(w) for w in weights]
+        for n, (v, w) in enumerate(zip(variables, arrays, strict=True)):  # all checked, then all set
             if w.shape != v.shape:
-                raise ValueError(f"set_weights: {v.name} has shape {v.shape}, got {w.shape}")
+                raise ValueError(f"set_weights: {v.name} (weight {n}) has shape {v.shape}, got {w.shape}")
+            if w.dtype.kind not in "fiub":
+                raise ValueError(f"set_weights: {v.name} (weight {n}) takes numbers, got dtype {w.dtype}")
+        for v, w in zip(variables, arrays, strict=True):
             v.value = np.array(w, dtype=np.float32)
             if self.device == "cuda":
                 v.value = to_device(v.value)
@@ -137,17 +140,29 @@ class Sequential(Trainer):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Sequential":
+        """The model `get_config` described, built (fresh weights). A config a layer refuses, or
+        one that fails to build, raises ValueError naming the layer."""
         layers = []
-        for spec in config["layers"]:
+        for n, spec in enumerate(config["layers"]):
             name, cfg = spec["class_name"], dict(spec["config"])
             if name not in LAYERS:
-                raise ValueError(f"unknown layer class {name!r} in the saved model")
-            if name == "FormulaLayer":
-                layers.append(_formula_layer(cfg, custom_objects or {}))
-            else:
-                layers.append(LAYERS[name].from_config(cfg))
+                raise ValueError(f"unknown layer class {name!r} in the saved model (layer {n}); "
+                                 f"known: {', '.join(sorted(LAYERS))}")
+            try:
+                if name == "FormulaLayer":
+                    layers.append(_formula_layer(cfg, custom_objects or {}))
+                else:
+                    layers.append(LAYERS[name].from_config(cfg))
+            except ValueError as e:
+                raise ValueError(f"layer {n} ({name}): {e}") from e
+            except Exception as e:  # a constructor meeting a value of the wrong type
+                raise ValueError(f"layer {n} ({name}): bad config ({type(e).__name__}: {e})") from e
         model = cls([Input(config["input_shape"]), *layers], name=config["name"], seed=config.get("seed"))
-        model.build()
+        try:
+            model.build()
+        except Exception as e:
+            raise ValueError(f"the saved architecture does not build on inputs {tuple(model.input_shape)} "
+                             f"({type(e).__name__}: {e})") from e
         return model
 
     def save(self, path) -> None:
@@ -159,7 +174,10 @@ class Sequential(Trainer):
         saving.save_model(self, path, weights_only=True)
 
     def load_weights(self, path) -> None:
-        self.set_weights(saving.read_model_file(path)[1])
+        """Weights from a file of `save_weights` or `save`. The whole file is checked first
+        (count, every array's dtype and shape): on a mismatch, ValueError naming the file and the
+        weight, and the model keeps its weights."""
+        saving.load_weights(self, path)
 
     def summary(self, print_fn=print) -> None:
         self._ensure_built()

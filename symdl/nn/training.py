@@ -1,6 +1,10 @@
 """compile / fit / evaluate / predict, Keras' semantics (batch-mean losses, per-epoch logs)."""
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
+
 import numpy as np
 
 from . import losses as losses_mod
@@ -22,6 +26,7 @@ class Trainer:
         self.history: History | None = None
         self.device = "cpu"
         self._device_optimizer: DeviceOptimizer | None = None
+        self._nonfinite_warned = False  # fit warns once per call when the loss turns NaN or inf
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device: str = "cpu") -> None:
         """optimizer/loss: Keras names or symdl.nn objects; metrics: names ("accuracy", "mae");
@@ -73,12 +78,28 @@ class Trainer:
         return loss, out
 
     # -- fit ------------------------------------------------------------------------------------
-    def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose: int | str = "auto",
+    def fit(self, x, y, batch_size: int | None = 32, epochs: int = 1, verbose: int | str = "auto",
             callbacks=None, validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
             initial_epoch: int = 0) -> History:
-        """Train for `epochs`; returns History (`.history["loss"]`, metrics, `val_*`)."""
+        """Train for `epochs`; returns History (`.history["loss"]`, metrics, `val_*`). A loss that
+        turns NaN or inf warns once (RuntimeWarning) and shows as such in the logs;
+        `callbacks=[nn.TerminateOnNaN()]` stops there."""
         self._require_compiled("fit")
+        # every argument is checked before the data is converted and before any kernel runs
+        batch_size = check_batch_size("fit", batch_size)
+        epochs = check_count("fit", "epochs", epochs, 0)
+        initial_epoch = check_count("fit", "initial_epoch", initial_epoch, 0)
+        verbose = check_verbose("fit", verbose)
+        validation_split = check_fraction("fit", "validation_split", validation_split)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
+        callbacks = check_callbacks(callbacks)
         x, y = as_float32(x), np.asarray(y)
+        if validation_data is None and validation_split and x.ndim:
+            cut = int(len(x) * (1.0 - validation_split))  # Keras: the last samples, before shuffling
+            if not 0 < cut < len(x):
+                raise ValueError(f"fit: validation_split={validation_split} of {len(x)} samples leaves "
+                                 f"{cut} to train on and {len(x) - cut} to validate; both need one")
         if self.input_shape is None:
             self.input_shape = x.shape[1:]
         self._check_data(x, y, "fit")  # every check before the first kernel runs
@@ -87,15 +108,12 @@ class Trainer:
                 raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
             validation_data = (as_float32(validation_data[0]), np.asarray(validation_data[1]))
             self._check_data(*validation_data, "fit (validation_data)")
-        self._ensure_built()
         if validation_data is None and validation_split:
-            if not 0.0 < validation_split < 1.0:
-                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
-            cut = int(len(x) * (1.0 - validation_split))  # Keras: the last samples, before shuffling
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
-        verbose = 1 if verbose == "auto" else int(verbose)
+        self._ensure_built()
         self.history = History()
-        cbs: list[Callback] = [self.history, *(callbacks or [])]
+        self._nonfinite_warned = False
+        cbs: list[Callback] = [self.history, *callbacks]
         for cb in cbs:
             cb.set_model(self)
         steps = -(-len(x) // batch_size)
@@ -109,7 +127,7 @@ class Trainer:
                 for cb in cbs:
                     cb.on_epoch_begin(epoch)
                 progress.epoch_begin(epoch)
-                logs = self._train_epoch(x, y, batch_size, shuffle, cbs, progress)
+                logs = self._train_epoch(x, y, batch_size, shuffle, cbs, progress, epoch)
                 if validation_data is not None:
                     vx, vy = validation_data
                     vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True)
@@ -155,7 +173,7 @@ class Trainer:
         self._ensure_built()
         check_targets(self.loss, y, tuple(self.output_shape), where)
 
-    def _train_epoch(self, x, y, batch_size, shuffle, cbs, progress) -> dict:
+    def _train_epoch(self, x, y, batch_size, shuffle, cbs, progress, epoch: int) -> dict:
         order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
         totals = np.zeros(1 + len(self.metric_fns))
         seen = 0
@@ -165,6 +183,8 @@ class Trainer:
             idx = order[lo:lo + batch_size]
             xb, yb = x[idx], y[idx]
             loss, out = self._step(xb, yb)
+            if not math.isfinite(loss):
+                self._warn_nonfinite(loss, epoch, b)
             out = to_host(out) if self.metric_fns else out  # metrics are NumPy: predictions come out
             totals += len(idx) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
             seen += len(idx)
@@ -172,15 +192,31 @@ class Trainer:
             progress.batch_end(logs)
             for cb in cbs:
                 cb.on_batch_end(b, logs)
+            if self.stop_training:  # Keras: a callback may stop within the epoch (TerminateOnNaN)
+                break
         return {k: float(v) for k, v in logs.items()}
+
+    def _warn_nonfinite(self, loss: float, epoch: int, batch: int) -> None:
+        """Once per fit: a diverged run must not look like a normal one."""
+        if self._nonfinite_warned:
+            return
+        self._nonfinite_warned = True
+        warnings.warn(f"fit: the loss is {loss} at epoch {epoch + 1}, batch {batch + 1}: training "
+                      f"diverged and the weights may hold NaN or inf. Lower the learning rate; "
+                      f"callbacks=[nn.TerminateOnNaN()] stops at the first such batch",
+                      RuntimeWarning, stacklevel=4)
 
     def _log_names(self) -> list[str]:
         return ["loss", *(name for name, _ in self.metric_fns)]
 
     # -- evaluate / predict -----------------------------------------------------------------------
-    def evaluate(self, x, y, batch_size: int = 32, verbose: int | str = "auto", return_dict: bool = False):
-        """Loss and metrics over (x, y): `loss` alone, or [loss, metric...], or a dict."""
+    def evaluate(self, x, y, batch_size: int | None = 32, verbose: int | str = "auto",
+                 return_dict: bool = False):
+        """Loss and metrics over (x, y): `loss` alone, or [loss, metric...], or a dict (NaN when
+        the model's outputs are NaN)."""
         self._require_compiled("evaluate")
+        batch_size = check_batch_size("evaluate", batch_size)
+        verbose = check_verbose("evaluate", verbose)
         x, y = as_float32(x), np.asarray(y)
         if self.input_shape is None:
             self.input_shape = x.shape[1:]
@@ -194,20 +230,71 @@ class Trainer:
             totals += len(xb) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
         values = totals / max(len(x), 1)
         result = dict(zip(self._log_names(), map(float, values), strict=True))
-        if verbose in (1, 2, "auto"):
+        if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
         if return_dict:
             return result
         return result["loss"] if len(result) == 1 else list(result.values())
 
-    def predict(self, x, batch_size: int = 32, verbose: int | str = 0) -> np.ndarray:
+    def predict(self, x, batch_size: int | None = 32, verbose: int | str = 0) -> np.ndarray:
         """Model outputs for x, computed in batches (a new array)."""
+        batch_size = check_batch_size("predict", batch_size)
+        check_verbose("predict", verbose)
         x = as_float32(x)
+        if x.ndim == 0:
+            raise ValueError("predict: x needs a batch axis, got a scalar")
         if self.input_shape is None:
             self.input_shape = x.shape[1:]
+        elif tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"predict: the model takes inputs of shape (batch, "
+                             f"{', '.join(map(str, self.input_shape))}), got x of shape {x.shape}")
         self._ensure_built()
         outs = [_host_copy(self.forward(x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), dtype=np.float32)
+
+
+# -- argument checks: ValueError naming the argument, before any kernel runs ------------------------
+
+def check_count(where: str, name: str, value, minimum: int) -> int:
+    """An integer (not a bool, not a float such as 3.0) of at least `minimum`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_batch_size(where: str, batch_size) -> int:
+    """Keras: None means 32."""
+    return 32 if batch_size is None else check_count(where, "batch_size", batch_size, 1)
+
+
+def check_fraction(where: str, name: str, value) -> float:
+    """A real number in [0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{where}: {name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_verbose(where: str, verbose) -> int:
+    """0 (silent), 1 (bar), 2 (a line per epoch) or "auto" (1); True/False as 1/0."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, (bool, np.bool_, numbers.Integral)) and verbose in (0, 1, 2):
+        return int(verbose)
+    raise ValueError(f"{where}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+
+
+def check_callbacks(callbacks) -> list:
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"fit: callbacks must be a list of nn.Callback, got {type(callbacks).__name__}")
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise ValueError(f"fit: callbacks must be nn.Callback instances, got {type(cb).__name__} "
+                             f"(subclass nn.Callback and override its on_* methods)")
+    return list(callbacks)
 
 
 def _host_copy(a) -> np.ndarray:

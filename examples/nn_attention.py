@@ -1,4 +1,4 @@
-"""SEEDS F7/F8 (additive and scaled dot-product attention) with symdl.nn: digit images as
+"""F7/F8 of docs/catalog.md (additive and scaled dot-product attention) with symdl.nn: digit images as
 sequences of rows, self-attention over the rows (in a Sequential model query = value = key = the
 previous layer's output), then Flatten and Dense(10, softmax).
 

@@ -1,4 +1,4 @@
-"""SEEDS F9 (encoder h = σ(W1 x + b1), decoder x̂ = σ(W2 h + b2), reconstruction loss) with
+"""F9 of docs/catalog.md (encoder h = σ(W1 x + b1), decoder x̂ = σ(W2 h + b2), reconstruction loss) with
 symdl.nn: Dense(32, sigmoid) -> Dense(64, sigmoid) trained on the bundled digits (pixels / 16)
 to reproduce its input under the mean squared error, Adam. With --mnist: 784 -> 64 -> 784.
 

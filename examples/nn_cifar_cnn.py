@@ -1,4 +1,4 @@
-"""SEEDS E1 (document 000, Keras): the CIFAR-10 CNN Conv2D(32, 3x3, relu) -> MaxPooling2D(2) ->
+"""E1 of docs/catalog.md (article 000, Keras): the CIFAR-10 CNN Conv2D(32, 3x3, relu) -> MaxPooling2D(2) ->
 Conv2D(64, 3x3, relu) -> MaxPooling2D(2) -> Flatten -> Dense(10, softmax), Adam, categorical
 cross-entropy on one-hot labels, batch 128, 10 epochs, evaluated on the test set.
 

@@ -1,4 +1,4 @@
-"""SEEDS E5 (Keras CNN: Conv2D(32, 3x3, relu) -> MaxPooling2D(2) -> Flatten -> Dense(10, softmax),
+"""E5 of docs/catalog.md (Keras CNN: Conv2D(32, 3x3, relu) -> MaxPooling2D(2) -> Flatten -> Dense(10, softmax),
 Adam, 10 epochs, batch 32, evaluate) with symdl.nn, on the bundled digits as (8, 8, 1) images or
 on MNIST (28, 28, 1) with --mnist. Also saves the model and reloads it.
 

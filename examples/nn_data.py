@@ -2,7 +2,7 @@
 
 MNIST comes from `symdl.datasets.mnist.load_data()` (downloaded once); without network access the
 examples fall back to the real MNIST test set in the project's shared data folder
-(../shared/data/mnist: first 8,000 images to train, last 2,000 to test), as SEEDS.md suggests.
+(../shared/data/mnist: first 8,000 images to train, last 2,000 to test).
 """
 from __future__ import annotations
 

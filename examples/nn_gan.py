@@ -1,4 +1,4 @@
-"""SEEDS F10 (generator G(z) = tanh(W_G z + b_G), discriminator D(x) = σ(W_D x + b_D),
+"""F10 of docs/catalog.md (generator G(z) = tanh(W_G z + b_G), discriminator D(x) = σ(W_D x + b_D),
 adversarial losses) on a 2-D toy distribution: real samples are N(mu, sigma²) points, the
 generator maps 2-D Gaussian noise to the plane.
 

@@ -1,4 +1,4 @@
-"""SEEDS E3 (a PyTorch example in the source document): linear regression 2 -> 1 with MSE and
+"""E3 of docs/catalog.md (a PyTorch example in the source article): linear regression 2 -> 1 with MSE and
 SGD at lr 0.01 for 1000 epochs, loss printed per epoch (every 100th here), then the test loss.
 The document's code used an undefined `linear`; this is what it meant, as a symdl.nn model.
 

@@ -1,4 +1,4 @@
-"""SEEDS E2 (tf.keras MLP: Dense(64, relu) -> Dense(64, relu) -> Dense(10, softmax), Adam, sparse
+"""E2 of docs/catalog.md (tf.keras MLP: Dense(64, relu) -> Dense(64, relu) -> Dense(10, softmax), Adam, sparse
 categorical cross-entropy, accuracy, 5 epochs, predict) and E4 (Dense(512, relu) ->
 Dense(10, softmax), Adam lr 0.001, batch 256, 10 epochs), plus logistic regression, with symdl.nn.
 

@@ -1,4 +1,4 @@
-"""SEEDS F6 (h_t = tanh(W x_t + R h_(t-1) + b), backpropagation through time) with symdl.nn:
+"""F6 of docs/catalog.md (h_t = tanh(W x_t + R h_(t-1) + b), backpropagation through time) with symdl.nn:
 classify digit images read as sequences, one image row per time step (8 steps of 8 pixels for
 the bundled digits, 28 of 28 for MNIST with --mnist), SimpleRNN -> Dense(10, softmax), Adam.
 The whole time loop (and its reverse) runs inside one compiled kernel per batch.

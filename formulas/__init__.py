@@ -1,7 +1,7 @@
 """The documents' formula catalog (installed as `symdl.formulas`), one module per topic.
 
-Each entry is a zero-argument builder registered under a name with the SEEDS.md reference
-(F1-F17) it implements:
+Each entry is a zero-argument builder registered under a name with the code of the formula it
+implements (F1-F17, explained in docs/catalog.md):
 
     >>> from symdl import formulas
     >>> formulas.get("dense_relu")          # a Formula or a Program
@@ -16,7 +16,7 @@ from typing import Callable
 @dataclass(frozen=True)
 class Entry:
     name: str
-    ref: str  # the SEEDS.md formula it implements, e.g. "F3"
+    ref: str  # the formula it implements, e.g. "F3" (docs/catalog.md)
     summary: str
     build: Callable
 

@@ -15,6 +15,7 @@ from .activations import ACTIVATIONS
 from .common import B
 
 H, W, CIN, COUT = sp.symbols("H W Cin Cout", integer=True, positive=True)
+OH, OW = sp.symbols("OH OW", integer=True, positive=True)  # output lengths, for elementwise stages
 
 
 def output_length(n, k: int, stride: int, dilation: int, padding: str):
@@ -51,7 +52,10 @@ def conv2d(kernel_size=(3, 3), strides=(1, 1), padding: str = "valid", dilation=
                    zero_padded=[x] if padding == "same" else [], sizes=sizes)
     if z == out:
         return conv
+    # elementwise over z's own axes: its lengths are z's (OH, OW), not expressions of H and W that
+    # a strided or padded output length (a floor division) would leave unbindable from z
     Z, Y = sp.IndexedBase(z), sp.IndexedBase(out)
+    i, j = sp.Idx("i", OH), sp.Idx("j", OW)
     act = Formula(sp.Eq(Y[b, i, j, o], ACTIVATIONS[activation](Z[b, i, j, o])), name=f"{out}.{activation}")
     return Program([conv, act], name=f"{name}_{activation}")
 

@@ -7,6 +7,7 @@ tensor are zero (so guarded reads in gradient formulas need no special case here
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import sympy as sp
@@ -16,6 +17,8 @@ from .declare.reductions import ArgMax, ReduceMax, Sum
 
 FUNCTIONS = {
     sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
+    sp.sinh: np.sinh, sp.cosh: np.cosh, sp.atan: np.arctan,
+    sp.erf: np.vectorize(math.erf, otypes=[np.float64]),  # NumPy has no erf (SciPy's is not a dependency)
     sp.Abs: np.abs, sp.sign: np.sign, sp.floor: np.floor, sp.ceiling: np.ceil,
     sigmoid: lambda x: np.exp(-np.logaddexp(0.0, -x)), softplus: lambda x: np.logaddexp(0.0, x),
     sp.Heaviside: lambda x: (x > 0).astype(np.float64),
@@ -71,6 +74,9 @@ class _Evaluator:
         return np.asarray(v)
 
     def eval(self, e, env):
+        exact = self.exact_integer(e, env)
+        if exact is not None:
+            return exact
         if e.is_Number:
             return float(e) if not e.is_Integer else int(e)
         if isinstance(e, sp.NumberSymbol):
@@ -129,6 +135,29 @@ class _Evaluator:
                 with np.errstate(all="ignore"):
                     return fn(np.asarray(self.eval(e.args[0], env), dtype=np.float64))
         raise NotImplementedError(f"the reference evaluator does not know {type(e).__name__}: {e}")
+
+    def exact_integer(self, e, env):
+        """Index arithmetic with rational coefficients (`floor(W/3 + 2/3)`, `p/3 - m/3 >= 2`) in
+        exact integers: `num // den` of its integer numerator and denominator. In floats,
+        7/3 + 2/3 is 2.9999999999999996 and its floor one too small. None for anything else."""
+        if not isinstance(e, (sp.floor, sp.ceiling, sp.Add, sp.Mul, sp.core.relational.Relational)):
+            return None
+        if isinstance(e, sp.core.relational.Relational):
+            d = e.lhs - e.rhs
+            if not _rational_index(d):
+                return None
+            num, den = sp.fraction(sp.together(d))  # den > 0: the comparison keeps its sense
+            a = np.asarray(self.eval(sp.expand(num), env))
+            return {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
+                    ">": np.greater, ">=": np.greater_equal}[e.rel_op](a, 0)
+        arg = e.args[0] if isinstance(e, (sp.floor, sp.ceiling)) else e
+        if not _rational_index(arg):
+            return None
+        num, den = sp.fraction(sp.together(arg))
+        n = np.asarray(self.eval(sp.expand(num), env)).astype(np.int64)
+        if isinstance(e, sp.ceiling):
+            return -np.floor_divide(-n, int(den))
+        return np.floor_divide(n, int(den))  # a bare rational index is exact by its guards: floor is its value
 
     def index_values(self, e, env):
         v = np.asarray(self.eval(e, env))
@@ -194,3 +223,17 @@ class _Evaluator:
         coords = np.unravel_index(flat, body.shape[-len(axes):])
         start = int(np.min(np.asarray(self.eval(e.limits[e.coordinate][1], env))))
         return np.expand_dims(coords[e.coordinate] + start, sorted(axes))
+
+
+def _rational_index(e) -> bool:
+    """An integer-valued combination of indices and dimensions with a non-integer rational
+    coefficient and an integer denominator."""
+    if not any(not r.is_Integer for r in e.atoms(sp.Rational)):
+        return False
+    if any(isinstance(n, sp.Function) and not isinstance(n, (sp.floor, sp.ceiling)) for n in sp.preorder_traversal(e)):
+        return False
+    if not all(s.is_integer for s in e.free_symbols) or any(not getattr(r.base, "is_integer", False)
+                                                             for r in e.atoms(sp.Indexed)):
+        return False
+    den = sp.fraction(sp.together(e))[1]
+    return den.is_Integer and den > 1  # den 1: the rationals sit inside a floor, evaluated there

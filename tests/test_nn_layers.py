@@ -92,7 +92,7 @@ def test_conv2d_same_padding_shape_and_refusals():
     with pytest.raises(ValueError, match="padding"):
         nn.Conv2D(4, 3, padding="full")
     with pytest.raises(ValueError, match="activation"):
-        nn.Conv2D(4, 3, activation="softmax")
+        nn.Conv2D(4, 3, activation="gelu")
 
 
 @pytest.mark.parametrize("layer_cls", [nn.MaxPooling2D, nn.AveragePooling2D])

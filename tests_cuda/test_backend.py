@@ -19,7 +19,7 @@ from symdl.backends.cuda import launch
 from symdl.loops import format_ir, lower
 from symdl.loops.ir import Accumulate, Let, Loop, Nest, Store
 
-n, m, kk = sp.symbols("n m k", integer=True, positive=True)
+n, m, kk = sp.symbols("n m K", integer=True, positive=True)
 RNG = np.random.default_rng(7)
 
 

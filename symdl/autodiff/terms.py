@@ -1,7 +1,7 @@
 """A derivative as a sum of terms: coefficient × Kronecker deltas × guards, under nested sums.
 
 `sympy.diff` gives the right delta structure; everything after it is symdl's own (SymPy's
-`Sum.doit` and `deltasummation` drop range guards or divide indices wrongly, see NOTES.md).
+`Sum.doit` and `deltasummation` drop range guards or divide indices wrongly).
 """
 from __future__ import annotations
 

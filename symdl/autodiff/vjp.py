@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..declare.formula import Formula
+from ..declare.formula import Formula, display_math
 from ..declare.functions import heaviside_to_step, max_min_to_piecewise
 from ..declare.program import Program
 from ..declare.reductions import ReduceMax
@@ -16,7 +16,16 @@ def grad_name(tensor: str) -> str:
     return f"grad_{tensor}"
 
 
-def vjp(formula: Formula, wrt=None, reuse_output: bool = False) -> dict:
+class Gradients(dict):
+    """What Formula.vjp returns: {input name: gradient Formula (a Program for a recurrence)}, a
+    plain dict in every way but one: a notebook shows it as the gradient equations, a line each."""
+
+    def _repr_latex_(self) -> str | None:
+        return display_math([f.latex() for g in self.values()
+                             for f in (g.formulas if isinstance(g, Program) else (g,))])
+
+
+def vjp(formula: Formula, wrt=None, reuse_output: bool = False) -> Gradients:
     """{input name: Formula computing grad_<input>[P] = Σ_I grad_<out>[I] ∂out[I]/∂input[P]}.
 
     A recurrence's VJPs are Programs (its adjoint recurrence, then the gradient; see
@@ -25,12 +34,12 @@ def vjp(formula: Formula, wrt=None, reuse_output: bool = False) -> dict:
     names = [t.name for t in formula.inputs if not t.integer] if wrt is None else list(wrt)
     if formula.recurrence is not None:
         from .recurrence import recurrence_vjp
-        return recurrence_vjp(formula, names)
+        return Gradients(recurrence_vjp(formula, names))
     cache = formula.__dict__.setdefault("_vjp_cache", {})
     for n in names:
         if (n, reuse_output) not in cache:
             cache[n, reuse_output] = _vjp_one(formula, formula.input(n), reuse_output)
-    return {n: cache[n, reuse_output] for n in names}
+    return Gradients({n: cache[n, reuse_output] for n in names})
 
 
 def _vjp_one(f: Formula, x, reuse_output: bool = False) -> Formula:

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..errors import FormulaError
-from .functions import sigmoid, softplus
+from .functions import ELEMENTWISE
 from .indexing import affine, free_indices, index_symbol, is_lone
+from .names import check_distinct, check_spelling
 from .recurrence import recurrence, with_initial_state
 from .reductions import REDUCTIONS, ArgMax, ReduceMax, as_symdl_sums, limits_of
 
 # Expression nodes a formula may use; anything else is rejected at declaration.
 SUPPORTED = (
     sp.Add, sp.Mul, sp.Pow, sp.Number, sp.NumberSymbol, sp.Symbol, sp.Indexed, sp.IndexedBase,
-    sp.Sum, sp.Tuple, sp.exp, sp.log, sp.tanh, sp.Abs, sp.Max, sp.Min, sp.Piecewise,
-    sp.sin, sp.cos, sp.sign, sp.KroneckerDelta, sp.Heaviside, sigmoid, softplus, sp.floor,
+    sp.Sum, sp.Tuple, *ELEMENTWISE.values(), sp.Piecewise, sp.KroneckerDelta, sp.floor,
     sp.ceiling, sp.Mod, sp.logic.boolalg.BooleanAtom, sp.And, sp.Or, sp.Not, sp.ITE,
     sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair, ReduceMax, ArgMax,
 )
@@ -180,9 +180,29 @@ class Formula:
         self.output = Tensor(out_name, tuple(hi - lo + 1 for lo, hi in self.ranges.values()))
         if out_name in {t.name for t in self.inputs}:
             raise FormulaError(name, f"the output name {out_name} is also an input")
+        self._check_names()
         self.domains = {t.name: domains.get(t.name, _default_domain(body, t.name)) for t in self.inputs}
         self.sizes = {sp.Symbol(str(k), integer=True, positive=True) if isinstance(k, str) else k: v
                       for k, v in sizes.items()}
+
+    def _check_names(self):
+        """Every name becomes an identifier in generated code: user names must be spelled as one,
+        and no name may have two roles (symdl/declare/names.py)."""
+        tensors = [t.name for t in self.inputs if t.rank] + [self.output.name]
+        bare = [s.name for s in _bare_symbols(self.body) if s.name in tensors
+                and s not in self.all_indices and s not in self.dims]  # x[i] * x: a tensor used as a scalar
+        named = {"tensor": tensors, "scalar": [s.name for s in self.scalars] + sorted(bare),
+                 "index": sorted(i.name for i in self.all_indices),
+                 "dimension": [str(d) for d in self.dims]}
+        if self._strict:  # formulas made by autodiff name their own tensors (grad_x, h__prev1)
+            for role, names in named.items():
+                check_spelling(self.name, role, names)
+            seed = f"grad_{self.output.name}"  # autodiff.grad_name: the output's upstream gradient
+            if seed in self.input_names:
+                raise FormulaError(self.name, f"tensor name {seed!r} is the name Formula.vjp gives the "
+                                              f"gradient of the output {self.output.name!r}; rename it")
+        check_distinct(self.name, named)
+        self.used_names = frozenset(n for names in named.values() for n in names)
 
     def _own_reads_out(self, checks):
         """A recurrence's reads of its own output are guarded by construction, not checked per call."""
@@ -229,7 +249,8 @@ class Formula:
         raise KeyError(f"formula {self.name!r} has no input {name!r}; inputs: {self.input_names}")
 
     def vjp(self, wrt=None) -> dict:
-        """Symbolic vector-Jacobian products: {input name: Formula for grad_<input>}."""
+        """Symbolic vector-Jacobian products: {input name: Formula for grad_<input>}, as a
+        `Gradients` dict (a notebook shows it as the gradient equations)."""
         from ..autodiff import vjp
         return vjp(self, wrt)
 
@@ -240,6 +261,10 @@ class Formula:
 
     def latex(self) -> str:
         return sp.latex(self.eq)
+
+    def _repr_latex_(self) -> str:
+        """A notebook shows the equation as display math, as it shows SymPy expressions."""
+        return display_math([self.latex()])
 
     def pretty(self) -> str:
         return sp.pretty(self.eq, use_unicode=True)
@@ -256,6 +281,15 @@ class Formula:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+def display_math(lines: list) -> str | None:
+    """LaTeX lines as notebook display math: one as is, several as the rows of a left-aligned array
+    (a bare `\\\\` does not break lines in display math). None (no rich display) for no lines."""
+    if len(lines) <= 1:
+        return f"$${lines[0]}$$" if lines else None
+    rows = " \\\\\n".join(rf"\displaystyle {line}" for line in lines)
+    return f"$$\\begin{{array}}{{l}}\n{rows}\n\\end{{array}}$$"
+
 
 def _canonical_indices(name, eq, out_idx):
     """Map every Idx to its canonical symbol; refuse two different ranges under one name."""
@@ -333,12 +367,22 @@ def _real_values(body, integer):
     return body
 
 
+def _bare_symbols(expr) -> set:
+    """Symbols outside tensor names (free_symbols counts x of x[i] for some IndexedBases)."""
+    if isinstance(expr, sp.IndexedBase):
+        return set()
+    if isinstance(expr, sp.Symbol):
+        return {expr}
+    return set().union(*(_bare_symbols(a) for a in expr.args))
+
+
 def _check_nodes(name, expr):
     for node in sp.preorder_traversal(expr):
         if not isinstance(node, SUPPORTED):
             raise FormulaError(name, f"unsupported term {node} ({type(node).__name__}); supported: "
-                                     f"+ - * / **, exp, log, tanh, sqrt, Abs, Max, Min, Piecewise, "
-                                     f"sigmoid, softplus, Sum over indices")
+                                     f"+ - * / **, sqrt, {', '.join(ELEMENTWISE)}, Piecewise, "
+                                     f"KroneckerDelta, Sum, ReduceMax and ArgMax over indices; floor, "
+                                     f"ceiling and Mod in index arithmetic")
 
 
 def _sum_variables(name, expr, outer: set, found: set | None = None) -> set:

@@ -13,6 +13,9 @@ class sigmoid(sp.Function):
         s = sigmoid(self.args[0])
         return s * (1 - s)
 
+    def _eval_is_real(self):
+        return self.args[0].is_real  # so SymPy never splits it into re() and im()
+
     def _eval_rewrite_as_exp(self, x, **kwargs):
         return 1 / (1 + sp.exp(-x))
 
@@ -25,8 +28,20 @@ class softplus(sp.Function):
     def fdiff(self, argindex=1):
         return sigmoid(self.args[0])
 
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
     def _eval_rewrite_as_exp(self, x, **kwargs):
         return sp.log(1 + sp.exp(x))
+
+
+# The elementwise functions of values a formula may use, under the names the declaration error
+# lists: each is differentiated, printed by both backends and evaluated by symdl.reference
+# (tests/test_printer_regressions.py compiles every one, forward and gradient, float32 and float64)
+ELEMENTWISE = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sin": sp.sin, "cos": sp.cos,
+               "sinh": sp.sinh, "cosh": sp.cosh, "atan": sp.atan, "erf": sp.erf, "Abs": sp.Abs,
+               "sign": sp.sign, "Max": sp.Max, "Min": sp.Min, "Heaviside": sp.Heaviside,
+               "sigmoid": sigmoid, "softplus": softplus}
 
 
 def relu(x: sp.Expr) -> sp.Expr:

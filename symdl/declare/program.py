@@ -4,7 +4,8 @@ from __future__ import annotations
 import sympy as sp
 
 from ..errors import FormulaError
-from .formula import Formula, Tensor
+from .formula import Formula, Tensor, display_math
+from .names import check_distinct
 
 
 class Program:
@@ -31,6 +32,7 @@ class Program:
                 if t.name not in produced:
                     inputs.setdefault(t.name, t)
         self.inputs = tuple(inputs.values())
+        _check_names(name, self.formulas, self.inputs, self.outputs)
         self.domains = {}
         for f in self.formulas:
             for t, dom in f.domains.items():
@@ -80,6 +82,27 @@ class Program:
 
     def latex(self) -> str:
         return " \\\\\n".join(f.latex() for f in self.formulas)
+
+    def _repr_latex_(self) -> str | None:
+        """A notebook shows the formulas as display math, one line each."""
+        return display_math([f.latex() for f in self.formulas])
+
+
+def _check_names(name, formulas, inputs, outputs):
+    """Each formula checks its own names; across formulas a tensor keeps one rank and no name is
+    both a tensor and a dimension (a fused kernel takes them side by side)."""
+    ranks: dict = {}
+    for f in formulas:
+        for t in (*f.inputs, f.output):
+            if ranks.setdefault(t.name, (t.rank, f.name))[0] != t.rank:
+                raise FormulaError(name, f"tensor {t.name!r} has rank {ranks[t.name][0]} in formula "
+                                         f"{ranks[t.name][1]!r} and rank {t.rank} in formula {f.name!r}")
+    check_distinct(name, {"tensor": list(ranks), "dimension": sorted({str(d) for f in formulas
+                                                                      for d in f.dims})})
+    for t in inputs:
+        if t.name.startswith("grad_") and t.name[5:] in outputs:  # autodiff.grad_name
+            raise FormulaError(name, f"input name {t.name!r} is the name Program.vjp gives the gradient "
+                                     f"of the output {t.name[5:]!r}; rename it")
 
 
 def _topological(name, formulas):

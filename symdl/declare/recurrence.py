@@ -91,6 +91,12 @@ def with_initial_state(name: str, out_name: str, indices: tuple, body, initial: 
         raise FormulaError(name, f"initial= must map the output {out_name!r} to its initial state, got "
                                  f"keys {sorted(map(str, initial))}")
     h0 = initial[out_name]
+    if isinstance(h0, sp.Indexed):  # h0[b]: the reads' own indices say where it is read
+        raise FormulaError(name, f"initial={{{out_name!r}: {h0}}} gives an indexed read; pass the tensor "
+                                 f"itself, initial={{{out_name!r}: {h0.base}}} (the sympy.IndexedBase)")
+    if not isinstance(h0, (sp.IndexedBase, sp.Symbol, str)):
+        raise FormulaError(name, f"initial={{{out_name!r}: ...}} must be a sympy.IndexedBase (or its "
+                                 f"name), got {h0!r} ({type(h0).__name__})")
     h0 = h0 if isinstance(h0, sp.IndexedBase) else sp.IndexedBase(str(h0))
     swap = {}
     for r in _self_reads(out_name, body):

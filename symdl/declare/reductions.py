@@ -105,7 +105,8 @@ class ReduceMax(_Reduction):
     def _eval_derivative(self, s):
         # the arg-max gets its own bound variables: substituting the Sum's variables later (delta
         # elimination) must not reach inside it
-        own = {v: sp.Symbol(f"{v.name}_{next(_fresh)}", integer=True) for v in self.variables}
+        # ('__': declarations keep user names out of that namespace, declare/names.py)
+        own = {v: sp.Symbol(f"{v.name}__a{next(_fresh)}", integer=True) for v in self.variables}
         limits = sp.Tuple(*[(own[v], lo.xreplace(own), hi.xreplace(own)) for v, lo, hi in self.limits])
         inner = self.function.xreplace(own)
         which = [sp.KroneckerDelta(var, ArgMax(inner, limits, k)) for k, var in enumerate(self.variables)]

@@ -32,6 +32,13 @@ class _Names:
                 return sp.Symbol(name, integer=True) if integer else sp.Symbol(name, real=True)
 
 
+def _taken(f: Formula, body) -> set:
+    """Every name the formula uses (bound Sum indices and dimensions too) and every symbol of the
+    body being lowered (matrix-product temporaries): temporaries are named around them."""
+    return set(f.used_names) | {s.name for s in body.atoms(sp.Symbol)} | {t.name for t in f.inputs} | {
+        f.output.name}
+
+
 def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
     """`row_reductions` (the cpu backend's choice): a sum down columns (grad_b[j] = Σ_i g[i, j])
     runs row by row into the zeroed output, reading memory in order, instead of one strided
@@ -40,7 +47,7 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         return _lower_row_reduction(f)
     hit = scatter.match(f) if f.recurrence is None else None
     if hit is not None:  # a gather's gradient: the gather's loops, adding into the output
-        names = _Names({str(s) for s in f.body.free_symbols} | {t.name for t in f.inputs} | {f.output.name})
+        names = _Names(_taken(f, f.body))
         used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
         arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (f.output.name,)
         steps = scatter.lower_scatter(f, hit, lambda e: emit(e, names), arrays)
@@ -54,8 +61,7 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         c = contractions[0]
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
                            (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
-    taken = {str(s) for s in body.free_symbols} | {t.name for t in f.inputs} | {f.output.name}
-    names = _Names(taken)
+    names = _Names(_taken(f, body))
     used = {str(b.label) for b in body.atoms(sp.IndexedBase)}
     order = _loop_order(f)
     body, hoisted = _hoist_reductions(body, order, names)
@@ -101,7 +107,7 @@ def _sums_down_columns(f: Formula) -> bool:
 def _lower_row_reduction(f: Formula) -> LoopProgram:
     """Zero the output, then for each r: for each output element: out += the summand."""
     (r, lo, hi), = f.body.limits
-    names = _Names({str(s) for s in f.body.free_symbols} | {t.name for t in f.inputs} | {f.output.name})
+    names = _Names(_taken(f, f.body))
     stmts, value = emit(f.body.function, names)
     zero: tuple = (Store(f.output.name, f.indices, sp.Integer(0)),)
     add: tuple = tuple(stmts) + (ScatterAdd(f.output.name, f.indices, value),)
@@ -135,9 +141,7 @@ def lower_fused(formulas, name: str) -> LoopProgram:
     formulas = list(formulas)
     first = formulas[0]
     inputs = list({t.name: t for f in formulas for t in f.inputs}.values())
-    taken = {str(s) for f in formulas for s in f.body.free_symbols} | {t.name for t in inputs} | {
-        f.output.name for f in formulas}
-    names = _Names(taken)
+    names = _Names(set().union(*(_taken(f, f.body) for f in formulas)))
     stmts, values = [], []
     for f in formulas:
         pre, value = emit(f.body, names)

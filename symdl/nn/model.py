@@ -41,10 +41,26 @@ class Sequential(Trainer):
             return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes symdl.nn layers, got {type(layer).__name__}")
+        self._name(layer)
         if not self.layers and self.input_shape is None and layer.input_shape is not None:
             self.input_shape = layer.input_shape
         self.layers.append(layer)
         self.built = False
+
+    def _name(self, layer: Layer) -> None:
+        """Keras' names: a layer without name= takes the first free of dense, dense_1, ... in this
+        model (and keeps it); a given name must not repeat within the model."""
+        taken = {other.name for other in self.layers}
+        if getattr(layer, "auto_named", False):
+            name, n = layer.name, 0
+            while name in taken:
+                n += 1
+                name = f"{layer.name}_{n}"
+            layer.rename(name)
+            layer.auto_named = False
+        elif layer.name in taken:
+            raise ValueError(f"model {self.name!r} already has a layer named {layer.name!r}: layer names "
+                             f"must be unique within a model; give this {type(layer).__name__} another name=")
 
     def build(self, input_shape=None) -> None:
         """Create every layer's weights for inputs of `input_shape` (no batch axis)."""
@@ -180,13 +196,58 @@ class Sequential(Trainer):
         saving.load_weights(self, path)
 
     def summary(self, print_fn=print) -> None:
-        self._ensure_built()
-        print_fn(f'Model: "{self.name}"')
-        for layer in self.layers:
-            print_fn(f"  {layer.name:<24s} {type(layer).__name__:<18s} {str(layer.output_shape):<18s} "
-                     f"{layer.count_params():>8d}")
-        print_fn(f"Total params: {self.count_params()}")
+        """Keras' table: each layer's name (type), output shape with the batch axis as None and
+        parameter count, then total, trainable and non-trainable parameters (float32 sizes)::
 
+            Model: "sequential"
+            _________________________________________________________________
+             Layer (type)                Output Shape              Param #
+            =================================================================
+             dense (Dense)               (None, 10)                650
+            =================================================================
+            Total params: 650 (2.54 KB)
+            Trainable params: 650 (2.54 KB)
+            Non-trainable params: 0 (0.00 B)
+            _________________________________________________________________
+        """
+        self._ensure_built()
+        width = 65
+        print_fn(f'Model: "{self.name}"')
+        print_fn("_" * width)
+        print_fn(_summary_row("Layer (type)", "Output Shape", "Param #"))
+        print_fn("=" * width)
+        for n, layer in enumerate(self.layers):
+            if n:
+                print_fn("")
+            dims = ", ".join(["None", *map(str, layer.output_shape)])
+            shape = f"({dims})" if layer.output_shape else "(None,)"
+            name = f"{layer.name} ({type(layer).__name__})"
+            print_fn(_summary_row(name, shape, f"{layer.count_params():,}"))
+        print_fn("=" * width)
+        total = self.count_params()
+        trainable = int(sum(v.value.size for v in self.trainable_weights))
+        counts = (("Total", total), ("Trainable", trainable), ("Non-trainable", total - trainable))
+        for label, count in counts:
+            print_fn(f"{label} params: {count:,} ({_memory(4 * count)})")
+        print_fn("_" * width)
+
+
+def _summary_row(name: str, shape: str, params: str) -> str:
+    """Keras' columns: name at 1, output shape at 29, parameter count at 55 (wider cells push on)."""
+    row = f" {name}"
+    row += " " * max(1, 29 - len(row)) + shape
+    row += " " * max(1, 55 - len(row)) + params
+    return row
+
+
+def _memory(size: int) -> str:
+    """Keras' readable size: 2.54 KB, 0.00 B (powers of 1024)."""
+    value, unit = float(size), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            break
+        value /= 1024
+    return f"{value:.2f} {unit}"
 
 def _formula_layer(cfg: dict, custom_objects: dict) -> FormulaLayer:
     formula = custom_objects.get(cfg["formula"])

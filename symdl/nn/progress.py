@@ -21,11 +21,17 @@ class Progress:
     def __init__(self, verbose: int, epochs: int, steps: int):
         self.verbose, self.epochs, self.steps = verbose, epochs, steps
         self.bar = None
+        self.epoch, self.start = 0, time.perf_counter()
 
-    def epoch_begin(self, epoch: int) -> None:
-        self.start = time.perf_counter()
-        if self.verbose == 1 and tqdm is not None:
-            self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="batch",
+    def epoch_begin(self, epoch: int, defer_bar: bool = False) -> None:
+        """`defer_bar`: open the bar only at `open_bar()` (after a compile line, not under it)."""
+        self.start, self.epoch = time.perf_counter(), epoch
+        if not defer_bar:
+            self.open_bar()
+
+    def open_bar(self) -> None:
+        if self.verbose == 1 and tqdm is not None and self.bar is None:
+            self.bar = tqdm(total=self.steps, desc=f"Epoch {self.epoch + 1}/{self.epochs}", unit="batch",
                             leave=True, file=sys.stdout)
 
     def batch_end(self, logs: dict) -> None:
@@ -41,3 +47,97 @@ class Progress:
         elif self.verbose:
             print(f"Epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.start:.2f}s - {_fmt(logs)}",
                   flush=True)
+
+
+# -- compiling: one line while the first batch compiles kernels --------------------------------------
+
+MODULE_PREFIX = "symdl_kernel_"  # symdl.runtime.cache.module_name: every generated module's name
+
+
+def uncached_modules(kernels, dtype: str = "float32") -> set[str]:
+    """Names of the generated modules of `kernels` (Kernel or FusedKernel objects, anything with
+    `source(dtype)`) that would compile on first use: the disk cache lacks their machine code."""
+    from symdl.runtime.cache import is_cached, module_name
+    sources = {k.source(dtype) for k in kernels}
+    return {module_name(s) for s in sources if not is_cached(s)}
+
+
+class CompileProgress:
+    """While active, counts numba's compiles of symdl's generated modules (numba's
+    "numba:compile" event, which fires for real compiles only, never for disk-cache loads) and
+    keeps one line up to date::
+
+        compiling 12 kernels (first use on this machine; cached afterwards)... 5/12
+
+    Nothing is printed when nothing compiles (every kernel cached). `expected`: the number of
+    modules the caller expects to compile (an estimate; the count grows if more compile)."""
+
+    def __init__(self, expected: int, stream=None):
+        self.expected, self.stream = expected, stream or sys.stdout
+        self.done: set[str] = set()
+        self.depth = 0
+        self.start: float | None = None
+        self._listener = None
+        self._started_line = False
+
+    def __enter__(self) -> "CompileProgress":
+        from numba.core import event
+
+        watcher = self
+
+        class _Listener(event.Listener):
+            def on_start(self, ev):
+                watcher._on_start(ev.data)
+
+            def on_end(self, ev):
+                watcher._on_end(ev.data)
+
+        self._listener = _Listener()
+        event.register("numba:compile", self._listener)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop counting; end the line (with the time taken) if one was printed."""
+        if self._listener is not None:
+            from numba.core import event
+            event.unregister("numba:compile", self._listener)
+            self._listener = None
+            if self.start is not None:
+                self._show(f", {time.perf_counter() - self.start:.1f} s\n")
+
+    @staticmethod
+    def _module(data) -> str:
+        func = getattr(data.get("dispatcher"), "py_func", None)
+        return getattr(func, "__module__", "") or ""
+
+    def _on_start(self, data) -> None:
+        self.depth += 1
+        if self.start is None and self._module(data).startswith(MODULE_PREFIX):
+            self.start = time.perf_counter()
+            self._show()
+
+    def _on_end(self, data) -> None:
+        self.depth -= 1
+        name = self._module(data)
+        if self.depth == 0 and name.startswith(MODULE_PREFIX) and name not in self.done:
+            self.done.add(name)
+            self._show()
+
+    def _show(self, end: str = "") -> None:
+        """On a terminal, the line is rewritten at every kernel (`\\r`); in a file or pipe it is
+        written once at the start and finished at the end."""
+        total = max(self.expected, len(self.done))
+        head = (f"compiling {total} kernel{'s' if total != 1 else ''} "
+                "(first use on this machine; cached afterwards)... ")
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        if tty:
+            self.stream.write(f"\r{head}{len(self.done)}/{total}{end}")
+        elif not end and not self._started_line:
+            self.stream.write(head)
+            self._started_line = True
+        elif end:
+            self.stream.write(f"{len(self.done)}/{total}{end}")
+        self.stream.flush()

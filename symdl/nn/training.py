@@ -12,7 +12,10 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .callbacks import Callback, History
 from .device import DeviceOptimizer, check_device, to_host
-from .progress import Progress
+from .formulas import elementwise
+from .graph import FormulaOp, kernel_for
+from .layers.base import Layer
+from .progress import CompileProgress, Progress, uncached_modules
 from .utils import as_float32
 
 
@@ -27,6 +30,7 @@ class Trainer:
         self.device = "cpu"
         self._device_optimizer: DeviceOptimizer | None = None
         self._nonfinite_warned = False  # fit warns once per call when the loss turns NaN or inf
+        self._compiling: CompileProgress | None = None  # counts the first batch's compiles (fit)
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device: str = "cpu") -> None:
         """optimizer/loss: Keras names or symdl.nn objects; metrics: names ("accuracy", "mae");
@@ -60,16 +64,19 @@ class Trainer:
             raise RuntimeError(f"call model.compile(optimizer, loss, metrics) before {what}")
 
     # -- one step -------------------------------------------------------------------------------
-    def train_on_batch(self, x, y) -> float:
-        """One optimizer step on one batch; returns the batch loss."""
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:
+        """One optimizer step on one batch; returns the batch loss (weighted as in `fit`)."""
         self._require_compiled("train_on_batch")
         self._ensure_built()
-        return self._step(as_float32(x), np.asarray(y))[0]
+        x, y = as_float32(x), np.asarray(y)
+        return self._step(x, y, sample_weights("train_on_batch", y, sample_weight, class_weight))[0]
 
-    def _step(self, x: np.ndarray, y: np.ndarray):
+    def _step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
         tape: list = []
         out = self.forward(x, training=True, tape=tape)
         loss, grad = self.loss.value_and_grad(y, out)
+        if w is not None:  # Keras: mean over the batch of w_i * loss_i; its gradient scales row i by w_i
+            loss, grad = self._weighted_loss(y, out, w), scale_rows(grad, w)
         grads = self.backward(tape, grad)
         pairs = [(v, g) for v, g in zip(self.weights, grads, strict=True) if v.trainable]
         if pairs:
@@ -80,10 +87,19 @@ class Trainer:
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, x, y, batch_size: int | None = 32, epochs: int = 1, verbose: int | str = "auto",
             callbacks=None, validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
-            initial_epoch: int = 0) -> History:
+            initial_epoch: int = 0, sample_weight=None, class_weight=None) -> History:
         """Train for `epochs`; returns History (`.history["loss"]`, metrics, `val_*`). A loss that
         turns NaN or inf warns once (RuntimeWarning) and shows as such in the logs;
-        `callbacks=[nn.TerminateOnNaN()]` stops there."""
+        `callbacks=[nn.TerminateOnNaN()]` stops there.
+
+        `sample_weight` (one number per sample) or `class_weight` ({class: weight}, by integer
+        label or one-hot argmax; classes not named weigh 1) weight the loss as Keras does: the
+        batch loss is mean_i(w_i * loss_i) and sample i's gradient is scaled by w_i. Metrics stay
+        unweighted (Keras' `metrics`, not `weighted_metrics`). `validation_data` may be
+        (x_val, y_val, sample_weight_val).
+
+        With verbose=1 or 2, a first batch that compiles kernels (an empty kernel cache) shows one
+        line counting them; nothing is printed when every kernel is cached."""
         self._require_compiled("fit")
         # every argument is checked before the data is converted and before any kernel runs
         batch_size = check_batch_size("fit", batch_size)
@@ -95,6 +111,9 @@ class Trainer:
             raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
         callbacks = check_callbacks(callbacks)
         x, y = as_float32(x), np.asarray(y)
+        if self.input_shape is not None:
+            check_batch_axis("fit", x, self.input_shape)
+        w = sample_weights("fit", y, sample_weight, class_weight)
         if validation_data is None and validation_split and x.ndim:
             cut = int(len(x) * (1.0 - validation_split))  # Keras: the last samples, before shuffling
             if not 0 < cut < len(x):
@@ -104,12 +123,17 @@ class Trainer:
             self.input_shape = x.shape[1:]
         self._check_data(x, y, "fit")  # every check before the first kernel runs
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-            validation_data = (as_float32(validation_data[0]), np.asarray(validation_data[1]))
-            self._check_data(*validation_data, "fit (validation_data)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val) or a triple "
+                                 "(x_val, y_val, sample_weight_val)")
+            vx, vy = as_float32(validation_data[0]), np.asarray(validation_data[1])
+            self._check_data(vx, vy, "fit (validation_data)")
+            vw = validation_data[2] if len(validation_data) == 3 else None
+            validation_data = (vx, vy, sample_weights("fit (validation_data)", vy, vw, None))
         if validation_data is None and validation_split:
-            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+            vw = None if w is None else w[cut:]
+            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:], vw)
+            w = None if w is None else w[:cut]
         self._ensure_built()
         self.history = History()
         self._nonfinite_warned = False
@@ -118,19 +142,25 @@ class Trainer:
             cb.set_model(self)
         steps = -(-len(x) // batch_size)
         progress = Progress(verbose, epochs, steps)
+        # the first batch compiles what the cache lacks: one line counts it (numba's compile events)
+        compiles = verbose and epochs > initial_epoch
+        self._compiling = CompileProgress(self._expected_compiles()) if compiles else None
         self.stop_training = False
         for cb in cbs:
             cb.on_train_begin()
         epoch = initial_epoch
         try:
+            if self._compiling is not None:
+                self._compiling.__enter__()
             for epoch in range(initial_epoch, epochs):
                 for cb in cbs:
                     cb.on_epoch_begin(epoch)
-                progress.epoch_begin(epoch)
-                logs = self._train_epoch(x, y, batch_size, shuffle, cbs, progress, epoch)
+                progress.epoch_begin(epoch, defer_bar=self._compiling is not None)
+                logs = self._train_epoch(x, y, w, batch_size, shuffle, cbs, progress, epoch)
                 if validation_data is not None:
-                    vx, vy = validation_data
-                    vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True)
+                    vx, vy, vw = validation_data
+                    vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True,
+                                         sample_weight=vw)
                     logs.update({f"val_{k}": v for k, v in vals.items()})
                 progress.epoch_end(epoch, logs)
                 for cb in cbs:
@@ -148,13 +178,48 @@ class Trainer:
             self.stop_training = True
             print(f"\nfit interrupted in epoch {epoch + 1}; returning the history of "
                   f"{len(self.history.epoch)} completed epoch(s)", flush=True)
+        finally:
+            self._end_compiling(progress, open_bar=False)
         for cb in cbs:
             cb.on_train_end()
         return self.history
 
+    def _end_compiling(self, progress: Progress, open_bar: bool = True) -> None:
+        """After the first batch: stop counting compiles, end the compile line, open the bar."""
+        compiling, self._compiling = self._compiling, None
+        if compiling is not None:
+            compiling.close()
+            if open_bar:
+                progress.open_bar()
+
+    def _expected_compiles(self) -> int:
+        """How many generated modules a training step of this model runs that the disk cache
+        lacks (an estimate that leaves out rarely used ones; the compile line's count grows if
+        more compile). 0 on "cuda", where the count starts from the first compile."""
+        if self.device != "cpu":
+            return 0
+        try:
+            return len(uncached_modules(step_kernels(self)))
+        except Exception:  # noqa: BLE001 - a custom layer or loss the walk does not know: the
+            return 0       # count then starts at the first compile; training must not fail here
+
+    def _weighted_loss(self, y: np.ndarray, out, w: np.ndarray) -> float:
+        """mean_i(w_i * loss_i): the loss kernels give batch means, so the samples are grouped by
+        weight (few groups with class_weight) and each group's mean is weighted by its size."""
+        out = to_host(out)
+        total = 0.0
+        for value in np.unique(w):
+            if value == 0:
+                continue
+            rows = np.flatnonzero(w == value)
+            total += float(value) * len(rows) * float(self.loss(y[rows], np.ascontiguousarray(out[rows])))
+        return total / len(w)
+
     def _check_data(self, x: np.ndarray, y: np.ndarray, where: str) -> None:
         """Refuse data that would fail or poison training, before any kernel runs: sample
         counts, input shape, NaN/inf, and targets that do not fit the loss and output shape."""
+        if self.input_shape is not None:
+            check_batch_axis(where, x, self.input_shape)
         if x.ndim == 0 or y.ndim == 0:
             raise ValueError(f"{where}: x and y need a batch axis, got shapes {x.shape} and {y.shape}")
         if len(x) != len(y):
@@ -173,7 +238,7 @@ class Trainer:
         self._ensure_built()
         check_targets(self.loss, y, tuple(self.output_shape), where)
 
-    def _train_epoch(self, x, y, batch_size, shuffle, cbs, progress, epoch: int) -> dict:
+    def _train_epoch(self, x, y, w, batch_size, shuffle, cbs, progress, epoch: int) -> dict:
         order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
         totals = np.zeros(1 + len(self.metric_fns))
         seen = 0
@@ -182,7 +247,9 @@ class Trainer:
                 cb.on_batch_begin(b)
             idx = order[lo:lo + batch_size]
             xb, yb = x[idx], y[idx]
-            loss, out = self._step(xb, yb)
+            loss, out = self._step(xb, yb, None if w is None else w[idx])
+            if self._compiling is not None:
+                self._end_compiling(progress)
             if not math.isfinite(loss):
                 self._warn_nonfinite(loss, epoch, b)
             out = to_host(out) if self.metric_fns else out  # metrics are NumPy: predictions come out
@@ -211,9 +278,10 @@ class Trainer:
 
     # -- evaluate / predict -----------------------------------------------------------------------
     def evaluate(self, x, y, batch_size: int | None = 32, verbose: int | str = "auto",
-                 return_dict: bool = False):
+                 return_dict: bool = False, sample_weight=None):
         """Loss and metrics over (x, y): `loss` alone, or [loss, metric...], or a dict (NaN when
-        the model's outputs are NaN)."""
+        the model's outputs are NaN). `sample_weight`: the loss is mean_i(w_i * loss_i), as in
+        `fit`; metrics stay unweighted."""
         self._require_compiled("evaluate")
         batch_size = check_batch_size("evaluate", batch_size)
         verbose = check_verbose("evaluate", verbose)
@@ -221,11 +289,12 @@ class Trainer:
         if self.input_shape is None:
             self.input_shape = x.shape[1:]
         self._check_data(x, y, "evaluate")
+        w = sample_weights("evaluate", y, sample_weight, None)
         totals = np.zeros(1 + len(self.metric_fns))
         for lo in range(0, len(x), batch_size):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
             out = self.forward(xb)
-            loss = self.loss(yb, out)
+            loss = self.loss(yb, out) if w is None else self._weighted_loss(yb, out, w[lo:lo + batch_size])
             out = to_host(out) if self.metric_fns else out
             totals += len(xb) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
         values = totals / max(len(x), 1)
@@ -245,15 +314,133 @@ class Trainer:
             raise ValueError("predict: x needs a batch axis, got a scalar")
         if self.input_shape is None:
             self.input_shape = x.shape[1:]
-        elif tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"predict: the model takes inputs of shape (batch, "
-                             f"{', '.join(map(str, self.input_shape))}), got x of shape {x.shape}")
+        else:
+            check_batch_axis("predict", x, self.input_shape)
         self._ensure_built()
         outs = [_host_copy(self.forward(x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), dtype=np.float32)
 
 
 # -- argument checks: ValueError naming the argument, before any kernel runs ------------------------
+
+def check_batch_axis(where: str, x: np.ndarray, input_shape) -> None:
+    """x must be (batch, *input_shape); one sample without its batch axis gets its own advice."""
+    shape = tuple(input_shape)
+    if tuple(x.shape[1:]) == shape:
+        return
+    expected = f"(batch, {', '.join(map(str, shape))})" if shape else "(batch,)"
+    if tuple(x.shape) == shape:
+        raise ValueError(f"{where}: the batch axis is missing: the model takes inputs of shape {expected}, "
+                         f"got x of shape {x.shape}: add a batch axis, e.g. x[None] for one sample")
+    raise ValueError(f"{where}: the model takes inputs of shape {expected}, got x of shape {x.shape}")
+
+
+def sample_weights(where: str, y: np.ndarray, sample_weight, class_weight) -> np.ndarray | None:
+    """One float32 weight per sample from `sample_weight` (shape (n,) or (n, 1)) or `class_weight`
+    ({class: weight}; the class of a sample is its integer label, or the argmax of a one-hot
+    row; classes not named weigh 1), or None. Both at once is refused, as in Keras 3."""
+    if sample_weight is None and class_weight is None:
+        return None
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError(f"{where}: give sample_weight or class_weight, not both")
+    n = len(y)
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise ValueError(f"{where}: class_weight must be a dict {{class: weight}}, got "
+                             f"{type(class_weight).__name__}")
+        if y.ndim > 1 and y.shape[-1] > 1:
+            if y.ndim != 2:
+                raise ValueError(f"{where}: class_weight needs one label or one one-hot row per sample, "
+                                 f"got y of shape {y.shape}")
+            labels = np.argmax(y, axis=-1)
+        else:
+            labels = np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64).reshape(n)
+        table = {int(c): float(v) for c, v in class_weight.items()}
+        sample_weight = np.array([table.get(int(c), 1.0) for c in labels])
+        where = f"{where}: class_weight"
+    else:
+        where = f"{where}: sample_weight"
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "fiub" or w.shape not in ((n,), (n, 1)):
+        raise ValueError(f"{where} must hold one number per sample, shape ({n},), got "
+                         f"{w.dtype} {w.shape}")
+    w = w.reshape(n).astype(np.float32)
+    if not np.isfinite(w).all():
+        raise ValueError(f"{where} holds NaN or inf values")
+    return w
+
+
+def scale_rows(grad, w: np.ndarray):
+    """grad[i, ...] * w[i] (the upstream gradient of sample i), on the host or the device."""
+    host = to_host(grad)
+    scaled = (host * w.reshape(-1, *([1] * (host.ndim - 1)))).astype(host.dtype, copy=False)
+    if host is grad:
+        return scaled
+    from .device import to_device
+    return to_device(np.ascontiguousarray(scaled))
+
+
+def step_kernels(model) -> list:
+    """The cpu kernels a training step of `model` runs, found through its layers' FormulaOps (a
+    Kernel per formula, and per wanted gradient), its loss and its optimizer: what the first
+    batch compiles into an empty cache. Recurrences' gradient programs and the gradient-adding
+    kernel are left out (the compile line's count grows when they compile)."""
+    kernels: list = []
+    seen: set = set()
+    for n, layer in enumerate(model.layers):
+        for owner, op in _formula_ops(layer, seen):
+            skip = set(getattr(owner, "constants", None) or ())
+            if n == 0 and owner is layer:  # the model input needs no gradient (pooling computes one)
+                skip |= {"x", "query", "value", "key", getattr(layer, "input_name", "x")}
+            wrt = [t.name for t in op.inputs if not t.integer and t.name not in skip]
+            kernels += _op_kernels(op, wrt)
+    kernels += _op_kernels(model.loss.op, [model.loss.pred_name])
+    opt = model.optimizer.kernel
+    if getattr(opt, "_fused", None) is not None:  # a ProgramKernel running its formulas as one nest
+        kernels.append(opt._fused)
+    else:
+        kernels += getattr(opt, "kernels", None) or [opt]
+    return kernels
+
+
+def _formula_ops(obj, seen: set, owner=None):
+    """(owning layer, FormulaOp) for every FormulaOp reachable from a layer's attributes."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, FormulaOp):
+        yield owner, obj
+    elif isinstance(obj, Layer):
+        for value in vars(obj).values():
+            yield from _formula_ops(value, seen, obj)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _formula_ops(value, seen, owner)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _formula_ops(value, seen, owner)
+
+
+def _op_kernels(op: FormulaOp, wrt: list) -> list:
+    """op's forward kernels and the gradient kernels FormulaOp.backward calls for `wrt` (and the
+    add kernel where two formulas send gradient to one tensor)."""
+    live = set(wrt)
+    for f in op.formulas:
+        if any(t.name in live for t in f.inputs):
+            live.add(f.output.name)
+    kernels, reached, summed = list(op.kernels), set(op.outputs), False
+    for f, k in zip(reversed(op.formulas), reversed(op.kernels), strict=True):
+        if f.output.name not in reached or f.recurrence is not None:
+            continue
+        for t in f.inputs:
+            if t.name in live and not t.integer:
+                kernels.append(k.grad_kernel(t.name))
+                summed |= t.name in reached
+                reached.add(t.name)
+    if summed:
+        kernels.append(kernel_for(elementwise("add")))
+    return kernels
+
 
 def check_count(where: str, name: str, value, minimum: int) -> int:
     """An integer (not a bool, not a float such as 3.0) of at least `minimum`."""

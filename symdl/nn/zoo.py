@@ -1,4 +1,4 @@
-"""The source documents' example models (SEEDS.md E1-E5) and the nn examples' models, by name:
+"""The source documents' example models (E1-E5 of docs/catalog.md) and the nn examples' models, by name:
 one copy for `symdl train` and for examples/nn_*.py.
 
     from symdl.nn import zoo

@@ -1,11 +1,12 @@
 """Contraction detection: a Sum that is a matrix product of two 2-D tensors becomes a GEMM.
 
-BLAS beats every generated loop nest for every matrix-product shape measured (NOTES.md), so
+BLAS beats every generated loop nest for every matrix-product shape measured, so
 `Sum(A[u, k] * B[k, v], k)` (either operand transposed, times index-free factors) is replaced by
 a read of a temporary `T[u, v]` that a library call fills before the loops run.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import sympy as sp
@@ -27,6 +28,8 @@ def extract_matmuls(f: Formula) -> tuple[sp.Expr, list]:
     """Return the body with matrix-product Sums replaced by temporaries, and the contractions."""
     found: dict = {}
     order = list(f.indices)
+    # temporaries T0, T1, ... skip every name the formula uses (a user tensor T0 stays itself)
+    temps = (n for n in (f"T{k}" for k in itertools.count()) if n not in f.used_names)
 
     def visit(expr):
         if isinstance(expr, sp.Sum):
@@ -34,7 +37,7 @@ def extract_matmuls(f: Formula) -> tuple[sp.Expr, list]:
             if hit is not None:
                 key = expr
                 if key not in found:
-                    found[key] = hit(f"T{len(found)}")
+                    found[key] = hit(next(temps))
                 c = found[key]
                 u, v = c[1]
                 return c[2] * sp.IndexedBase(c[0].temp, real=True)[u, v]
@@ -48,6 +51,9 @@ def extract_matmuls(f: Formula) -> tuple[sp.Expr, list]:
 
 
 def _match(s: sp.Sum, f: Formula, order):
+    """The contraction `s` is, or None. A GEMM sums over whole axes: the Sum must run from 0 to the
+    length of both operands' k axes minus 1 (a Sum over (k, 0, N - 2) of an N-long axis is not a
+    matrix product of the tensors as given)."""
     if len(s.limits) != 1:
         return None
     k, lo, hi = s.limits[0]
@@ -65,6 +71,11 @@ def _match(s: sp.Sum, f: Formula, order):
         if other not in f.ranges:
             return None
         ops.append((r, other, r.indices[0] == k))
+    for r, _, k_first in ops:  # the Sum must run over the whole k axis of both operands
+        axis = 0 if k_first else 1
+        lengths = f.shape_rules.get((str(r.base.label), axis), [])
+        if not lengths or any(sp.expand(n - (hi + 1)) != 0 for n in lengths):
+            return None
     (ra, u, ta), (rb, v, tb_first) = sorted(ops, key=lambda o: order.index(o[1]))
     if u == v:
         return None

@@ -2,7 +2,8 @@
 
 Numba's `cache=True` stores machine code beside the module file and needs the module to be
 importable under the same name in every process, so the name derives from the source's hash and
-the module is registered in `sys.modules` before it executes (NOTES.md).
+the module is registered in `sys.modules` before it executes (numba finds a function's cached
+machine code through its module).
 
 The cache holds code that runs: numba unpickles its `.nbi`/`.nbc` files on a kernel's first call.
 So the folder must be private (docs/security.md): owned by this user, writable by no one else, as
@@ -199,6 +200,16 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def module_name(source: str) -> str:
     return "symdl_kernel_" + hashlib.sha256(source.encode()).hexdigest()[:24]
+
+
+def is_cached(source: str) -> bool:
+    """Whether loading the module for `source` compiles nothing: its file is in the cache folder
+    with numba's machine code for it (an `.nbi` index in `__pycache__`), or it has no numba
+    functions (a driver that only calls BLAS). An estimate for progress reports, not a check."""
+    if "cache=True" not in source:
+        return True
+    root, name = cache_dir(), module_name(source)
+    return (root / f"{name}.py").exists() and any((root / PYCACHE).glob(f"{name}.*.nbi"))
 
 
 class _CheckedSourceLoader(importlib.abc.InspectLoader):

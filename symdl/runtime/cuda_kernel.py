@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..debug import show
-from .kernel import Kernel, _VjpPlan
+from .kernel import Kernel, _VjpPlan, upstream
 
 INSTALL = "pip install 'symdl[cuda]'"
 
@@ -41,9 +41,9 @@ def is_device_array(a) -> bool:
 class CudaKernel(Kernel):
     """A formula compiled for the cuda backend (see the module docstring); Kernel(f, "cuda") makes one."""
 
-    def __init__(self, formula, backend: str = "cuda", check_finite: bool = False):
+    def __init__(self, formula, backend: str = "cuda", check_finite: bool = False, check: bool = True):
         self.cuda = require_cuda()
-        super().__init__(formula, backend, check_finite)
+        super().__init__(formula, backend, check_finite, check)
 
     def __repr__(self) -> str:
         return f"CudaKernel({self.formula.name})"
@@ -95,10 +95,13 @@ class CudaKernel(Kernel):
         return out
 
     # -- calls ------------------------------------------------------------------------------------
-    def __call__(self, out=None, dims: dict | None = None, check_finite: bool | None = None, **arrays):
+    def __call__(self, *positional, out=None, dims: dict | None = None, check_finite: bool | None = None,
+                 **arrays):
         """Run the kernel. NumPy inputs give a NumPy result; if any input (or `out=`) is a device
         array, the result is a device array."""
         f = self.formula
+        if positional:
+            self._refuse_positional(positional, "kern(")
         on_device = any(is_device_array(a) for a in arrays.values()) or is_device_array(out)
         if out is not None and not isinstance(out, np.ndarray) and not is_device_array(out):
             raise ValueError(f"formula {f.name!r}: out= must be a numpy or device array, got "
@@ -113,8 +116,11 @@ class CudaKernel(Kernel):
             named = {t.name: s for t, s in zip(f.inputs, shapes, strict=True)}
             bound = self.binder.bind(named, dims, None if out is None else tuple(out.shape))
             out_shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
+            if isinstance(out, np.ndarray):  # a bad out= is refused before anything compiles or runs
+                self._output(out, out_shape, dtype, args)
             values = [bound[str(d)] for d in f.dims]
-            plan = self._plans[key] = (bound, out_shape, values, self._module(dtype).run)
+            # checked on the device, as Kernel's: the kernels take C-contiguous device arrays
+            plan = self._plans[key] = (bound, out_shape, values, self._checked_module(dtype, True).run)
         bound, out_shape, values, run = plan
         self.last_dims = bound
         if self._gathers:
@@ -145,9 +151,12 @@ class CudaKernel(Kernel):
         return host_out
 
     # -- gradients --------------------------------------------------------------------------------
-    def vjp(self, grad, wrt=None, dims: dict | None = None, **arrays) -> dict:
-        """{input name: gradient}; device arrays in give device arrays out, as for a call."""
+    def vjp(self, grad, *positional, wrt=None, dims: dict | None = None, **arrays) -> dict:
+        """{input name: gradient}; device arrays in give device arrays out, as for a call. A scalar
+        output's upstream gradient may be a number, as on the cpu."""
         f = self.formula
+        if positional:
+            self._refuse_positional(positional, "kern.vjp(grad, ", " after grad")
         if getattr(f, "recurrence", None) is not None:  # as Kernel.vjp: the adjoint scan is a program
             return self._recurrence_program().vjp(grad, wrt=wrt, **arrays)
         on_device = any(is_device_array(a) for a in arrays.values()) or is_device_array(grad)
@@ -165,7 +174,7 @@ class CudaKernel(Kernel):
             grad = self._device(grad)
             g_shape, g_dtype = tuple(grad.shape), np.dtype(grad.dtype)
         else:
-            grad = np.asarray(grad) if np.isscalar(grad) else grad
+            grad = upstream(grad, plan.out_shape, dtype)
             g_shape, g_dtype = getattr(grad, "shape", None), getattr(grad, "dtype", None)
         if not isinstance(grad, np.ndarray) and not is_device_array(grad) or g_shape != plan.out_shape \
                 or g_dtype != dtype:

@@ -11,19 +11,22 @@ import numpy as np
 from .. import __version__
 from ..backends.cpu import generate
 from ..debug import show
-from ..loops.ir import check, format_ir
+from ..loops.ir import check as check_ir
+from ..loops.ir import format_ir
 from ..loops.lower import lower_fused
 from .cache import load_module
+from .selfcheck import check_fused
 
 
 class FusedKernel:
     """Runs the formulas of `kernels` (their cpu Kernels: argument checks and dimension binding)
-    as one generated function; `run(env)` returns {output name: array}."""
+    as one generated function; `run(env)` returns {output name: array}. With `check` (the default)
+    the fused module is run against each formula's NumPy reference before its first use."""
 
-    def __init__(self, kernels, name: str):
-        self.kernels = list(kernels)
+    def __init__(self, kernels, name: str, check: bool = True):
+        self.kernels, self.check = list(kernels), check
         self.program = lower_fused([k.formula for k in self.kernels], name)
-        check(self.program)
+        check_ir(self.program)
         show("fused loop IR", format_ir(self.program))
         self._modules: dict = {}
         self._plans: dict = {}
@@ -37,6 +40,7 @@ class FusedKernel:
         return self._modules[dtype]
 
     def run(self, env: dict) -> dict:
+        from .kernel import _threads
         args, dtype = {}, None
         for k in self.kernels:  # each formula's own checks, in its words
             values, dt = k._arguments({t.name: env[t.name] for t in k.formula.inputs}, None)
@@ -58,11 +62,13 @@ class FusedKernel:
                 dims.update(bound)
                 outs.append((k.formula.output.name, tuple(fn(**bound) for fn, _ in k.binder.out_shape)))
             values = [dims[str(d)] for d in self.program.dims]
-            plan = self._plans[(dtype, shapes)] = (outs, values, self.kernels[0].parallel_at(dims),
-                                                   self._module(dtype).run)
+            parallel = self.kernels[0].parallel_at(dims)
+            module = self._module(dtype)
+            if self.check:
+                check_fused(self, module, dtype, parallel and _threads() > 1, args)
+            plan = self._plans[(dtype, shapes)] = (outs, values, parallel, module.run)
         outs, values, parallel, run = plan
         result = {name: np.empty(shape, dtype=dtype) for name, shape in outs}
-        from .kernel import _threads
         run(*result.values(), *[args[t.name] for t in self.program.inputs], *values,
             parallel and _threads() > 1)
         return result

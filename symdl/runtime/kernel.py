@@ -14,10 +14,12 @@ from ..autodiff import grad_name
 from ..backends.cpu import generate
 from ..declare.formula import Formula
 from ..debug import show
-from ..loops.ir import If, Loop, Nest, check, format_ir
+from ..loops.ir import If, Loop, Nest, format_ir
+from ..loops.ir import check as check_ir
 from ..loops.lower import lower
 from .binding import Binder, float_dtype
 from .cache import load_module
+from .selfcheck import check_kernel
 
 PARALLEL_WORK = 1 << 16  # below this many loop iterations the threads' start-up costs more than it saves
 BACKENDS = ("cpu", "cuda")
@@ -33,7 +35,9 @@ class Kernel:
     """A formula compiled for one backend; one generated module per float dtype, built on first use.
 
     `check_finite=True` makes every call refuse NaN or infinite inputs (off by default: it costs a
-    pass over the data).
+    pass over the data). `check=True` (the default; SYMDL_CHECK=0 also turns it off) runs each
+    generated module against the NumPy reference before its first use (runtime.selfcheck) and
+    raises symdl.CompileError on a mismatch.
     """
 
     def __new__(cls, formula=None, backend: str = "cpu", *args, **kwargs):
@@ -42,12 +46,13 @@ class Kernel:
             return super().__new__(CudaKernel)
         return super().__new__(cls)
 
-    def __init__(self, formula: Formula, backend: str = "cpu", check_finite: bool = False):
+    def __init__(self, formula: Formula, backend: str = "cpu", check_finite: bool = False,
+                 check: bool = True):
         check_backend(backend)
-        self.formula, self.backend, self.check_finite = formula, backend, check_finite
+        self.formula, self.backend, self.check_finite, self.check = formula, backend, check_finite, check
         show("formula", str(formula))
         self.program = lower(formula, row_reductions=backend == "cpu")  # GEMM detection, loops, CSE
-        check(self.program)                     # cheap: always on
+        check_ir(self.program)                  # cheap: always on
         show("loop IR", format_ir(self.program))
         self.binder = Binder(formula)
         self._modules: dict = {}
@@ -76,10 +81,21 @@ class Kernel:
             mod = self._modules[dtype] = load_module(self.source(dtype))
         return mod
 
+    def _checked_module(self, dtype, parallel: bool, templates=None):
+        """The module for `dtype`, checked against the reference before its first use in this
+        flavour (runtime.selfcheck); `templates` are the call's arguments, whose numba types the
+        check reuses so that it compiles nothing the call would not."""
+        mod = self._module(dtype)
+        if self.check:
+            check_kernel(self, mod, dtype, parallel, templates)
+        return mod
+
     # -- calls ------------------------------------------------------------------------------------
-    def __call__(self, out: np.ndarray | None = None, dims: dict | None = None,
+    def __call__(self, *positional, out: np.ndarray | None = None, dims: dict | None = None,
                  check_finite: bool | None = None, **arrays) -> np.ndarray:
         f = self.formula
+        if positional:
+            self._refuse_positional(positional, "kern(")
         if out is not None and not isinstance(out, np.ndarray):
             raise ValueError(f"formula {f.name!r}: out= must be a numpy array, got {type(out).__name__}")
         args, dtype = self._arguments(arrays, check_finite)
@@ -91,9 +107,12 @@ class Kernel:
             named = {t.name: s for t, s in zip(f.inputs, shapes, strict=True)}
             bound = self.binder.bind(named, dims, None if out is None else out.shape)
             out_shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
+            if out is not None:  # a bad out= is refused before anything compiles or runs
+                self._output(out, out_shape, dtype, args)
             values = [bound[str(d)] for d in f.dims]
-            plan = self._plans[key] = (bound, out_shape, values, self.parallel_at(bound),
-                                       self._module(dtype).run)
+            parallel = self.parallel_at(bound)
+            run = self._checked_module(dtype, parallel and _threads() > 1, args).run
+            plan = self._plans[key] = (bound, out_shape, values, parallel, run)
         bound, out_shape, values, parallel, run = plan
         self.last_dims = bound
         if self._gathers:
@@ -110,6 +129,12 @@ class Kernel:
         except (KeyError, TypeError):  # a bound the counter cannot evaluate: the lowering's estimate
             work = _estimated_work(self.program, dims)
         return work >= PARALLEL_WORK
+
+    def _refuse_positional(self, positional: tuple, call: str, after: str = ""):
+        """Tensors go by name: a TypeError that spells out the call with this formula's inputs."""
+        names = ", ".join(f"{n}=..." for n in self._order)
+        raise TypeError(f"formula {self.formula.name!r}: pass tensors by name: {call}{names}) (got "
+                        f"{len(positional)} positional argument{'s' if len(positional) > 1 else ''}{after})")
 
     def _arguments(self, arrays: dict, check_finite):
         """The inputs in the kernel's order and the call's float dtype; ValueError naming the tensor
@@ -186,8 +211,11 @@ class Kernel:
         if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
             raise ValueError(f"{name} must be a {dtype} array of shape {shape}, got "
                              f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+        if not out.flags.writeable:
+            raise ValueError(f"{name} is read-only; pass a writeable array (or leave out= out)")
         if not out.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous")
+            raise ValueError(f"{name} must be C-contiguous (strides {out.strides}); pass "
+                             f"np.ascontiguousarray(...) or leave out= out")
         if any(isinstance(a, np.ndarray) and np.may_share_memory(a, out) for a in args):
             raise ValueError(f"{name} overlaps an input; kernels do not work in place")
         return out
@@ -196,12 +224,16 @@ class Kernel:
     def grad_kernel(self, name: str) -> "Kernel":
         k = self._grads.get(name)
         if k is None:
-            k = self._grads[name] = Kernel(self.formula.vjp([name])[name], self.backend, self.check_finite)
+            k = self._grads[name] = Kernel(self.formula.vjp([name])[name], self.backend, self.check_finite,
+                                           self.check)
         return k
 
-    def vjp(self, grad: np.ndarray, wrt=None, dims: dict | None = None, **arrays) -> dict:
-        """{input name: gradient} for the upstream gradient `grad` (the output's shape and dtype)."""
+    def vjp(self, grad: np.ndarray, *positional, wrt=None, dims: dict | None = None, **arrays) -> dict:
+        """{input name: gradient} for the upstream gradient `grad` (the output's shape and dtype; a
+        scalar output's may be a number or a 0-d array, as the forward call takes scalars)."""
         f = self.formula
+        if positional:
+            self._refuse_positional(positional, "kern.vjp(grad, ", " after grad")
         if f.recurrence is not None:  # the adjoint recurrence, then the gradients: a program
             return self._recurrence_program().vjp(grad, wrt=wrt, **arrays)
         args, dtype = self._arguments(arrays, None)
@@ -213,16 +245,16 @@ class Kernel:
             plan = self._vjp_plans[key] = _VjpPlan(self, dtype, shapes, dims, wrt)
         if self._gathers:
             self.binder.check_gathers(dict(zip(self._order, args, strict=True)), plan.bound)
-        grad = np.asarray(grad) if np.isscalar(grad) else grad
+        grad = upstream(grad, plan.out_shape, dtype)
         if not isinstance(grad, np.ndarray) or grad.shape != plan.out_shape or grad.dtype != dtype:
             raise ValueError(f"formula {f.name!r}: the upstream gradient must be a {dtype} array of shape "
                              f"{plan.out_shape} (the output's), got "
                              f"{getattr(grad, 'dtype', type(grad).__name__)} {getattr(grad, 'shape', '')}")
-        steps = plan.steps if plan.steps is not None else plan.build()
+        feed_from = [*args, grad if grad.ndim else grad.item()]  # the forward inputs, then grad
+        steps = plan.steps if plan.steps is not None else plan.build(feed_from)
         if self.check_finite and plan.finite_check and not np.all(np.isfinite(grad)):
             raise ValueError(f"formula {plan.finite_check!r}: tensor {plan.grad_name!r} holds NaN or "
                              f"infinite values")
-        feed_from = [*args, grad if grad.ndim else grad.item()]  # the forward inputs, then grad
         result = {}
         for name, shape, kernel, positions, kdims, values, parallel, run in steps:
             feed = [feed_from[p] for p in positions]
@@ -240,7 +272,7 @@ class Kernel:
             from ..declare.program import Program
             from .program import ProgramKernel
             self._scan = ProgramKernel(Program([self.formula], name=self.formula.name), self.backend,
-                                       self.check_finite)
+                                       self.check_finite, self.check)
         return self._scan
 
 
@@ -259,7 +291,9 @@ class _VjpPlan:
         self.steps = None
         self.finite_check = None  # the first gradient kernel reading grad: it names the check
 
-    def build(self) -> list:
+    def build(self, feed_from=None) -> list:
+        """`feed_from`: the call's forward inputs, then grad (their numba types are what each
+        gradient kernel's check reuses; None on the cuda backend, which copies to C-contiguous)."""
         k0, f = self.kernel, self.kernel.formula
         names = [t.name for t in f.inputs if not t.integer] if self.wrt is None else list(self.wrt)
         where = {n: p for p, n in enumerate(k0._order)}
@@ -276,10 +310,24 @@ class _VjpPlan:
             values = [kdims[str(d)] for d in k.formula.dims]
             if self.finite_check is None and self.grad_name in k._order:
                 self.finite_check = k.formula.name
-            steps.append((n, shape, k, [where[m] for m in k._order], kdims, values, k.parallel_at(kdims),
-                          k._module(self.dtype).run))
+            positions = [where[m] for m in k._order]
+            parallel = k.parallel_at(kdims)
+            module = k._checked_module(self.dtype, parallel and _threads() > 1,
+                                       None if feed_from is None else [feed_from[p] for p in positions])
+            steps.append((n, shape, k, positions, kdims, values, parallel, module.run))
         self.steps = steps
         return steps
+
+
+def upstream(grad, shape: tuple, dtype):
+    """The upstream gradient as given, but for a scalar output a number (not a bool) or a 0-d
+    array of numbers is taken in the call's dtype: `kern.vjp(1.0, ...)` seeds a loss."""
+    if shape == ():
+        if isinstance(grad, (int, float, np.integer, np.floating)) and not isinstance(grad, (bool, np.bool_)):
+            return np.asarray(grad, dtype=dtype)
+        if isinstance(grad, np.ndarray) and grad.shape == () and grad.dtype.kind in "iuf":
+            return grad.astype(dtype)
+    return np.asarray(grad) if np.isscalar(grad) else grad
 
 
 def _threads() -> int:

@@ -12,15 +12,16 @@ from .kernel import Kernel
 class ProgramKernel:
     """Calls return the single output (or a dict of outputs); `vjp` runs the gradient program."""
 
-    def __init__(self, program, backend: str = "cpu", check_finite: bool = False):
-        self.program, self.backend, self.check_finite = program, backend, check_finite
-        self.kernels = [Kernel(f, backend, check_finite) for f in program.formulas]
+    def __init__(self, program, backend: str = "cpu", check_finite: bool = False, check: bool = True):
+        self.program, self.backend, self.check_finite, self.check = program, backend, check_finite, check
+        # each formula's Kernel checks its own module on first use (runtime.selfcheck)
+        self.kernels = [Kernel(f, backend, check_finite, check) for f in program.formulas]
         self._grads: dict = {}
         self._fused = None  # independent elementwise formulas (an optimizer step): one loop nest
         if backend == "cpu" and not check_finite and fusable(program.formulas) and not any(
                 f.output_bound for f in program.formulas):
             from .fused import FusedKernel
-            self._fused = FusedKernel(self.kernels, program.name)
+            self._fused = FusedKernel(self.kernels, program.name, check)
 
     def __repr__(self) -> str:
         return f"ProgramKernel({self.program.name}, {len(self.kernels)} kernels)"
@@ -71,7 +72,7 @@ class ProgramKernel:
         gk = self._grads.get(wanted)
         if gk is None:
             gk = self._grads[wanted] = ProgramKernel(self.program.vjp(wanted), self.backend,
-                                                     self.check_finite)
+                                                     self.check_finite, self.check)
         outs = self.program.outputs
         grads = grad if isinstance(grad, dict) else {outs[0]: grad}
         if set(grads) != set(outs):

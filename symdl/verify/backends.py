@@ -5,42 +5,97 @@ import numpy as np
 
 from ..autodiff import grad_name
 from ..reference import evaluate
-from .inputs import as_program_if_recurrent, default_sizes, formulas_of, random_inputs
+from .inputs import as_program_if_recurrent, default_sizes, formulas_of, has_kinks, random_inputs
+from .numeric import sizes_text
 
 TOLERANCE = {np.float64: 1e-9, np.float32: 2e-4}
 
 
+class BackendsResult(float):
+    """What `backends` found: the largest relative difference (a float, as `backends` always
+    returned, but true even at 0.0: a failure raises instead), with `name`, `backend`, `kernels`
+    (the formulas compiled and compared: forward and gradients), `sizes`, `errors` (the largest
+    difference per dtype name) and `ties` (whether inputs with ties ran too); it prints as one line."""
+
+    def __new__(cls, worst: float = 0.0, name: str = "", backend: str = "cpu", kernels: int = 0,
+                sizes: dict | None = None, errors: dict | None = None, ties: bool = False):
+        self = super().__new__(cls, worst)
+        self.name, self.backend, self.kernels, self.ties = name, backend, kernels, ties
+        self.sizes, self.errors = dict(sizes or {}), dict(errors or {})
+        return self
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        per_dtype = ", ".join(f"{e:.1e} in {d} (tolerance {TOLERANCE[np.dtype(d).type]:g})"
+                              for d, e in self.errors.items())
+        kernels = f"{self.kernels} kernel{'' if self.kernels == 1 else 's'}"
+        return (f"backends: {kernels} of {self.name!r} (forward and gradients) on {self.backend} at "
+                f"{sizes_text(self.sizes)}, worst relative difference from the NumPy reference {per_dtype}"
+                + ("; inputs with ties too" if self.ties else ""))
+
+    __repr__ = __str__
+
+
 def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "cpu",
-             dtypes=(np.float64, np.float32)) -> float:
+             dtypes=(np.float64, np.float32), ties: bool | None = None) -> BackendsResult:
     """Evaluate every formula of `target` and of its gradient with the reference evaluator and
-    with the compiled kernels, at each dtype; AssertionError on a difference beyond tolerance.
-    Returns the largest relative difference."""
+    with the compiled kernels, at each dtype; AssertionError on a difference beyond tolerance, or
+    on any NaN or inf on either side. Returns the largest relative difference, as a BackendsResult
+    (it also holds the worst per dtype and prints as one line).
+
+    When a formula branches on values (Max, Abs, max reductions, a Piecewise testing a tensor;
+    `inputs.has_kinks`) the check runs a second
+    time on inputs with exact ties (zeros and repeated values, `random_inputs(ties=True)`): the
+    reference and the kernels must agree on the conventions there (relu'(0) = 0, |x|'(0) = 0, the
+    first maximiser). `ties=None` decides by the formula; True or False forces it.
+
+    What it sees: the compiled kernels (printer, lowering, BLAS contractions, fused loops) against
+    the NumPy reference, formula by formula. What it cannot see, by design: wrong gradient
+    *mathematics*. The reference evaluates the same derived gradient formulas as the kernels, so a
+    wrong derivative agrees with itself here; `symbolic` and `numeric` catch those."""
     target = as_program_if_recurrent(target)
     sizes = sizes or default_sizes(target)
-    worst = 0.0
-    for dtype in dtypes:
-        rng = np.random.default_rng(seed)
-        env = random_inputs(target, sizes, rng, dtype)
-        outs = _run(target, env, backend, sizes)
-        for o in outs:
-            env[grad_name(o)] = rng.standard_normal(np.shape(env[o])).astype(dtype) if np.ndim(env[o]) \
-                else float(rng.standard_normal())
-        gradient = target.vjp()
-        if isinstance(gradient, dict):  # a Formula: one gradient formula per input
-            for g in gradient.values():
-                env.pop(g.output.name, None)
-                _compare(g, env, backend, dtype, sizes)
-        else:
-            for f in gradient.formulas[len(formulas_of(target)):]:
-                worst = max(worst, _compare(f, env, backend, dtype, sizes))
-        worst = max(worst, *outs.values())
-    return worst
+    gradient = target.vjp()
+    tie_rounds = (False, True) if (has_kinks(target) if ties is None else ties) else (False,)
+    errors: dict = {}
+    for tied in tie_rounds:
+        for dtype in dtypes:
+            worst = errors.get(np.dtype(dtype).name, 0.0)
+            rng = np.random.default_rng(seed)
+            env = random_inputs(target, sizes, rng, dtype, ties=tied)
+            outs = _run(target, env, backend, sizes, tied)
+            for o in outs:
+                env[grad_name(o)] = _upstream(rng, np.shape(env[o]), dtype, tied)
+            if isinstance(gradient, dict):  # a Formula: one gradient formula per input
+                for g in gradient.values():
+                    env.pop(g.output.name, None)
+                    worst = max(worst, _compare(g, env, backend, dtype, sizes, tied))
+            else:
+                for f in gradient.formulas[len(formulas_of(target)):]:
+                    worst = max(worst, _compare(f, env, backend, dtype, sizes, tied))
+            errors[np.dtype(dtype).name] = max(worst, *outs.values())
+    # forward formulas and gradient formulas: a Program's gradient program holds both
+    kernels = (len(formulas_of(target)) + len(gradient) if isinstance(gradient, dict)
+               else len(gradient.formulas))
+    return BackendsResult(max(errors.values(), default=0.0), str(getattr(target, "name", target)), backend,
+                          kernels, {str(k): int(v) for k, v in sizes.items()}, errors, len(tie_rounds) > 1)
 
 
-def _run(target, env, backend, sizes):
+def _upstream(rng, shape, dtype, tied):
+    if not shape:
+        return float(rng.standard_normal())
+    g = rng.standard_normal(shape)
+    if tied:  # zeros in the upstream gradient too (a relu's 0 · anything)
+        g[rng.random(shape) < 0.25] = 0.0
+    return g.astype(dtype)
+
+
+def _run(target, env, backend, sizes, tied=False):
     errs = {}
     for f in formulas_of(target):
-        errs[f.output.name] = _compare(f, env, backend, env_dtype(env), sizes)
+        errs[f.output.name] = _compare(f, env, backend, env_dtype(env), sizes, tied)
     return errs
 
 
@@ -51,21 +106,38 @@ def env_dtype(env):
     return np.float64
 
 
-def _compare(f, env, backend, dtype, sizes) -> float:
+def _compare(f, env, backend, dtype, sizes, tied=False) -> float:
     """Compile and evaluate `f` on `env`, store the compiled result in env, return the error."""
     args = {t.name: _arg(env[t.name], t) for t in f.inputs}
     dims = {str(k): v for k, v in sizes.items()} if sizes else None
     got = f.compile(backend=backend)(dims=dims, **args)
     want = evaluate(f, args, {d: dims[d] for d in map(str, f.dims)} if dims else None)
-    scale = max(1.0, float(np.max(np.abs(want))) if np.size(want) else 1.0)
-    err = float(np.max(np.abs(got - want))) / scale if np.size(want) else 0.0
-    if not err <= TOLERANCE[np.dtype(dtype).type]:
+    g64, w64 = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if not np.size(w64):
+        err = 0.0
+    elif not (np.all(np.isfinite(g64)) and np.all(np.isfinite(w64))):
+        err = float("nan")  # a NaN or inf on either side is never "within tolerance"
+    else:
+        err = float(np.max(np.abs(g64 - w64))) / max(1.0, float(np.max(np.abs(w64))))
+    if not err <= TOLERANCE[np.dtype(dtype).type]:  # NaN compares False: a NaN fails
+        first = _first_difference(g64, w64)
         raise AssertionError(f"{f.name}: the {backend} kernel differs from the NumPy reference by {err:.2e} "
-                             f"(relative, {np.dtype(dtype).name})")
+                             f"(relative, {np.dtype(dtype).name}{', inputs with ties' if tied else ''})"
+                             f"{first}")
     if np.ndim(got) and not any(t.rank and not t.integer for t in f.inputs):
         got = got.astype(dtype)  # only scalar float inputs (grad_L / B): float64, as a program casts it
     env[f.output.name] = got if np.ndim(got) else got.item()
     return err
+
+
+def _first_difference(got, want) -> str:
+    if not np.ndim(want):
+        return f": kernel {got}, reference {want}"
+    bad = ~np.isclose(got, want, rtol=1e-6, atol=1e-6) | ~np.isfinite(got) | ~np.isfinite(want)
+    if not bad.any():
+        return ""
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return f"; first at {list(idx)}: kernel {got[idx]!r}, reference {want[idx]!r}"
 
 
 def _arg(value, tensor):

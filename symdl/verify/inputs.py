@@ -66,8 +66,13 @@ def default_sizes(target) -> dict:
                      f"give sizes= explicitly")
 
 
-def random_inputs(target, sizes: dict, rng: np.random.Generator, dtype=np.float64) -> dict:
-    """Float inputs uniform in their domains; integer inputs in the range their reads allow."""
+def random_inputs(target, sizes: dict, rng: np.random.Generator, dtype=np.float64, ties: bool = False) -> dict:
+    """Float inputs uniform in their domains; integer inputs in the range their reads allow.
+
+    With `ties`, about half of each float tensor's elements are drawn from three values instead
+    (0 among them where the domain holds it), so maxima tie, relu and |x| sit at their kinks and
+    Piecewise conditions meet equality: the conventions (relu'(0) = 0, |x|'(0) = 0, the first
+    maximiser) that random inputs never exercise."""
     shapes = _shapes(target, sizes)
     out = {}
     for t in target.inputs:
@@ -77,11 +82,42 @@ def random_inputs(target, sizes: dict, rng: np.random.Generator, dtype=np.float6
         if t.rank == 0:
             out[t.name] = float(rng.uniform(lo, hi))
         else:
-            out[t.name] = rng.uniform(lo, hi, size=shapes[t.name]).astype(dtype)
+            value = rng.uniform(lo, hi, size=shapes[t.name])
+            if ties:
+                pool = np.unique([lo + (hi - lo) * q for q in (0.25, 0.5, 0.75)] + ([0.0] if lo < 0 < hi else []))
+                value = np.where(rng.random(value.shape) < 0.5, rng.choice(pool, value.shape), value)
+            out[t.name] = value.astype(dtype)
     for t in target.inputs:
         if t.integer:
             out[t.name] = rng.integers(*_integer_range(target, t.name, shapes, sizes), size=shapes[t.name])
     return out
+
+
+KINKS = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign)
+
+
+def has_kinks(target) -> bool:
+    """Whether some formula of `target` branches on *values* (Max, Min, Abs, max reductions, a
+    Piecewise whose condition reads a tensor), so that inputs with ties test a convention. Index
+    arithmetic (subscripts, Sum limits, zero-padding guards on indices) does not count."""
+    return any(_kinked(f.body) for f in formulas_of(target))
+
+
+def _kinked(e) -> bool:
+    from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax
+    if isinstance(e, sp.Indexed) or not e.args:
+        return False
+    if isinstance(e, (ReduceMax, ArgMax, *KINKS)):
+        return True
+    if isinstance(e, REDUCTIONS):
+        return _kinked(e.function)
+    if isinstance(e, sp.Piecewise):
+        for value, cond in e.args:
+            if _kinked(value) or any(isinstance(n, (ReduceMax, ArgMax)) or (
+                    isinstance(n, sp.Indexed) and not n.base.is_integer) for n in sp.preorder_traversal(cond)):
+                return True
+        return False
+    return any(_kinked(a) for a in e.args if isinstance(a, sp.Basic))
 
 
 def _integer_range(target, name, shapes, sizes):

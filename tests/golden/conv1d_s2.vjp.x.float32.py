@@ -12,7 +12,7 @@ F = np.float32
 def loops_serial(grad_y, w, grad_x, K, L):
     for p in range(0, L):
         acc0 = F(0)
-        for i in range(max(0, (-((-(1 + p - K)) // 2))), 1 + min(((p) // 2), ((L - K) // 2))):
+        for i in range(max(0, (-((-1 + K - p) // 2))), 1 + min(((p) // 2), ((L - K) // 2))):
             acc0 += grad_y[i] * w[p - 2 * i]
         grad_x[p] = acc0
 
@@ -20,7 +20,7 @@ def loops_serial(grad_y, w, grad_x, K, L):
 def loops_parallel(grad_y, w, grad_x, K, L):
     for p in nb.prange(0, L):
         acc0 = F(0)
-        for i in range(max(0, (-((-(1 + p - K)) // 2))), 1 + min(((p) // 2), ((L - K) // 2))):
+        for i in range(max(0, (-((-1 + K - p) // 2))), 1 + min(((p) // 2), ((L - K) // 2))):
             acc0 += grad_y[i] * w[p - 2 * i]
         grad_x[p] = acc0
 

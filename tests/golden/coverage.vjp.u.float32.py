@@ -38,12 +38,12 @@ def _sigmoid(x):
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
 def loops_serial(grad_y, x, u, grad_u, N):
     for i in range(0, N):
-        grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) + F(-2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
+        grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
 def loops_parallel(grad_y, x, u, grad_u, N):
     for i in nb.prange(0, N):
-        grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) + F(-2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
+        grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
 
 
 def run(grad_u, grad_y, x, u, N, parallel):

@@ -6,15 +6,44 @@ Rules are tables keyed by SymPy class; anything unknown raises an error naming t
 """
 from __future__ import annotations
 
+import builtins
 import keyword
+import math
+import re
+import unicodedata
 
 import sympy as sp
-from sympy.printing.precedence import precedence
 
 from ...declare.functions import sigmoid, softplus
 
-RESERVED = {"F", "np", "nb", "math", "run", "parallel"} | set(keyword.kwlist) | {"max", "min", "abs",
-                                                                                   "range"}
+# names generated modules (cpu and cuda) define or call; py_name keeps user names off them. The
+# generator's helpers and locals start with '_' (_exp, _t_); its functions match GENERATED
+RESERVED = frozenset({"F", "np", "nb", "math", "cuda", "run", "parallel", "float32_frexp_exponent",
+                      "float32_frexp_mantissa", "float32_ldexp", "RED_THREADS", "launch_grid",
+                      "matmul_grid", "reduction_blocks"}
+                     | set(dir(builtins)) | set(keyword.kwlist) | set(keyword.softkwlist))
+GENERATED = re.compile(r"\w*_(?:serial|parallel|kernel|partial|final)|matmul\d*|MM_\w*")
+
+# Printed text with its Python precedence. A child printed below what its position needs is
+# parenthesised: decided on the printed form, never on SymPy's precedence() (which ranks -3*x with
+# +, so the sum it multiplied lost its parentheses). Conditional expressions are always wrapped.
+Printed = tuple[str, int]
+ATOM, POW, UNARY, MUL, ADD = 100, 70, 60, 50, 40  # names, calls, subscripts, (...); ** ; -x ; * / // % ; + -
+
+
+def _wrap(printed: Printed, need: int) -> str:
+    text, prec = printed
+    return text if prec >= need else f"({text})"
+
+
+def _constant(e) -> float | None:
+    """A closed-form real constant as a float, or None (complex, infinite, not a number)."""
+    try:
+        c = float(e)
+    except (TypeError, ValueError):
+        return None
+    return c if math.isfinite(c) else None
+
 
 # the decorators generated code puts on helpers (the kernels' own flags live in codegen.FASTMATH)
 _FASTMATH = "{'reassoc', 'contract', 'nsz', 'arcp', 'afn'}"
@@ -31,7 +60,8 @@ INLINE = f"@nb.njit(cache=True, fastmath={_FASTMATH}, error_model='numpy', inlin
 FLOAT_FUNCTIONS = {
     sp.exp: "math.exp", sp.log: "math.log", sp.tanh: "math.tanh", sp.sin: "math.sin",
     sp.cos: "math.cos", sp.Abs: "abs", sp.floor: "math.floor", sp.ceiling: "math.ceil",
-    sigmoid: "_sigmoid", softplus: "_softplus", sp.sign: "_sign",
+    sigmoid: "_sigmoid", softplus: "_softplus", sp.sign: "_sign", sp.erf: "math.erf",
+    sp.sinh: "math.sinh", sp.cosh: "math.cosh", sp.atan: "math.atan",
 }
 # float32 kernels replace libm's scalar calls, which keep loops from vectorising, by helpers
 FLOAT32_FUNCTIONS = {**FLOAT_FUNCTIONS, sp.exp: "_exp", sp.log: "_log", sp.tanh: "_tanh"}
@@ -141,16 +171,29 @@ def python_function(expr, names, dims=(), condition: bool = False):
     once: binding checks and trip counts evaluate bounds at Python speed, with exact `//`."""
     printer = Printer(dims)
     text = printer.cond(expr) if condition else printer.index(sp.sympify(expr))
-    return eval(f"lambda {', '.join(py_name(str(n)) for n in names)}: {text}",  # noqa: S307 (our own printer's output)
-                {"max": max, "min": min})
+    fn = eval(f"lambda {', '.join(py_name(str(n)) for n in names)}: {text}",  # noqa: S307 (our own printer's output)
+              {"max": max, "min": min})
+    renamed = {str(n): py_name(str(n)) for n in names if py_name(str(n)) != str(n)}
+    if not renamed:
+        return fn
+    # keyword calls (binding) use the formula's names: map the few py_name changed (max -> max_)
+    return lambda *args, **kw: fn(*args, **{renamed.get(k, k): v for k, v in kw.items()})
 
 
 def py_name(name: str) -> str:
-    """A Python identifier for a tensor, index or dimension name."""
-    clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
-    if not clean or clean[0].isdigit():
-        clean = "_" + clean
-    return clean + "_" if clean in RESERVED else clean
+    """The identifier generated source uses for a tensor, scalar, index or dimension name.
+
+    One to one on identifiers, and never a name the module defines: a name reserved up to its
+    trailing '_' gets one more (np -> np_, np_ -> np__), a name starting with '_' gets '_u'
+    (_exp -> _exp_u), any other is itself. Declarations accept only identifiers
+    (declare/names.py); anything else is made one ('C_{in}' -> 'C__in_'), not one to one."""
+    if not (name.isidentifier() and unicodedata.normalize("NFKC", name) == name):
+        name = "".join(ch if ("a" + ch).isidentifier() else "_" for ch in unicodedata.normalize("NFKC", name))
+        name = name if name.isidentifier() else "_" + name  # empty, or a leading digit
+    if name.startswith("_"):
+        return name + "_u"
+    base = name.rstrip("_")
+    return name + "_" if base in RESERVED or GENERATED.fullmatch(base) else name
 
 
 class Printer:
@@ -189,53 +232,82 @@ class Printer:
 
     # -- float context ----------------------------------------------------------------------------
     def value(self, e) -> str:
-        e = sp.sympify(e)
+        """`e` as a float expression."""
+        return self._value(sp.sympify(e))[0]
+
+    def _value(self, e) -> Printed:
         if e.is_Integer:
-            return f"F({int(e)})"
+            return f"F({int(e)})", ATOM
         if e.is_Rational or e.is_Float or isinstance(e, sp.NumberSymbol):
-            return f"F({float(e)!r})"
+            return f"F({float(e)!r})", ATOM
         if e is sp.oo or e is -sp.oo:
-            return "F(np.inf)" if e is sp.oo else "F(-np.inf)"
+            return ("F(np.inf)" if e is sp.oo else "F(-np.inf)"), ATOM
+        if e.is_number and not e.is_Atom:  # sqrt(2), 2/sqrt(pi) (d erf): one constant, rounded once
+            c = _constant(e)
+            if c is not None:
+                return f"F({c!r})", ATOM
         if isinstance(e, sp.Symbol):
-            return f"F({py_name(e.name)})" if e in self.dims or e.is_integer else py_name(e.name)
+            return (f"F({py_name(e.name)})" if e in self.dims or e.is_integer else py_name(e.name)), ATOM
         if isinstance(e, sp.Indexed):
-            return self.read(e)
+            return self.read(e), ATOM
         if isinstance(e, sp.Add):
-            return self._join(e, [self._paren(a, e) for a in e.args], " + ").replace("+ -", "- ")
+            return self._sum(e, self._value)
         if isinstance(e, sp.Mul):
             return self._mul(e)
         if isinstance(e, sp.Pow):
             return self._pow(e)
         if isinstance(e, (sp.Max, sp.Min)):
-            return f"{'max' if isinstance(e, sp.Max) else 'min'}({', '.join(self.value(a) for a in e.args)})"
+            return f"{'max' if isinstance(e, sp.Max) else 'min'}({', '.join(self.value(a) for a in e.args)})", ATOM
         if isinstance(e, sp.Piecewise):
-            out = "F(0)"
+            out = ("F(0)", ATOM)
             for v, c in reversed(e.args):
-                out = self.value(v) if c is sp.true else f"({self.value(v)} if {self.cond(c)} else {out})"
+                out = self._value(v) if c is sp.true else \
+                    (f"({_wrap(self._value(v), ADD)} if {self.cond(c)} else {out[0]})", ATOM)
             return out
         if isinstance(e, sp.KroneckerDelta):
-            return f"(F(1) if {self.cond(sp.Eq(*e.args, evaluate=False))} else F(0))"
+            return f"(F(1) if {self.cond(sp.Eq(*e.args, evaluate=False))} else F(0))", ATOM
         if isinstance(e, sp.Heaviside):
-            return f"(F(1) if {self.value(e.args[0])} > F(0) else F(0))"
+            return f"(F(1) if {_wrap(self._value(e.args[0]), ADD)} > F(0) else F(0))", ATOM
         for cls, name in self.functions.items():
             if isinstance(e, cls):
                 if name.startswith("_"):
                     self.use(name)
-                return f"{name}({', '.join(self.value(a) for a in e.args)})"
+                return f"{name}({', '.join(self.value(a) for a in e.args)})", ATOM
         raise NotImplementedError(f"the cpu backend cannot print {type(e).__name__}: {e}")
 
-    def _paren(self, a, parent) -> str:
-        s = self.value(a)
-        return f"({s})" if precedence(a) < precedence(parent) else s
+    def _sum(self, e, show) -> Printed:
+        """Terms in SymPy's order; one with a negative coefficient after the first is subtracted,
+        decided per term (x - F(3) * y, not x + F(-3) * y)."""
+        text = ""
+        for n, term in enumerate(sp.Add.make_args(e)):
+            if n and term.as_coeff_Mul()[0].is_negative:
+                text += f" - {_wrap(show(-term), ADD + 1)}"
+            else:
+                text += f" + {_wrap(show(term), ADD + 1)}" if n else _wrap(show(term), ADD)
+        return text, ADD
 
     @staticmethod
-    def _join(e, parts, sep):
-        return sep.join(parts)
+    def _product(factors, show) -> Printed:
+        """Factors left to right: a factor that is itself a product or quotient after the first
+        keeps its parentheses (a * (b / c) is not a * b / c in floats, nor in // arithmetic)."""
+        if len(factors) == 1:
+            return show(factors[0])
+        return " * ".join(_wrap(show(f), MUL + (n > 0)) for n, f in enumerate(factors)), MUL
 
-    def _mul(self, e) -> str:
+    def _mul(self, e) -> Printed:
+        constants = [f for f in e.args if f.is_number]
+        if any(not f.is_Number for f in constants):  # sqrt(2)/2 * x: one constant F(0.7071...) * x
+            c = _constant(sp.Mul(*constants))
+            if c is not None:
+                rest = [f for f in e.args if not f.is_number]  # unevaluated: 2.0 * (a + b) stays one product
+                return self._mul(sp.Mul(sp.Float(c), *rest, evaluate=False))
         coeff, rest = e.as_coeff_Mul()
         if coeff == -1:
-            return "-" + self._paren(rest, e) if not isinstance(rest, sp.Add) else f"-({self.value(rest)})"
+            text, prec = self._value(rest)
+            # -a * b / c is (-a) * b / c, the same float as -(a * b / c): a product needs no parentheses
+            if prec >= MUL and not text.startswith("-"):
+                return "-" + text, min(prec, UNARY)
+            return f"-({text})", UNARY
         num, den = [], []
         for f in sp.Mul.make_args(e):
             if isinstance(f, sp.Pow) and f.exp.is_Number and f.exp < 0:
@@ -244,75 +316,83 @@ class Printer:
                 den.append(sp.Integer(f.q))
             else:
                 num.append(f)
-        top = " * ".join(self._paren(f, e) for f in num) if num else "F(1)"
+        top = self._product(num, self._value) if num else ("F(1)", ATOM)
         if not den:
             return top
-        bottom = " * ".join(self._paren(f, e) for f in den)
-        return f"{top} / ({bottom})" if len(den) > 1 else f"{top} / {self._paren(den[0], e)}"
+        # a divisor is one operand: a / (b * c), a / (b + c), never a / b * c
+        return f"{_wrap(top, MUL)} / {_wrap(self._product(den, self._value), MUL + 1)}", MUL
 
-    def _pow(self, e) -> str:
+    def _pow(self, e) -> Printed:
         base, ex = e.base, e.exp
         if ex.is_Integer and 1 <= abs(ex) <= 4:
-            power = self._int_power(base, abs(int(ex)), e)
-            return power if ex > 0 else f"(F(1) / {power})"
+            power = self._int_power(base, abs(int(ex)))
+            return power if ex > 0 else (f"F(1) / {_wrap(power, MUL + 1)}", MUL)
         if ex == sp.Rational(1, 2):
-            return f"math.sqrt({self.value(base)})"
+            return f"math.sqrt({self.value(base)})", ATOM
         if ex == -sp.Rational(1, 2):
-            return f"(F(1) / math.sqrt({self.value(base)}))"
+            return f"F(1) / math.sqrt({self.value(base)})", MUL
         if base == sp.E:
-            return self.value(sp.exp(ex, evaluate=False))
-        return f"{self._paren(base, e)} ** {self._paren(ex, e)}"
+            return self._value(sp.exp(ex, evaluate=False))
+        # ** is right-associative and binds tighter than unary minus (-x ** 2 is -(x ** 2)): both
+        # operands are atoms or parenthesised
+        return f"{_wrap(self._value(base), ATOM)} ** {_wrap(self._value(ex), ATOM)}", POW
 
-    def _int_power(self, base, n: int, parent) -> str:
-        if n == 1 or isinstance(base, (sp.Symbol, sp.Indexed)) or base.is_Number:
-            return "(" + " * ".join([self._paren(base, parent)] * n) + ")"
+    def _int_power(self, base, n: int) -> Printed:
+        if n == 1:
+            return self._value(base)
+        if isinstance(base, (sp.Symbol, sp.Indexed)) or base.is_Number:
+            factor = _wrap(self._value(base), ATOM)
+            return "(" + " * ".join([factor] * n) + ")", ATOM
         # a computed base (tanh(x)**2) goes through a helper, so it is computed once
         inner = self.value(base)
         if n == 3:
-            return f"{self.use('_cube')}({inner})"
+            return f"{self.use('_cube')}({inner})", ATOM
         square = f"{self.use('_sq')}({inner})"
-        return square if n == 2 else f"_sq({square})"
+        return (square if n == 2 else f"_sq({square})"), ATOM
 
     # -- index (int) context --------------------------------------------------------------------
     def read(self, e: sp.Indexed) -> str:
         return f"{py_name(str(e.base.label))}[{', '.join(self.index(i) for i in e.indices)}]"
 
     def index(self, e) -> str:
-        e = sp.sympify(e)
+        """`e` as an integer expression (exact `//` and `%`)."""
+        return self._index(sp.sympify(e))[0]
+
+    def _index(self, e) -> Printed:
         if isinstance(e, (sp.Add, sp.Mul)) and any(not c.is_Integer for c in e.atoms(sp.Rational)):
             num, den = sp.fraction(sp.together(e))
             if den != 1:  # parenthesised whole: 2 * ((1 + H) // 2) is not 2 * (1 + H) // 2
-                return f"(({self.index(sp.expand(num))}) // {self._iparen(den)})"
+                return self._divide(num, den, "//")
         if e.is_Integer:
-            return str(int(e))
+            return str(int(e)), (ATOM if e >= 0 else UNARY)
         if isinstance(e, sp.Symbol):
-            return py_name(e.name)
+            return py_name(e.name), ATOM
         if isinstance(e, sp.Indexed):
-            return self.read(e)
+            return self.read(e), ATOM
         if isinstance(e, sp.Add):
-            terms = [self.index(a) for a in sp.Add.make_args(e)]
-            return " + ".join(terms).replace("+ -", "- ")
+            return self._sum(e, self._index)
         if isinstance(e, sp.Mul):
             c, rest = e.as_coeff_Mul()
-            if c == -1:
-                return f"-{self._iparen(rest)}"
-            return " * ".join(self._iparen(a) for a in sp.Mul.make_args(e))
+            if c == -1:  # -(a // b) is not -a // b: only an operand above * goes bare
+                return f"-{_wrap(self._index(rest), UNARY)}", UNARY
+            return self._product(sp.Mul.make_args(e), self._index)
         if isinstance(e, sp.Pow) and e.exp.is_Integer and e.exp > 0:
-            return f"{self._iparen(e.base)} ** {int(e.exp)}"
+            return f"{_wrap(self._index(e.base), ATOM)} ** {int(e.exp)}", POW
         if isinstance(e, (sp.Max, sp.Min)):
-            return f"{'max' if isinstance(e, sp.Max) else 'min'}({', '.join(self.index(a) for a in e.args)})"
+            return f"{'max' if isinstance(e, sp.Max) else 'min'}({', '.join(self.index(a) for a in e.args)})", ATOM
         if isinstance(e, (sp.floor, sp.ceiling)):
             num, den = sp.fraction(sp.together(e.args[0]))
             if isinstance(e, sp.floor):
-                return f"(({self.index(sp.expand(num))}) // {self._iparen(den)})"
-            return f"(-((-({self.index(sp.expand(num))})) // {self._iparen(den)}))"
+                return self._divide(num, den, "//")
+            text, _ = self._divide(-num, den, "//")
+            return f"(-{text})", ATOM
         if isinstance(e, sp.Mod):
-            return f"(({self.index(e.args[0])}) % {self._iparen(e.args[1])})"
+            return self._divide(e.args[0], e.args[1], "%")
         raise NotImplementedError(f"the cpu backend cannot print index expression {e}")
 
-    def _iparen(self, a) -> str:
-        s = self.index(a)
-        return f"({s})" if isinstance(a, (sp.Add,)) or (s.startswith("-") and not a.is_Integer) else s
+    def _divide(self, num, den, op: str) -> Printed:
+        """`((num) // den)` or `((num) % den)`: the divisor is one operand (x // (2 * H))."""
+        return f"(({self.index(sp.expand(num))}) {op} {_wrap(self._index(den), MUL + 1)})", ATOM
 
     # -- conditions ------------------------------------------------------------------------------
     def cond(self, c) -> str:
@@ -330,9 +410,15 @@ class Printer:
             a, b, d = (self.cond(x) for x in c.args)
             return f"(({b}) if ({a}) else ({d}))"
         if isinstance(c, sp.core.relational.Relational):
-            side = self.index if self._is_integer(c.lhs - c.rhs) else self.value
             op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[c.rel_op]
-            return f"{side(c.lhs)} {op} {side(c.rhs)}"
+            side = self._value
+            if self._is_integer(c.lhs - c.rhs):
+                num, den = sp.fraction(sp.together(c.lhs - c.rhs))
+                if den != 1 and den.is_positive:  # i < H/2 is 2*i - H < 0: // would round
+                    return f"{self.index(sp.expand(num))} {op} 0"
+                side = self._index
+            lhs, rhs = (_wrap(side(sp.sympify(a)), ADD) for a in (c.lhs, c.rhs))
+            return f"{lhs} {op} {rhs}"
         raise NotImplementedError(f"the cpu backend cannot print condition {c}")
 
     def _is_integer(self, e) -> bool:
@@ -340,6 +426,9 @@ class Printer:
         for node in sp.preorder_traversal(e):
             if isinstance(node, sp.Indexed) and not node.base.is_integer:
                 return False
+            if (node.is_number and not node.is_Rational) or (isinstance(node, sp.Pow)
+                                                             and not node.exp.is_Integer):
+                return False  # 2.5, pi, sqrt(3), sqrt(H): a comparison of values
             if isinstance(node, sp.Symbol) and not node.is_integer and not isinstance(node, sp.Dummy):
                 if node not in self.dims:
                     return False

@@ -1,7 +1,7 @@
 """The cpu backend's expression printer, for device code.
 
 Everything about expressions (typed constants `F(c)`, integer index math, conditions, helper
-calls) is the cpu printer's; this subclass changes only what differs on a GPU:
+calls, precedence and parentheses) is the cpu printer's; this subclass changes only what differs on a GPU:
 
 - float32 kernels call `math.exp/log/tanh` rather than the cpu's vectorising polynomial helpers:
   numba-cuda lowers math functions on float32 to libdevice's float versions (`__nv_expf`, ...);
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..cpu.printer import FLOAT_FUNCTIONS, HELPERS, Printer
+from ..cpu.printer import ATOM, FLOAT_FUNCTIONS, HELPERS, Printed, Printer
 
 DEVICE = "@cuda.jit(device=True)"
 
@@ -36,8 +36,7 @@ class CudaPrinter(Printer):
     def imports(self) -> list[str]:
         return []
 
-    def value(self, e) -> str:
-        e = sp.sympify(e)
+    def _value(self, e) -> Printed:
         if isinstance(e, sp.Indexed) and e.base.is_integer:
-            return f"F({self.read(e)})"
-        return super().value(e)
+            return f"F({self.read(e)})", ATOM
+        return super()._value(e)

@@ -15,6 +15,7 @@ from ..formulas import additive, dot_attention, multi_head_attention
 from ..graph import FormulaOp, add
 from ..utils import make_rng
 from .base import Layer
+from .core import positive
 
 _ROLES = ("query", "value", "key")
 
@@ -139,7 +140,8 @@ class MultiHeadAttention(_Attention):
         if value_dim not in (None, key_dim):
             raise ValueError(f"MultiHeadAttention: value_dim must equal key_dim here, got {value_dim} "
                              f"and {key_dim}")
-        self.num_heads, self.key_dim, self.use_bias = int(num_heads), int(key_dim), bool(use_bias)
+        self.num_heads = positive(num_heads, "MultiHeadAttention", "num_heads")
+        self.key_dim, self.use_bias = positive(key_dim, "MultiHeadAttention", "key_dim"), bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.op = FormulaOp(multi_head_attention(self.causal, self.use_bias))
@@ -174,7 +176,7 @@ class MultiHeadAttention(_Attention):
 
 
 class AdditiveAttention(_Attention):
-    """Additive (Bahdanau, SEEDS F7) attention: scores[t, s] = Σ_u v[u] tanh((query W)[t, u] +
+    """Additive (Bahdanau, F7 of docs/catalog.md) attention: scores[t, s] = Σ_u v[u] tanh((query W)[t, u] +
     (key R)[s, u] + bias[u]), weights = softmax over s (s <= t when `causal`), output = weights ·
     value. Weights: query_kernel W (width, units), key_kernel R (width, units), bias (units,),
     score_vector v (units,); units defaults to the width. Keras' AdditiveAttention (no
@@ -183,7 +185,7 @@ class AdditiveAttention(_Attention):
     def __init__(self, units: int | None = None, causal: bool = False, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(causal, **kwargs)
-        self.units = None if units is None else int(units)
+        self.units = None if units is None else positive(units, "AdditiveAttention", "units")
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.op = FormulaOp(additive(self.causal))

@@ -1,11 +1,16 @@
 """Layer and Variable: what every layer shares (weights, build, config, forward/backward)."""
 from __future__ import annotations
 
-import itertools
+import re
 
 import numpy as np
 
-_counter = itertools.count()
+
+def default_name(cls: type) -> str:
+    """Keras' base name for a layer class, its name in snake case: Dense -> dense, MaxPooling2D ->
+    max_pooling2d, SimpleRNN -> simple_rnn. A model numbers repeats: dense, dense_1, ..."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls.__name__.lstrip("_"))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Variable:
@@ -28,11 +33,13 @@ class Layer:
     (context, upstream gradient -> input gradient, weight gradients in `weights` order).
 
     Shapes exclude the batch axis. `input_shape=` lets a first layer declare the model input,
-    as in Keras.
+    as in Keras. Without `name=` a layer takes its class's `default_name`, which the model it is
+    added to makes unique within the model (dense, dense_1, ...).
     """
 
     def __init__(self, name: str | None = None, input_shape=None, trainable: bool = True):
-        self.name = name or f"{type(self).__name__.lower()}_{next(_counter)}"
+        self.name = name or default_name(type(self))
+        self.auto_named = not name  # the first model it joins may number it
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.output_shape: tuple | None = None
         self.weights: list[Variable] = []
@@ -46,6 +53,13 @@ class Layer:
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
+
+    def rename(self, name: str) -> None:
+        """Take `name` (a model numbering a repeated default name); weights made already follow."""
+        for v in self.weights:
+            if v.name.startswith(f"{self.name}/"):
+                v.name = name + v.name[len(self.name):]
+        self.name = name
 
     def add_weight(self, name: str, value: np.ndarray) -> Variable:
         v = Variable(f"{self.name}/{name}", value, self.trainable)

@@ -2,20 +2,30 @@
 builders formulas/conv.py and formulas/pooling.py."""
 from __future__ import annotations
 
+import numpy as np
+
 from symdl.formulas.conv import conv2d
 from symdl.formulas.pooling import pool2d
 
 from .. import initializers
 from ..graph import FormulaOp
 from .base import Layer
-from .core import check_activation
+from .core import activation_backward, activation_call, activation_stage, check_activation, positive
 
 
 def _pair(v, what: str) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, int) else tuple(v)
-    if len(t) != 2 or not all(isinstance(n, int) and n > 0 for n in t):
+    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(v, (tuple, list)) else ()
+    if len(t) != 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0
+                              for n in t):
         raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
-    return t
+    return (int(t[0]), int(t[1]))
+
+
+def _padding(padding, layer: str) -> str:
+    name = padding.lower() if isinstance(padding, str) else padding
+    if name not in ("valid", "same"):
+        raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {padding!r}")
+    return name
 
 
 def _out_len(n: int, k: int, stride: int, dilation: int, padding: str) -> int:
@@ -39,22 +49,22 @@ class Conv2D(Layer):
                  dilation_rate=(1, 1), activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        self.filters = int(filters)
+        self.filters = positive(filters, "Conv2D", "filters")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides, self.dilation_rate = _pair(strides, "strides"), _pair(dilation_rate, "dilation_rate")
-        self.padding = padding.lower()
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        self.padding = _padding(padding, "Conv2D")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(f"Conv2D: strides {self.strides} and dilation_rate {self.dilation_rate} "
+                             f"cannot both exceed 1 (as in Keras); use one of them")
         self.activation = check_activation(activation)
-        if self.activation == "softmax":
-            raise ValueError("Conv2D supports activation relu, sigmoid, tanh or linear; add "
-                             "nn.Activation('softmax') after it for a softmax over channels")
-        self.use_bias = use_bias
+        self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        # the activation is a separate stage (softmax over channels, as Keras): its kernels are
+        # shared with every other layer, so a new geometry compiles only its convolution
         self.op = FormulaOp(conv2d(self.kernel_size, self.strides, self.padding, self.dilation_rate,
-                                   activation=self.activation, x="x", kernel="kernel",
-                                   bias="bias" if use_bias else None, out="y"))
+                                   x="x", kernel="kernel", bias="bias" if use_bias else None, out="y"))
+        self.act = activation_stage(self.activation)
 
     def compute_output_shape(self, input_shape):
         _check_image(input_shape, "Conv2D")
@@ -81,11 +91,14 @@ class Conv2D(Layer):
 
     def call(self, x, training=False):
         env = self.op.forward(**self._args(x))
-        return env["y"], env
+        y, act_ctx = activation_call(self.act, env["y"])
+        return y, (env, act_ctx)
 
     def backward(self, ctx, grad, need_input_grad=True):
+        env, act_ctx = ctx
+        grad = activation_backward(self.act, act_ctx, grad)
         wrt = (["x"] if need_input_grad else []) + ["kernel"] + (["bias"] if self.use_bias else [])
-        g = self.op.backward(ctx, {"y": grad}, wrt)
+        g = self.op.backward(env, {"y": grad}, wrt)
         return g.get("x"), [g[n] for n in wrt if n != "x"]
 
     def get_config(self):
@@ -103,9 +116,7 @@ class _Pooling2D(Layer):
         super().__init__(**kwargs)
         self.pool_size = _pair(pool_size, "pool_size")
         self.strides = _pair(strides, "strides") if strides is not None else self.pool_size
-        self.padding = padding.lower()
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"{type(self).__name__}: padding must be 'valid' or 'same', got {padding!r}")
+        self.padding = _padding(padding, type(self).__name__)
         self.op = FormulaOp(pool2d(self.kind, self.pool_size, self.strides, self.padding, x="x", out="y"))
 
     def compute_output_shape(self, input_shape):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from symdl import Formula, Program
-from symdl.formulas.activations import ACTIVATIONS, activation as activation_formula
-from symdl.formulas.dense import layer as dense_layer
+from symdl import Formula
+from symdl.formulas.activations import activation as activation_formula
+from symdl.formulas.dense import linear as dense_linear
 
 from .. import initializers
 from ..formulas import stable_softmax
@@ -15,6 +15,13 @@ from ..graph import FormulaOp, multiply
 from .base import Layer
 
 ACTIVATION_NAMES = ("linear", "relu", "sigmoid", "tanh", "softmax")
+
+
+def positive(value, layer: str, option: str) -> int:
+    """`value` as an int, refusing anything but a positive whole number with a message naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{layer}: {option} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def check_activation(activation) -> str:
@@ -32,24 +39,14 @@ class Input:
         self.name = name or "input"
 
 
-def _dense_program(activation: str, use_bias: bool) -> Formula | Program:
-    """y = f(x W + b): the catalog's dense layer, or for softmax (and use_bias=False) the same
-    contraction followed by symdl.nn's row-max softmax."""
-    if use_bias and activation != "softmax":
-        return dense_layer(activation, x="x", W="W", b="b", out="y")
+def _linear(use_bias: bool) -> Formula:
+    """y = x W (+ b): the catalog's dense formula, or the same contraction without the bias."""
+    if use_bias:
+        return dense_linear(x="x", W="W", b="b", out="y", name="y.dense")
     B, N, M = sp.symbols("B N M", integer=True, positive=True)
     i, j, k = sp.Idx("i", B), sp.Idx("j", M), sp.Idx("k", N)
-    x, W, b = sp.IndexedBase("x"), sp.IndexedBase("W"), sp.IndexedBase("b")
-    z_name = "y" if activation == "linear" else "y_z"
-    body = sp.Sum(x[i, k] * W[k, j], k) + (b[j] if use_bias else 0)
-    z = Formula(sp.Eq(sp.IndexedBase(z_name)[i, j], body), name="y.dense")
-    if activation == "linear":
-        return z
-    if activation == "softmax":
-        return Program([z, *stable_softmax("y_z", "y").formulas], name="dense_softmax")
-    act = Formula(sp.Eq(sp.IndexedBase("y")[i, j], ACTIVATIONS[activation](sp.IndexedBase("y_z")[i, j])),
-                  name=f"y.{activation}")
-    return Program([z, act], name=f"dense_{activation}")
+    x, W, y = sp.IndexedBase("x"), sp.IndexedBase("W"), sp.IndexedBase("y")
+    return Formula(sp.Eq(y[i, j], sp.Sum(x[i, k] * W[k, j], k)), name="y.dense")
 
 
 class Dense(Layer):
@@ -58,10 +55,12 @@ class Dense(Layer):
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        self.units, self.activation, self.use_bias = int(units), check_activation(activation), use_bias
+        self.units, self.activation, self.use_bias = positive(units, "Dense", "units"), \
+            check_activation(activation), bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.op = FormulaOp(_dense_program(self.activation, use_bias))
+        self.op = FormulaOp(_linear(self.use_bias))
+        self.act = activation_stage(self.activation)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
@@ -81,12 +80,14 @@ class Dense(Layer):
         if self.use_bias:
             args["b"] = self.bias.value
         env = self.op.forward(**args)
-        return env["y"].reshape(*lead, self.units), (env, lead)
+        y, act_ctx = activation_call(self.act, env["y"])
+        return y.reshape(*lead, self.units), (env, lead, act_ctx)
 
     def backward(self, ctx, grad, need_input_grad=True):
-        env, lead = ctx
+        env, lead, act_ctx = ctx
+        grad = activation_backward(self.act, act_ctx, grad.reshape(-1, self.units))
         wrt = (["x"] if need_input_grad else []) + ["W"] + (["b"] if self.use_bias else [])
-        g = self.op.backward(env, {"y": grad.reshape(-1, self.units)}, wrt)
+        g = self.op.backward(env, {"y": grad}, wrt)
         gx = g["x"].reshape(*lead, -1) if need_input_grad else None
         return gx, [g[n] for n in wrt if n != "x"]
 
@@ -123,6 +124,20 @@ class Activation(Layer):
 
     def get_config(self):
         return {"name": self.name, "activation": self.activation}
+
+
+def activation_stage(name: str) -> "Activation | None":
+    """The activation after a layer's linear part, as an Activation layer (None for linear): its
+    kernels are the same for every layer and shape (Dense, Conv2D, Activation share them)."""
+    return None if name == "linear" else Activation(name, name="activation")
+
+
+def activation_call(act: "Activation | None", z):
+    return (z, None) if act is None else act.call(z)
+
+
+def activation_backward(act: "Activation | None", ctx, grad):
+    return grad if act is None else act.backward(ctx, grad)[0]
 
 
 class Flatten(Layer):

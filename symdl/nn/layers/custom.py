@@ -31,6 +31,8 @@ class FormulaLayer(Layer):
     def __init__(self, formula_or_program: Formula | Program, params: dict | None = None,
                  input: str = "x", output: str | None = None, constants: dict | None = None, **kwargs):
         super().__init__(**kwargs)
+        if self.auto_named:  # named after its formula, as a Dense layer is after its class
+            self.name = _name(formula_or_program)
         self.source = formula_or_program
         self.op = FormulaOp(formula_or_program)
         self.input_name = input

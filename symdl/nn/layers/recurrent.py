@@ -9,6 +9,7 @@ from ..device import is_device_array, zeros
 from ..formulas import rnn
 from ..graph import FormulaOp
 from .base import Layer
+from .core import positive
 
 RNN_ACTIVATIONS = ("tanh", "relu")
 
@@ -25,7 +26,7 @@ class SimpleRNN(Layer):
         super().__init__(**kwargs)
         if activation not in RNN_ACTIVATIONS:
             raise ValueError(f"SimpleRNN activation must be one of {RNN_ACTIVATIONS}, got {activation!r}")
-        self.units, self.activation = int(units), activation
+        self.units, self.activation = positive(units, "SimpleRNN", "units"), activation
         self.use_bias, self.return_sequences = bool(use_bias), bool(return_sequences)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)

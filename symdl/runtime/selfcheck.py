@@ -1,0 +1,289 @@
+"""Every generated module is checked before its first use: run at small random sizes against the
+NumPy reference evaluator (symdl.reference), once per module and machine.
+
+    >>> kern = dense.compile()                # check=True by default; SYMDL_CHECK=0 turns it off
+    >>> kern(x=X, W=Wv, b=bv)                 # first call: the float32 module is checked, then run
+
+What is checked is a generated module (its source hash names it): a formula's float32 and float64
+modules are different sources, each checked when a call first loads it, in the flavour (serial or
+parallel) that call runs, with arrays of the call's numba types (dtype, layout, read-only flag).
+So the check runs code numba compiles for the user's call anyway, and never compiles a dtype,
+flavour or specialisation the call would not need; what it adds is the NumPy reference at sizes
+2-8 and a run of the kernel there (microseconds).
+
+A pass is memoised in the process and written as a marker file beside the module in the kernel
+cache (`<module>.<flavour>.checked`), so it costs once per module per machine. A mismatch raises
+CompileError naming the formula, the tensor, the index and both values; the call returns nothing.
+A formula whose small sizes cannot be chosen automatically, or that the reference cannot evaluate,
+is skipped with a debug note (logger "symdl.check", and SYMDL_DEBUG=2), never a false alarm.
+
+Coverage:
+- Kernel: each module on its first call (cpu; recurrences too: the generated scan is a module);
+- gradient kernels: each is a Kernel, checked when Kernel.vjp first runs it (gradients nobody asks
+  for are never compiled; a recurrence's vjp is a program of such kernels);
+- gathers: integer tensors drawn in the range their reads allow, as verify.inputs draws them;
+- ProgramKernel: each formula's Kernel on its first run; FusedKernel: the fused module, each output
+  against its own formula's reference;
+- CudaKernel: the same check, run on the device (the simulator with NUMBA_ENABLE_CUDASIM=1).
+The check runs only the module it checks and the reference: it never builds another kernel, so
+checking gradient kernels (which are Kernels themselves) cannot recurse.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import __version__
+from ..debug import show
+from ..errors import CompileError
+from .cache import atomic_write, cache_dir
+
+SEED = 0
+# relative to max(1, max |reference|); a wrong kernel (a lost parenthesis, a misplaced read) is off
+# by O(1), while float32 polynomials and summation order stay far below these
+TOLERANCE = {"float64": 1e-8, "float32": 1e-3}
+_PASSED: set = set()  # (module name, flavour) checked in this process
+_SKIP = object()      # a case that cannot be built: memoised like a case, so the search runs once
+log = logging.getLogger("symdl.check")
+
+
+def enabled(option: bool = True) -> bool:
+    """The check runs unless compile(check=False) or SYMDL_CHECK=0."""
+    return bool(option) and os.environ.get("SYMDL_CHECK", "1").strip() not in ("0", "false", "off", "no")
+
+
+@dataclass(frozen=True)
+class Case:
+    """Inputs at small sizes (floats exactly representable in float32, so both dtypes' modules
+    share them and the reference), the dimensions, and per output its shape and reference value."""
+    sizes: dict
+    dims: dict
+    inputs: dict
+    out_shapes: dict
+    wants: dict
+
+
+# -- entry points (called by the runtime where a call first loads a module) ----------------------
+
+def check_kernel(kernel, module, dtype, parallel: bool, templates=None) -> None:
+    """Check `module` (the generated module of `kernel` at `dtype`) unless done already; CompileError
+    on a mismatch. `templates`: the call's arguments in kernel order (their numba types are reused)."""
+    flavour = _flavour(kernel.backend, parallel)
+    if not enabled() or not _pending(module, flavour):
+        return
+    case = _case(kernel, [kernel])
+    if case is None:
+        return
+    f = kernel.formula
+    args = [_argument(case.inputs[t.name], t, dtype, _template(templates, i))
+            for i, t in enumerate(f.inputs)]
+    values = [case.dims[str(d)] for d in f.dims]
+    shape = case.out_shapes[f.output.name]
+    if kernel.backend == "cuda":
+        got = _run_cuda(kernel.cuda, module.run, shape, args, values, dtype)
+    else:
+        out = np.empty(shape, dtype=dtype)
+        module.run(out if shape else out.reshape(1), *args, *values, parallel)
+        got = out
+    _compare(f.name, f.output.name, got, case, dtype, kernel.backend)
+    _passed(module, flavour)
+
+
+def check_fused(fused, module, dtype, parallel: bool, templates: dict | None = None) -> None:
+    """Check a FusedKernel's module: every output against its own formula's reference."""
+    flavour = _flavour("cpu", parallel)
+    if not enabled() or not _pending(module, flavour):
+        return
+    case = _case(fused, fused.kernels)
+    if case is None:
+        return
+    args = [_argument(case.inputs[t.name], t, dtype, (templates or {}).get(t.name))
+            for t in fused.program.inputs]
+    values = [case.dims[str(d)] for d in fused.program.dims]
+    names = [k.formula.output.name for k in fused.kernels]  # the fused driver's output order
+    outs = [np.empty(case.out_shapes[n], dtype=dtype) for n in names]
+    module.run(*outs, *args, *values, parallel)
+    for k, got in zip(fused.kernels, outs, strict=True):
+        _compare(k.formula.name, k.formula.output.name, got, case, dtype, "cpu")
+    _passed(module, flavour)
+
+
+# -- memo: in the process, and a marker file per module in the cache ------------------------------
+
+def _flavour(backend: str, parallel: bool) -> str:
+    return "cuda" if backend == "cuda" else "parallel" if parallel else "serial"
+
+
+def _stamp() -> str:
+    import numba  # a new numba compiles the module anew: check it again
+    return f"passed: symdl {__version__}, numba {numba.__version__}\n"
+
+
+def _marker(module, flavour: str):
+    return cache_dir() / f"{module.__name__}.{flavour}.checked"
+
+
+def _pending(module, flavour: str) -> bool:
+    key = (module.__name__, flavour)
+    if key in _PASSED:
+        return False
+    try:
+        if _marker(module, flavour).read_text() == _stamp():
+            _PASSED.add(key)
+            return False
+    except OSError:
+        pass
+    return True
+
+
+def _passed(module, flavour: str) -> None:
+    _PASSED.add((module.__name__, flavour))
+    try:
+        atomic_write(_marker(module, flavour), _stamp().encode())
+    except OSError as err:  # a read-only cache: the check simply runs again next process
+        _note(f"could not write the check's marker for {module.__name__}: {err}")
+
+
+def _note(text: str) -> None:
+    log.debug(text)
+    show("check", text)
+
+
+# -- the case: sizes, inputs, reference ----------------------------------------------------------
+
+def _case(owner, kernels) -> Case | None:
+    """The owner's case, built once (None when it cannot be: skipped with a note)."""
+    case = owner.__dict__.get("_check_case")
+    if case is None:
+        case = owner._check_case = _build_case(kernels) or _SKIP
+    return None if case is _SKIP else case
+
+
+def _build_case(kernels) -> Case | None:
+    from ..reference import evaluate
+
+    formulas = [k.formula for k in kernels]
+    name = formulas[0].name if len(formulas) == 1 else "+".join(f.name for f in formulas)
+    given = {str(d): int(v) for f in formulas for d, v in f.sizes.items()}
+    free = sorted({str(d) for f in formulas for d in f.dims} - set(given))
+    for values in _size_options(len(free)):
+        sizes = dict(given, **dict(zip(free, values, strict=True)))
+        drawn = _draw(kernels, sizes)
+        if drawn is None:
+            continue
+        dims, inputs, out_shapes = drawn
+        try:
+            with np.errstate(all="ignore"):
+                wants = {f.output.name: evaluate(f, {t.name: inputs[t.name] for t in f.inputs},
+                                                 {str(d): dims[str(d)] for d in f.dims})
+                         for f in formulas}
+        except Exception as err:  # noqa: BLE001 (the reference cannot evaluate it: no check, no alarm)
+            _note(f"{name}: not checked, the reference evaluator fails: {type(err).__name__}: {err}")
+            return None
+        return Case(sizes, dims, inputs, out_shapes, wants)
+    _note(f"{name}: not checked, no small sizes satisfy its shape rules; declare sizes= to check it")
+    return None
+
+
+def _size_options(n: int):
+    """Small sizes, distinct ones first (a swapped pair of axes then shows)."""
+    yield list(range(2, 2 + n))
+    yield list(range(2 + n, 2, -1))
+    for v in (3, 4, 5, 7):
+        yield [v] * n
+    yield from (list(c) for c in itertools.islice(itertools.product((2, 3, 5, 8), repeat=n), 40))
+
+
+def _draw(kernels, sizes: dict):
+    """(dims, inputs, output shapes) at these sizes, or None where they do not fit every formula."""
+    from ..verify.inputs import dim_value, random_inputs
+
+    rng = np.random.default_rng(SEED)
+    dims, inputs, out_shapes = {}, {}, {}
+    try:
+        for k in kernels:
+            f = k.formula
+            shapes = {t.name: tuple(dim_value(d, sizes) for d in t.shape) for t in f.inputs}
+            if any(n < 1 for s in shapes.values() for n in s):
+                return None
+            bound = k.binder.bind(shapes, sizes, None)
+            for t, v in random_inputs(f, sizes, rng, np.float64).items():
+                inputs.setdefault(t, _representable(v))
+            if k._gathers:
+                k.binder.check_gathers({t.name: inputs[t.name] for t in f.inputs}, bound)
+            dims.update(bound)
+            out_shapes[f.output.name] = tuple(fn(**bound) for fn, _ in k.binder.out_shape)
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+    return dims, inputs, out_shapes
+
+
+def _representable(v):
+    """Floats rounded to float32 (then held as float64): the same values feed either dtype's module."""
+    if isinstance(v, np.ndarray):
+        return v.astype(np.float32).astype(np.float64) if v.dtype.kind == "f" else v
+    return float(np.float32(v)) if isinstance(v, float) else v
+
+
+# -- arguments of the call's numba types ---------------------------------------------------------
+
+def _template(templates, i: int):
+    return None if templates is None else templates[i]
+
+
+def _argument(value, tensor, dtype, template):
+    """The case's value with the numba type of the call's argument: numba compiles one
+    specialisation per (dtype, layout, read-only), and the check must reuse the call's."""
+    if tensor.rank == 0:
+        return value  # the generated driver casts scalars to its float type itself
+    like = template if isinstance(template, np.ndarray) else None
+    a = value.astype(like.dtype if tensor.integer and like is not None
+                     else np.int64 if tensor.integer else dtype)
+    if like is not None and not like.flags.c_contiguous:
+        if like.flags.f_contiguous:
+            a = np.asfortranarray(a)
+        else:  # an 'A'-layout view, as a strided slice gives
+            wide = np.empty(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+            wide[..., ::2] = a
+            a = wide[..., ::2]
+    if like is not None and not like.flags.writeable:
+        a.flags.writeable = False
+    return a
+
+
+def _run_cuda(cuda, run, shape, args, values, dtype) -> np.ndarray:
+    """As CudaKernel calls it: inputs copied to the device, the result copied back."""
+    dev = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
+    out = cuda.device_array(shape or (1,), dtype=dtype)
+    run(out, *dev, *values, True)
+    return out.copy_to_host().reshape(shape)
+
+
+# -- the comparison ------------------------------------------------------------------------------
+
+def _compare(formula: str, tensor: str, got, case: Case, dtype, backend: str) -> None:
+    want = case.wants[tensor]
+    got = np.asarray(got, dtype=np.float64).reshape(np.shape(want))
+    dtype = np.dtype(dtype).name
+    finite = np.isfinite(want)  # where the reference overflows or leaves the domain: no verdict
+    scale = max(1.0, float(np.max(np.abs(want), where=finite, initial=0.0)))
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got - want)
+    bad = finite & ~(diff <= TOLERANCE[dtype] * scale)  # a NaN from the kernel is bad too
+    if not bad.any():
+        return
+    at = np.unravel_index(int(np.argmax(np.where(bad, np.nan_to_num(diff, nan=np.inf), -1.0))), want.shape)
+    index = tuple(int(i) for i in at)
+    g, w = float(got[at]), float(want[at])
+    where = f"{tensor}[{', '.join(map(str, index))}]" if index else tensor
+    raise CompileError(formula, (
+        f"the generated {backend} kernel ({dtype}) disagrees with the NumPy reference evaluator: "
+        f"{where} = {g!r} from the kernel, {w!r} from the reference (difference {abs(g - w):.3g}, "
+        f"allowed {TOLERANCE[dtype] * scale:.3g}; inputs drawn at sizes {case.sizes}, seed {SEED}). "
+        f"The kernel was not used. This is a bug in symdl's code generation: please report it with "
+        f"the formula; SYMDL_CHECK=0 or compile(check=False) skips this check"),
+        tensor=tensor, index=index, got=g, want=w)

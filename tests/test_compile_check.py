@@ -33,7 +33,7 @@ def drop_parentheses(source: str) -> str:
 
 
 def break_printer(monkeypatch, module) -> list:
-    """Wrap `module.generate` (the cpu or cuda code generator as the runtime calls it) so that its
+    """Wrap `module.generate` (the cpu or cuda code generator as the backend object calls it) so that its
     output loses the parentheses around sums inside products; returns a list that records, per
     module generated, whether the mutation changed it (so no test passes on an unbroken kernel)."""
     original, changed = module.generate, []
@@ -70,7 +70,7 @@ def abc(dtype=np.float64, n=6):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_broken_parentheses_raise_compile_error(monkeypatch, dtype):
-    import symdl.runtime.kernel as kernel_module
+    import symdl.backends.cpu.backend as kernel_module
     changed = break_printer(monkeypatch, kernel_module)
     name = f"scaled_sum_{np.dtype(dtype).name}"
     kern = scaled_sum(name).compile()
@@ -91,7 +91,7 @@ def test_broken_parentheses_raise_compile_error(monkeypatch, dtype):
 
 
 def test_broken_gradient_kernel_raises_on_first_vjp(monkeypatch):
-    import symdl.runtime.kernel as kernel_module
+    import symdl.backends.cpu.backend as kernel_module
     kern = scaled_sum("scaled_sum_vjp").compile()
     x = abc()
     np.testing.assert_allclose(kern(**x), x["a"] * (x["b"] + x["c"]), rtol=1e-12)  # checked, intact
@@ -103,7 +103,7 @@ def test_broken_gradient_kernel_raises_on_first_vjp(monkeypatch):
 
 
 def test_broken_fused_program_raises(monkeypatch):
-    import symdl.runtime.fused as fused_module
+    import symdl.backends.cpu.backend as fused_module
     i = sp.Idx("i", N)
     w, g, m, w_new, m_new = (sp.IndexedBase(n) for n in "w g m w_new m_new".split())
     lr = sp.Symbol("lr")
@@ -123,7 +123,7 @@ def test_broken_fused_program_raises(monkeypatch):
 
 @pytest.mark.parametrize("switch", ["env", "keyword"])
 def test_check_can_be_turned_off(monkeypatch, switch):
-    import symdl.runtime.kernel as kernel_module
+    import symdl.backends.cpu.backend as kernel_module
     break_printer(monkeypatch, kernel_module)
     if switch == "env":
         monkeypatch.setenv("SYMDL_CHECK", "0")
@@ -225,7 +225,7 @@ def test_bad_out_is_a_value_error_naming_out(case):
 # -- cuda (the simulator, in its own process: it must be chosen before numba.cuda loads) ----------
 
 CUDA_SCRIPT = textwrap.dedent('''
-    import re, numpy as np, sympy as sp, symdl, symdl.backends.cuda as cuda_backend
+    import re, numpy as np, sympy as sp, symdl, symdl.backends.cuda.backend as cuda_backend
     N = sp.Symbol("N", integer=True, positive=True)
     i = sp.Idx("i", N)
     a, b, c, y = (sp.IndexedBase(n) for n in "a b c y".split())

@@ -18,7 +18,7 @@ import sympy as sp
 
 from symdl import FormulaError, Formula, Program
 from symdl.backends import cpu, cuda
-from symdl.backends.cpu.printer import RESERVED, py_name
+from symdl.printing import RESERVED, py_name
 from symdl.loops import lower
 
 N, M = sp.symbols("N M", integer=True, positive=True)

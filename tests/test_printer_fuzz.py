@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, Phase, assume, given, note, settings
 from hypothesis import strategies as st
 
 import symdl
-from symdl.backends.cpu.printer import Printer, python_function
+from symdl.backends.cpu.printer import CpuPrinter as Printer
+from symdl.printing import python_function
 
 FUZZ = int(os.environ.get("SYMDL_FUZZ", "0"))
 

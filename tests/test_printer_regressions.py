@@ -14,7 +14,8 @@ import sympy as sp
 
 import symdl
 from symdl import reference
-from symdl.backends.cpu.printer import Printer, python_function
+from symdl.backends.cpu.printer import CpuPrinter as Printer
+from symdl.printing import python_function
 from symdl.declare.functions import ELEMENTWISE
 from symdl.errors import FormulaError
 

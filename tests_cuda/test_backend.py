@@ -14,7 +14,8 @@ from numba import cuda
 
 import symdl
 from symdl import formulas
-from symdl.backends.cpu.printer import Printer, py_name
+from symdl.backends.cpu.printer import CpuPrinter as Printer
+from symdl.printing import py_name
 from symdl.backends.cuda import launch
 from symdl.loops import format_ir, lower
 from symdl.loops.ir import Accumulate, Let, Loop, Nest, Store

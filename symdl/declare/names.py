@@ -5,7 +5,7 @@ accepts only names that are Python identifiers as written (not keywords, NFKC-no
 `ℌ` as `H`), that keep clear of the names symdl generates (a leading `_`, or `__` anywhere), and
 that are distinct across roles within one formula (a scalar `a` beside an index `a` would be read
 as the index). Names that merely equal something a generated module defines (`np`, `run`,
-`loops_serial`) are fine: the printer maps them to other identifiers (backends/cpu/printer.py).
+`loops_serial`) are fine: the printer maps them to other identifiers (printing/names.py).
 The formula's own name is free text: it only ever reaches generated source escaped.
 """
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """Trip counts: how many times a LoopProgram's loop bodies run at given sizes (a guard on indices is
 evaluated; one on tensor values counts both branches, an upper bound).
 
-Used to prove gradients keep the forward pass's asymptotic cost without timing anything.
+Used to prove gradients keep the forward pass's asymptotic cost without timing anything, and by
+the cpu backend to decide per call whether a kernel's work pays for its threads (`nest_work`).
 """
 from __future__ import annotations
 
+import math
+
 import sympy as sp
 
+from ..printing import python_function
 from .ir import If, Let, Loop, LoopProgram, MatMul, Nest
 
 
@@ -27,15 +31,33 @@ def trip_count(prog: LoopProgram, dims: dict) -> int:
     return total
 
 
+def nest_work(prog: LoopProgram, dims: dict, limit: int) -> int:
+    """Iterations of the loop nests that have a parallel loop (what a parallel flavour changes:
+    matrix products go to BLAS either way, and a nest without one, such as a full reduction, runs
+    the same loops in both flavours), counted as trip_count does but stopping once past `limit`."""
+    values = {str(d): int(v) for d, v in dims.items()}
+    total = 0
+    for step in prog.steps:
+        if isinstance(step, Nest) and _has_parallel_loop(step.body) and total < limit:
+            total += _count(step.body, values, limit - total)
+    return total
+
+
+def _has_parallel_loop(body) -> bool:
+    """A loop a backend turns into threads: the IR marks it, at the top of the nest (or in an If)."""
+    return any(isinstance(s, Loop) and s.parallel
+               or isinstance(s, If) and (_has_parallel_loop(s.then) or _has_parallel_loop(s.orelse))
+               for s in body)
+
+
 _COMPILED: dict = {}
 
 
 def _compiled(e, condition: bool = False):
-    """(names, function) for an index expression or an index condition, printed once by the cpu
-    printer (exact integer division) and evaluated per iteration at Python speed."""
+    """(names, function) for an index expression or an index condition, printed once by the
+    kernels' printer (exact integer division) and evaluated per iteration at Python speed."""
     key = (e, condition)
     if key not in _COMPILED:
-        from ..backends.cpu.printer import python_function  # late: backends import this package
         names = sorted({s.name for s in sp.sympify(e).free_symbols})
         _COMPILED[key] = (names, python_function(e, names, condition=condition))
     return _COMPILED[key]
@@ -46,19 +68,25 @@ def _value(e, env) -> int:
     return int(fn(*[env[n] for n in names]))
 
 
-def _count(body, env) -> int:
+def _count(body, env, limit: float = math.inf) -> int:
+    """Iterations of `body`; once past `limit` the count stops (a lower bound, enough to decide).
+    A loop whose body's bounds and guards do not read its index counts one iteration times the
+    trip count (a 10^4 x 10^3 guarded reduction is not walked index by index)."""
     total = 0
     for s in body:
         if isinstance(s, Loop):
             lo, stop = _value(s.lo, env), _value(s.stop, env)
             if stop <= lo:
                 continue
-            inner = [t for t in s.body if isinstance(t, (Loop, If))]
-            if not inner:
+            if not any(isinstance(t, (Loop, If)) for t in s.body):
                 total += stop - lo
+            elif s.var.name not in _read_by(s.body):
+                total += (stop - lo) * (1 + _count(s.body, {**env, s.var.name: lo}, limit))
             else:
                 for v in range(lo, stop):
-                    total += 1 + _count(s.body, {**env, s.var.name: v})
+                    total += 1 + _count(s.body, {**env, s.var.name: v}, limit - total)
+                    if total >= limit:
+                        break
         elif isinstance(s, Let) and s.name.is_integer:  # a computed index (a reversed step)
             try:
                 env = {**env, s.name.name: _value(s.value, env)}
@@ -66,9 +94,33 @@ def _count(body, env) -> int:
                 pass
         elif isinstance(s, If):
             taken = _decide(s.cond, env)  # a guard on indices is decided; one on values is not
-            total += (_count(s.then, env) if taken is not False else 0) + (
-                _count(s.orelse, env) if taken is not True else 0)
+            total += (_count(s.then, env, limit - total) if taken is not False else 0) + (
+                _count(s.orelse, env, limit - total) if taken is not True else 0)
+        if total >= limit:
+            break
     return total
+
+
+def _read_by(body) -> frozenset:
+    """The names the loop bounds, guards and index lets inside `body` read (cached per body)."""
+    key = id(body)
+    hit = _READS.get(key)
+    if hit is None or hit[0] is not body:
+        names = set()
+        for s in body:
+            if isinstance(s, Loop):
+                names |= {x.name for e in (s.lo, s.stop) for x in sp.sympify(e).free_symbols}
+                names |= _read_by(s.body)
+            elif isinstance(s, If):
+                names |= {x.name for x in sp.sympify(s.cond).free_symbols}
+                names |= _read_by(s.then) | _read_by(s.orelse)
+            elif isinstance(s, Let) and s.name.is_integer:
+                names |= {x.name for x in sp.sympify(s.value).free_symbols}
+        hit = _READS[key] = (body, frozenset(names))
+    return hit[1]
+
+
+_READS: dict = {}
 
 
 def _decide(cond, env):

@@ -1,7 +1,7 @@
 """Where a model's tensors live: "cpu" (NumPy arrays) or "cuda" (numba device arrays).
 
 On "cuda" the weights, optimizer state, activations and gradients are numba device arrays for the
-whole of `fit`; every kernel is the formula's `CudaKernel`, which keeps device inputs on the
+whole of `fit`; every kernel is the formula's cuda Kernel, which keeps device inputs on the
 device. Only batches go in and loss values (and, for metrics, predictions) come out.
 numba.cuda is imported only when "cuda" is asked for.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symdl.runtime.cuda_kernel import INSTALL, is_device_array, require_cuda
+from symdl.backends.cuda.backend import INSTALL, is_device_array, require_cuda
 
 DEVICES = ("cpu", "cuda")
 

@@ -5,7 +5,7 @@ pass walks the formulas in reverse, calling each kernel's `vjp` for the inputs t
 wanted gradient and summing contributions with a compiled add kernel. A Sequential model chains
 these per layer on its tape, so every number of a training step comes from symdl kernels.
 
-Device arrays in (a model on device="cuda", symdl/nn/device.py) select each formula's CudaKernel:
+Device arrays in (a model on device="cuda", symdl/nn/device.py) select each formula's cuda Kernel:
 host arrays among the inputs (labels) are copied in once, every call then passes device arrays
 and gets device arrays back, so nothing returns to the host between kernels. Rank-0 results (a
 loss) are the exception: they come back as NumPy scalars, the small copy a training step reports.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..backends.cpu.printer import python_function
+from ..printing import python_function
 from ..declare.formula import Formula, linear_in
 from ..declare.indexing import affine, is_lone
 from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, limits_of

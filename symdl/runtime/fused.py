@@ -9,22 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 from .. import __version__
-from ..backends.cpu import generate
 from ..debug import show
 from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
 from ..loops.lower import lower_fused
 from .cache import load_module
+from .plan import CallPlan
 from .selfcheck import check_fused
 
 
 class FusedKernel:
-    """Runs the formulas of `kernels` (their cpu Kernels: argument checks and dimension binding)
-    as one generated function; `run(env)` returns {output name: array}. With `check` (the default)
-    the fused module is run against each formula's NumPy reference before its first use."""
+    """Runs the formulas of `kernels` (their Kernels, on a backend that fuses: argument checks and
+    dimension binding) as one generated function; `run(env)` returns {output name: array}. With
+    `check` (the default) the fused module is run against each formula's NumPy reference before
+    its first use."""
 
     def __init__(self, kernels, name: str, check: bool = True):
         self.kernels, self.check = list(kernels), check
+        self.backend = self.kernels[0].backend
         self.program = lower_fused([k.formula for k in self.kernels], name)
         check_ir(self.program)
         show("fused loop IR", format_ir(self.program))
@@ -32,7 +34,7 @@ class FusedKernel:
         self._plans: dict = {}
 
     def source(self, dtype="float32") -> str:
-        return generate(self.program, np.dtype(dtype).name, __version__)
+        return self.backend.generate(self.program, np.dtype(dtype).name, __version__)
 
     def _module(self, dtype):
         if dtype not in self._modules:
@@ -40,7 +42,6 @@ class FusedKernel:
         return self._modules[dtype]
 
     def run(self, env: dict) -> dict:
-        from .kernel import _threads
         args, dtype = {}, None
         for k in self.kernels:  # each formula's own checks, in its words
             values, dt = k._arguments({t.name: env[t.name] for t in k.formula.inputs}, None)
@@ -61,14 +62,14 @@ class FusedKernel:
                                      f"{k.formula.name!r}")
                 dims.update(bound)
                 outs.append((k.formula.output.name, tuple(fn(**bound) for fn, _ in k.binder.out_shape)))
-            values = [dims[str(d)] for d in self.program.dims]
-            parallel = self.kernels[0].parallel_at(dims)
+            b = self.backend
+            parallel = b.parallel(self.kernels[0].program, dims)
             module = self._module(dtype)
             if self.check:
-                check_fused(self, module, dtype, parallel and _threads() > 1, args)
-            plan = self._plans[(dtype, shapes)] = (outs, values, parallel, module.run)
-        outs, values, parallel, run = plan
-        result = {name: np.empty(shape, dtype=dtype) for name, shape in outs}
-        run(*result.values(), *[args[t.name] for t in self.program.inputs], *values,
-            parallel and _threads() > 1)
+                check_fused(self, module, dtype, b.flavour(parallel), args)
+            values = tuple(dims[str(d)] for d in self.program.dims)
+            plan = self._plans[(dtype, shapes)] = CallPlan(dims, tuple(outs), values, parallel, module.run)
+        result = {name: np.empty(shape, dtype=dtype) for name, shape in plan.outputs}
+        plan.run(*result.values(), *[args[t.name] for t in self.program.inputs], *plan.values,
+                 self.backend.flavour(plan.parallel))
         return result

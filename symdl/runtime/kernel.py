@@ -1,34 +1,31 @@
-"""Kernel: a compiled formula. Checks every argument, binds dimensions, allocates, launches.
+"""Kernel: a compiled formula. Checks every argument, binds dimensions, plans, launches.
 
-    >>> kern = dense.compile()
+    >>> kern = dense.compile()                  # backend="cuda": the same calls on the GPU
     >>> Y = kern(x=X, W=Wv, b=bv)
     >>> grads = kern.vjp(G, x=X, W=Wv, b=bv)     # {"x": ..., "W": ..., "b": ...}
+
+One call path for every backend: the argument checks, dimension binding and CallPlan are the
+runtime's; where arrays live, how `run` is launched and when it goes parallel are the Backend's
+(backends/base.py). On cuda, NumPy inputs give NumPy results and device arrays give device arrays.
 """
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
 
 from .. import __version__
 from ..autodiff import grad_name
-from ..backends.cpu import generate
+from ..backends import get as get_backend
 from ..declare.formula import Formula
 from ..debug import show
-from ..loops.ir import If, Loop, Nest, format_ir
 from ..loops.ir import check as check_ir
+from ..loops.ir import format_ir
 from ..loops.lower import lower
 from .binding import Binder, float_dtype
 from .cache import load_module
+from .plan import CallPlan, signature
 from .selfcheck import check_kernel
 
-PARALLEL_WORK = 1 << 16  # below this many loop iterations the threads' start-up costs more than it saves
-BACKENDS = ("cpu", "cuda")
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
-
-
-def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
 
 class Kernel:
@@ -40,18 +37,11 @@ class Kernel:
     raises symdl.CompileError on a mismatch.
     """
 
-    def __new__(cls, formula=None, backend: str = "cpu", *args, **kwargs):
-        if backend == "cuda" and cls is Kernel:  # Kernel(f, "cuda") anywhere (programs, gradients)
-            from .cuda_kernel import CudaKernel  # loads numba.cuda only when asked for
-            return super().__new__(CudaKernel)
-        return super().__new__(cls)
-
-    def __init__(self, formula: Formula, backend: str = "cpu", check_finite: bool = False,
-                 check: bool = True):
-        check_backend(backend)
-        self.formula, self.backend, self.check_finite, self.check = formula, backend, check_finite, check
+    def __init__(self, formula: Formula, backend="cpu", check_finite: bool = False, check: bool = True):
+        self.backend = get_backend(backend)  # ValueError naming the choices; cuda: ImportError naming the extra
+        self.formula, self.check_finite, self.check = formula, check_finite, check
         show("formula", str(formula))
-        self.program = lower(formula, row_reductions=backend == "cpu")  # GEMM detection, loops, CSE
+        self.program = lower(formula, row_reductions=self.backend.row_reductions)  # GEMM detection, loops, CSE
         check_ir(self.program)                  # cheap: always on
         show("loop IR", format_ir(self.program))
         self.binder = Binder(formula)
@@ -61,18 +51,19 @@ class Kernel:
         self._order = [t.name for t in formula.inputs]
         # per input (name, rank, holds indices): all the common call's argument check needs
         self._specs = tuple((t.name, t.rank, t.integer) for t in formula.inputs)
+        self._integer = {t.name for t in formula.inputs if t.integer}
         self._gathers = bool(self.binder.reads) and any(t.integer for t in formula.inputs)
         self._vjp_plans: dict = {}
         self.last_dims: dict = {}  # the dimensions the latest call bound (a Program passes them on)
 
     def __repr__(self) -> str:
-        return f"Kernel({self.formula.name}, backend={self.backend!r})"
+        return f"Kernel({self.formula.name}, backend={self.backend.name!r})"
 
     # -- generated code ---------------------------------------------------------------------------
     def source(self, dtype="float32") -> str:
-        """The generated Python/Numba source for one dtype."""
-        source = generate(self.program, np.dtype(dtype).name, __version__)
-        show(f"source {np.dtype(dtype).name}", source)
+        """The generated source for one dtype."""
+        source = self.backend.generate(self.program, np.dtype(dtype).name, __version__)
+        show(f"{self.backend.name} source {np.dtype(dtype).name}", source)
         return source
 
     def _module(self, dtype):
@@ -81,54 +72,69 @@ class Kernel:
             mod = self._modules[dtype] = load_module(self.source(dtype))
         return mod
 
-    def _checked_module(self, dtype, parallel: bool, templates=None):
-        """The module for `dtype`, checked against the reference before its first use in this
-        flavour (runtime.selfcheck); `templates` are the call's arguments, whose numba types the
-        check reuses so that it compiles nothing the call would not."""
-        mod = self._module(dtype)
+    def plan(self, dtype, shapes: tuple, dims=None, out_shape=None, templates=None, out=None) -> CallPlan:
+        """The CallPlan for one signature: dimensions bound (ValueError on a mismatch), a bad
+        host `out=` refused, then the module loaded and checked against the reference before its
+        first use in this flavour (runtime.selfcheck). `templates`: the call's arguments, whose
+        numba types the check reuses so that it compiles nothing the call would not."""
+        f, b = self.formula, self.backend
+        bound = self.binder.bind(dict(zip(self._order, shapes, strict=True)), dims, out_shape)
+        shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
+        if isinstance(out, np.ndarray):  # refused before anything compiles or runs
+            self._output(out, shape, dtype, templates or ())
+        parallel = b.parallel(self.program, bound)
+        module = self._module(dtype)
         if self.check:
-            check_kernel(self, mod, dtype, parallel, templates)
-        return mod
+            check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None)
+        return CallPlan(bound, ((f.output.name, shape),), tuple(bound[str(d)] for d in f.dims), parallel,
+                        module.run)
 
     # -- calls ------------------------------------------------------------------------------------
-    def __call__(self, *positional, out: np.ndarray | None = None, dims: dict | None = None,
-                 check_finite: bool | None = None, **arrays) -> np.ndarray:
-        f = self.formula
+    def __call__(self, *positional, out=None, dims: dict | None = None, check_finite: bool | None = None,
+                 **arrays):
+        """Run the kernel. With native (device) arrays among the inputs or as `out=`, the result
+        is a native array; otherwise a NumPy array."""
+        f, b = self.formula, self.backend
         if positional:
             self._refuse_positional(positional, "kern(")
-        if out is not None and not isinstance(out, np.ndarray):
-            raise ValueError(f"formula {f.name!r}: out= must be a numpy array, got {type(out).__name__}")
-        args, dtype = self._arguments(arrays, check_finite)
+        if out is not None and not isinstance(out, np.ndarray) and not b.is_native(out):
+            raise ValueError(f"formula {f.name!r}: out= must be {b.arrays}, got {type(out).__name__}")
+        stand, native = b.split(arrays, self._needs_values(check_finite))
+        args, dtype = self._arguments(stand, check_finite)
         shapes = tuple(a.shape if isinstance(a, np.ndarray) else () for a in args)
-        key = (dtype, shapes, None if dims is None else tuple(sorted(dims.items())),
-               None if out is None else out.shape)
+        given = None if out is None else tuple(out.shape)
+        key = signature(dtype, shapes, dims, given)
         plan = self._plans.get(key)
         if plan is None:
-            named = {t.name: s for t, s in zip(f.inputs, shapes, strict=True)}
-            bound = self.binder.bind(named, dims, None if out is None else out.shape)
-            out_shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
-            if out is not None:  # a bad out= is refused before anything compiles or runs
-                self._output(out, out_shape, dtype, args)
-            values = [bound[str(d)] for d in f.dims]
-            parallel = self.parallel_at(bound)
-            run = self._checked_module(dtype, parallel and _threads() > 1, args).run
-            plan = self._plans[key] = (bound, out_shape, values, parallel, run)
-        bound, out_shape, values, parallel, run = plan
-        self.last_dims = bound
+            plan = self._plans[key] = self.plan(dtype, shapes, dims, given, args, out)
+        self.last_dims = plan.bound
         if self._gathers:
-            self.binder.check_gathers(dict(zip(self._order, args, strict=True)), bound)
-        out = np.empty(out_shape, dtype=dtype) if out is None else self._output(out, out_shape, dtype, args)
-        run(out if out_shape else out.reshape(1), *args, *values, parallel and _threads() > 1)
-        return out
+            self.binder.check_gathers(dict(zip(self._order, args, strict=True)), plan.bound)
+        shape = plan.out_shape
+        if out is None:
+            buf = b.empty(shape, dtype)
+        elif isinstance(out, np.ndarray):
+            buf = self._output(out, shape, dtype, args)
+            buf = buf if b.host_memory else b.empty(shape, dtype)
+        else:
+            buf = b.native(out)
+            if tuple(buf.shape) != shape or np.dtype(buf.dtype) != dtype:
+                raise ValueError(f"formula {f.name!r}: out= must be a {dtype} array of shape {shape}, got "
+                                 f"{buf.dtype} {tuple(buf.shape)}")
+        b.launch(plan.run, buf, b.place(self._order, args, native), plan.values, plan.parallel)
+        keep = bool(native) or (out is not None and not isinstance(out, np.ndarray))
+        result = b.result(buf, shape, keep)
+        if isinstance(out, np.ndarray) and result is not out:
+            out[...] = result
+            return out
+        return result
 
-    def parallel_at(self, dims: dict) -> bool:
-        """Whether the loop nests are worth running in parallel at these dimensions (numba's thread
-        count is checked per call on top): counted loop iterations against PARALLEL_WORK."""
-        try:
-            work = _nest_work(self.program, dims, PARALLEL_WORK)
-        except (KeyError, TypeError):  # a bound the counter cannot evaluate: the lowering's estimate
-            work = _estimated_work(self.program, dims)
-        return work >= PARALLEL_WORK
+    def _needs_values(self, check_finite):
+        """Which native inputs the checks read values of: all under check_finite, index tensors
+        where gathers are checked (scalars always come to the host)."""
+        if self.check_finite if check_finite is None else check_finite:
+            return lambda name: True
+        return lambda name: self._gathers and name in self._integer
 
     def _refuse_positional(self, positional: tuple, call: str, after: str = ""):
         """Tensors go by name: a TypeError that spells out the call with this formula's inputs."""
@@ -228,44 +234,54 @@ class Kernel:
                                            self.check)
         return k
 
-    def vjp(self, grad: np.ndarray, *positional, wrt=None, dims: dict | None = None, **arrays) -> dict:
+    def vjp(self, grad, *positional, wrt=None, dims: dict | None = None, **arrays) -> dict:
         """{input name: gradient} for the upstream gradient `grad` (the output's shape and dtype; a
-        scalar output's may be a number or a 0-d array, as the forward call takes scalars)."""
-        f = self.formula
+        scalar output's may be a number or a 0-d array, as the forward call takes scalars). Native
+        (device) arrays in give native arrays out, as for a call."""
+        f, b = self.formula, self.backend
         if positional:
             self._refuse_positional(positional, "kern.vjp(grad, ", " after grad")
         if f.recurrence is not None:  # the adjoint recurrence, then the gradients: a program
             return self._recurrence_program().vjp(grad, wrt=wrt, **arrays)
-        args, dtype = self._arguments(arrays, None)
+        keep = any(b.is_native(a) for a in arrays.values()) or b.is_native(grad)
+        stand, native = b.split(arrays, self._needs_values(None))
+        args, dtype = self._arguments(stand, None)
         shapes = tuple(a.shape if isinstance(a, np.ndarray) else () for a in args)
-        key = (dtype, shapes, None if dims is None else tuple(sorted(dims.items())),
-               None if wrt is None else tuple(wrt))
+        key = signature(dtype, shapes, dims, None if wrt is None else tuple(wrt))
         plan = self._vjp_plans.get(key)
         if plan is None:  # binding errors come first, as the inputs are checked before the gradient
             plan = self._vjp_plans[key] = _VjpPlan(self, dtype, shapes, dims, wrt)
         if self._gathers:
             self.binder.check_gathers(dict(zip(self._order, args, strict=True)), plan.bound)
-        grad = upstream(grad, plan.out_shape, dtype)
-        if not isinstance(grad, np.ndarray) or grad.shape != plan.out_shape or grad.dtype != dtype:
+        if b.is_native(grad):
+            grad = b.native(grad)
+            g_shape, g_dtype = tuple(grad.shape), np.dtype(grad.dtype)
+        else:
+            grad = upstream(grad, plan.out_shape, dtype)
+            g_shape, g_dtype = getattr(grad, "shape", None), getattr(grad, "dtype", None)
+        if not (isinstance(grad, np.ndarray) or b.is_native(grad)) or g_shape != plan.out_shape \
+                or g_dtype != dtype:
             raise ValueError(f"formula {f.name!r}: the upstream gradient must be a {dtype} array of shape "
-                             f"{plan.out_shape} (the output's), got "
-                             f"{getattr(grad, 'dtype', type(grad).__name__)} {getattr(grad, 'shape', '')}")
-        feed_from = [*args, grad if grad.ndim else grad.item()]  # the forward inputs, then grad
-        steps = plan.steps if plan.steps is not None else plan.build(feed_from)
-        if self.check_finite and plan.finite_check and not np.all(np.isfinite(grad)):
+                             f"{plan.out_shape} (the output's), got {g_dtype or type(grad).__name__} "
+                             f"{g_shape if g_shape is not None else ''}")
+        # a scalar output's gradient is a scalar argument; an array goes where `run` reads it
+        grad = b.to_host(grad).reshape(()).item() if not plan.out_shape else b.upstream(grad)
+        checks = [*args, grad]  # host stand-ins: the gather checks read these
+        steps = plan.steps if plan.steps is not None else plan.build(checks if b.checks_layout else None)
+        if self.check_finite and plan.finite_check and not np.all(np.isfinite(b.to_host(grad))):
             raise ValueError(f"formula {plan.finite_check!r}: tensor {plan.grad_name!r} holds NaN or "
                              f"infinite values")
+        feed_from = [*b.place(self._order, args, native), grad]
         result = {}
-        for name, shape, kernel, positions, kdims, values, parallel, run in steps:
-            feed = [feed_from[p] for p in positions]
+        for name, kernel, positions, kp in steps:
             if kernel._gathers:
-                kernel.binder.check_gathers(dict(zip(kernel._order, feed, strict=True)), kdims)
-            out = np.empty(shape, dtype=dtype)
-            run(out if shape else out.reshape(1), *feed, *values, parallel and _threads() > 1)
-            kernel.last_dims = kdims
-            result[name] = out
+                kernel.binder.check_gathers(dict(zip(kernel._order, [checks[p] for p in positions],
+                                                     strict=True)), kp.bound)
+            out = b.empty(kp.out_shape, dtype)
+            b.launch(kp.run, out, [feed_from[p] for p in positions], kp.values, kp.parallel)
+            kernel.last_dims = kp.bound
+            result[name] = b.result(out, kp.out_shape, keep)
         return result
-
 
     def _recurrence_program(self):
         if "_scan" not in self.__dict__:
@@ -278,8 +294,8 @@ class Kernel:
 
 class _VjpPlan:
     """What one Kernel.vjp signature (dtype, input shapes, dims=, wrt=) needs, worked out once: the
-    bound dimensions, and per gradient its kernel's generated `run` with the argument positions,
-    dimension values and serial/parallel choice the gradient kernel's own call would use."""
+    bound dimensions, and per gradient its kernel, the argument positions and its CallPlan (the
+    one the gradient kernel's own call would make)."""
 
     def __init__(self, kernel: Kernel, dtype, shapes: tuple, dims, wrt):
         f = kernel.formula
@@ -292,8 +308,8 @@ class _VjpPlan:
         self.finite_check = None  # the first gradient kernel reading grad: it names the check
 
     def build(self, feed_from=None) -> list:
-        """`feed_from`: the call's forward inputs, then grad (their numba types are what each
-        gradient kernel's check reuses; None on the cuda backend, which copies to C-contiguous)."""
+        """[(input name, gradient kernel, argument positions, CallPlan)]. `feed_from`: the call's
+        forward inputs, then grad (their numba types are what each gradient kernel's check reuses)."""
         k0, f = self.kernel, self.kernel.formula
         names = [t.name for t in f.inputs if not t.integer] if self.wrt is None else list(self.wrt)
         where = {n: p for p, n in enumerate(k0._order)}
@@ -302,19 +318,16 @@ class _VjpPlan:
         steps = []
         for n in names:
             k = k0.grad_kernel(n)
-            shape = self.shapes[n] if f.input(n).rank else ()
             missing = [m for m in k._order if m not in where]
             if missing:
                 raise ValueError(f"formula {k.formula.name!r}: missing {missing}; it takes {k._order}")
-            kdims = k.binder.bind({m: shapes[m] for m in k._order}, self.bound, shape)
-            values = [kdims[str(d)] for d in k.formula.dims]
             if self.finite_check is None and self.grad_name in k._order:
                 self.finite_check = k.formula.name
             positions = [where[m] for m in k._order]
-            parallel = k.parallel_at(kdims)
-            module = k._checked_module(self.dtype, parallel and _threads() > 1,
-                                       None if feed_from is None else [feed_from[p] for p in positions])
-            steps.append((n, shape, k, positions, kdims, values, parallel, module.run))
+            shape = self.shapes[n] if f.input(n).rank else ()
+            plan = k.plan(self.dtype, tuple(shapes[m] for m in k._order), self.bound, shape,
+                          None if feed_from is None else [feed_from[p] for p in positions])
+            steps.append((n, k, positions, plan))
         self.steps = steps
         return steps
 
@@ -328,80 +341,3 @@ def upstream(grad, shape: tuple, dtype):
         if isinstance(grad, np.ndarray) and grad.shape == () and grad.dtype.kind in "iuf":
             return grad.astype(dtype)
     return np.asarray(grad) if np.isscalar(grad) else grad
-
-
-def _threads() -> int:
-    """numba's thread count, without starting its thread pool just to ask (a process that forks
-    after the GNU OpenMP pool has started may not survive the fork)."""
-    import numba
-    from numba.np.ufunc import parallel
-
-    if getattr(parallel, "_is_initialized", True):
-        return numba.get_num_threads()
-    return numba.config.NUMBA_NUM_THREADS
-
-
-def _nest_work(prog, dims: dict, limit: int) -> int:
-    """Iterations of the loop nests that have a parallel loop (what `parallel` changes: matrix
-    products go to BLAS either way, and a nest without one, such as a full reduction, runs the same
-    loops in both flavours), counted like loops.trip_count, but stopping once past `limit`, and
-    multiplying where an inner count does not depend on the outer index (a 10^4 x 10^3 guarded
-    reduction would otherwise be walked index by index)."""
-    env = {str(d): int(v) for d, v in dims.items()}
-    total = 0
-    for step in prog.steps:
-        if isinstance(step, Nest) and _has_parallel_loop(step.body) and total < limit:
-            total += _count(step.body, env, limit - total)
-    return total
-
-
-def _estimated_work(prog, dims: dict) -> int:
-    """The lowering's work estimate of the first loop nest, at these dimensions."""
-    est = sp.sympify(next((s.parallel_work for s in prog.steps if isinstance(s, Nest)), 0))
-    return int(est.xreplace({d: sp.Integer(int(dims[d.name])) for d in est.free_symbols}))
-
-
-def _has_parallel_loop(body) -> bool:
-    """A loop the backend turns into prange: the IR marks it, at the top of the nest (or in an If)."""
-    return any(isinstance(s, Loop) and s.parallel
-               or isinstance(s, If) and (_has_parallel_loop(s.then) or _has_parallel_loop(s.orelse))
-               for s in body)
-
-
-def _count(body, env: dict, limit: int) -> int:
-    total = 0
-    for s in body:
-        if isinstance(s, Loop):
-            lo, stop = _value(s.lo, env), _value(s.stop, env)
-            if stop > lo:
-                if not any(isinstance(t, (Loop, If)) for t in s.body):
-                    total += stop - lo
-                elif not _bounds_use(s.body, s.var):
-                    total += (stop - lo) * (1 + _count(s.body, {**env, s.var.name: lo}, limit))
-                else:
-                    for v in range(lo, stop):
-                        total += 1 + _count(s.body, {**env, s.var.name: v}, limit - total)
-                        if total >= limit:
-                            break
-        elif isinstance(s, If):
-            total += _count(s.then, env, limit) + _count(s.orelse, env, limit)
-        if total >= limit:
-            break
-    return total
-
-
-def _bounds_use(body, var) -> bool:
-    for s in body:
-        if isinstance(s, Loop):
-            if var in sp.sympify(s.lo).free_symbols | sp.sympify(s.stop).free_symbols:
-                return True
-            if _bounds_use(s.body, var):
-                return True
-        elif isinstance(s, If) and (_bounds_use(s.then, var) or _bounds_use(s.orelse, var)):
-            return True
-    return False
-
-
-def _value(e, env: dict) -> int:
-    e = sp.sympify(e)
-    return int(e.xreplace({s: sp.Integer(env[s.name]) for s in e.free_symbols}))

@@ -5,6 +5,7 @@ import numpy as np
 import sympy as sp
 
 from ..autodiff import grad_name
+from ..backends import get as get_backend
 from ..loops.lower import fusable
 from .kernel import Kernel
 
@@ -13,12 +14,13 @@ class ProgramKernel:
     """Calls return the single output (or a dict of outputs); `vjp` runs the gradient program."""
 
     def __init__(self, program, backend: str = "cpu", check_finite: bool = False, check: bool = True):
-        self.program, self.backend, self.check_finite, self.check = program, backend, check_finite, check
+        self.program, self.check_finite, self.check = program, check_finite, check
         # each formula's Kernel checks its own module on first use (runtime.selfcheck)
         self.kernels = [Kernel(f, backend, check_finite, check) for f in program.formulas]
+        self.backend = get_backend(backend)
         self._grads: dict = {}
         self._fused = None  # independent elementwise formulas (an optimizer step): one loop nest
-        if backend == "cpu" and not check_finite and fusable(program.formulas) and not any(
+        if self.backend.fuses and not check_finite and fusable(program.formulas) and not any(
                 f.output_bound for f in program.formulas):
             from .fused import FusedKernel
             self._fused = FusedKernel(self.kernels, program.name, check)

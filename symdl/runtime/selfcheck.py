@@ -24,7 +24,7 @@ Coverage:
 - gathers: integer tensors drawn in the range their reads allow, as verify.inputs draws them;
 - ProgramKernel: each formula's Kernel on its first run; FusedKernel: the fused module, each output
   against its own formula's reference;
-- CudaKernel: the same check, run on the device (the simulator with NUMBA_ENABLE_CUDASIM=1).
+- a cuda Kernel: the same check, run on the device (the simulator with NUMBA_ENABLE_CUDASIM=1).
 The check runs only the module it checks and the reference: it never builds another kernel, so
 checking gradient kernels (which are Kernels themselves) cannot recurse.
 """
@@ -72,7 +72,8 @@ class Case:
 def check_kernel(kernel, module, dtype, parallel: bool, templates=None) -> None:
     """Check `module` (the generated module of `kernel` at `dtype`) unless done already; CompileError
     on a mismatch. `templates`: the call's arguments in kernel order (their numba types are reused)."""
-    flavour = _flavour(kernel.backend, parallel)
+    b = kernel.backend
+    flavour = _flavour(b.name, parallel)
     if not enabled() or not _pending(module, flavour):
         return
     case = _case(kernel, [kernel])
@@ -83,13 +84,10 @@ def check_kernel(kernel, module, dtype, parallel: bool, templates=None) -> None:
             for i, t in enumerate(f.inputs)]
     values = [case.dims[str(d)] for d in f.dims]
     shape = case.out_shapes[f.output.name]
-    if kernel.backend == "cuda":
-        got = _run_cuda(kernel.cuda, module.run, shape, args, values, dtype)
-    else:
-        out = np.empty(shape, dtype=dtype)
-        module.run(out if shape else out.reshape(1), *args, *values, parallel)
-        got = out
-    _compare(f.name, f.output.name, got, case, dtype, kernel.backend)
+    out = b.empty(shape, dtype)  # as a call runs it: inputs placed where `run` reads them
+    b.launch(module.run, out, b.place([t.name for t in f.inputs], args, {}), values, parallel)
+    got = b.to_host(b.result(out, shape, False))
+    _compare(f.name, f.output.name, got, case, dtype, b.name)
     _passed(module, flavour)
 
 
@@ -253,14 +251,6 @@ def _argument(value, tensor, dtype, template):
     if like is not None and not like.flags.writeable:
         a.flags.writeable = False
     return a
-
-
-def _run_cuda(cuda, run, shape, args, values, dtype) -> np.ndarray:
-    """As CudaKernel calls it: inputs copied to the device, the result copied back."""
-    dev = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
-    out = cuda.device_array(shape or (1,), dtype=dtype)
-    run(out, *dev, *values, True)
-    return out.copy_to_host().reshape(shape)
 
 
 # -- the comparison ------------------------------------------------------------------------------

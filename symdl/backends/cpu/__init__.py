@@ -1,4 +1,5 @@
 """The cpu backend: loop IR -> numba.njit source."""
+from .backend import CpuBackend
 from .codegen import generate
 
-__all__ = ["generate"]
+__all__ = ["CpuBackend", "generate"]

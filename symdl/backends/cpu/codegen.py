@@ -3,19 +3,16 @@ and a plain-Python driver `run` that allocates temporaries and calls BLAS (NumPy
 microseconds from Python, while np.dot inside njit needs SciPy and seconds to compile)."""
 from __future__ import annotations
 
-import sympy as sp
-
-from ...loops.ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, ScatterAdd, Store
-from .printer import Printer, py_name
-
-# fastmath without 'nnan'/'ninf': keeps NaN checks working and still vectorises reductions
-FASTMATH = "{'reassoc', 'contract', 'nsz', 'arcp', 'afn'}"
-DTYPES = {"float32": "np.float32", "float64": "np.float64"}
+from ...loops.ir import LoopProgram, MatMul
+from ...printing import DTYPES, comment, py_name
+from ..statements import driver_args, statements
+from .helpers import FASTMATH
+from .printer import CpuPrinter
 
 
 def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     """The module source for one LoopProgram at one float dtype."""
-    printer = Printer(prog.dims, [t.name for t in prog.inputs if t.integer], dtype)
+    printer = CpuPrinter(prog.dims, [t.name for t in prog.inputs if t.integer], dtype)
     scalars = [py_name(t.name) for t in prog.inputs if t.rank == 0]
     dims = [py_name(str(d)) for d in prog.dims]
     functions, calls = [], []
@@ -27,7 +24,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + dims + scalars)
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
-                text = "\n".join(_body(step.body, printer, "    ", flavour == "parallel"))
+                text = "\n".join(statements(step.body, printer, "    ", flavour == "parallel"))
                 functions.append(f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy'{decorator})\n"
                                  f"def {step.name}_{flavour}({params}):\n{text}\n")
             calls.append(f"    if parallel:\n        {step.name}_parallel({params})\n"
@@ -58,51 +55,3 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
     ])
 
-
-def comment(text: str) -> str:
-    """User text (a formula's name or text) made safe for a `#` comment: every character that is
-    not printable is escaped, so nothing (\\n, \\r, \\x0c, \\u2028, NUL) can end the comment early
-    or trip the tokenizer."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in str(text))
-
-
-def driver_args(prog: LoopProgram, dims: list) -> str:
-    """The parameters of a generated module's `run`: outputs, inputs, dimensions, `parallel`."""
-    return ", ".join([py_name(t.name) for t in (prog.output, *prog.extra_outputs)]
-                     + [py_name(t.name) for t in prog.inputs] + dims + ["parallel"])
-
-
-def _body(stmts, p: Printer, pad: str, parallel: bool = False) -> list[str]:
-    """Statements as source; only loops the IR marks parallel become prange (a hoisted reduction
-    before the output loop must stay serial: an arg-max update is not a reduction numba knows)."""
-    out = []
-    for s in stmts:
-        if isinstance(s, Loop):
-            loop = "nb.prange" if parallel and s.parallel else "range"
-            out.append(f"{pad}for {py_name(s.var.name)} in {loop}({p.index(s.lo)}, {p.index(s.stop)}):")
-            out += _body(s.body, p, pad + "    ") or [pad + "    pass"]
-        elif isinstance(s, Let):
-            value = p.index(s.value) if s.name.is_integer else p.value(s.value)
-            out.append(f"{pad}{py_name(s.name.name)} = {value}")
-        elif isinstance(s, Accumulate):
-            out.append(f"{pad}{py_name(s.name.name)} += {p.value(s.value)}")
-        elif isinstance(s, Store):
-            idx = ", ".join(p.index(i) for i in s.index)
-            out.append(f"{pad}{py_name(s.tensor)}[{idx}] = {p.value(s.value)}")
-        elif isinstance(s, ScatterAdd):  # its loops are never parallel (the IR does not mark them)
-            idx = ", ".join(p.index(i) for i in s.index)
-            out.append(f"{pad}{py_name(s.tensor)}[{idx}] += {p.value(s.value)}")
-        elif isinstance(s, If):
-            out.append(f"{pad}if {p.cond(s.cond)}:")
-            out += _body(s.then, p, pad + "    ", parallel) or [pad + "    pass"]
-            if s.orelse:
-                out.append(f"{pad}else:")
-                out += _body(s.orelse, p, pad + "    ", parallel)
-        else:
-            raise TypeError(f"unknown loop IR statement {s!r}")
-    return out
-
-
-def uses_sympy(e) -> bool:
-    return isinstance(e, sp.Basic)

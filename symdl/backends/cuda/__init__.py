@@ -1,4 +1,5 @@
-"""The cuda backend: loop IR -> numba.cuda.jit source (printing only: importing it loads no numba.cuda)."""
+"""The cuda backend: loop IR -> numba.cuda.jit source. Printing loads no numba.cuda; the backend
+object (CudaBackend) does, when the first kernel is made."""
 from .codegen import generate
 
 __all__ = ["generate"]

@@ -2,24 +2,22 @@
 one tiled kernel per matrix product, and a plain-Python driver `run` that allocates temporaries on
 the device and launches them in order on the default stream.
 
-Statements print with the cpu backend's statement printer and a subclass of its expression
-printer, so both backends print the same loop IR the same way; only the thread mapping
-(mapping.py) and the launches are the GPU's own.
+Statements print with the backends' shared statement printer (backends/statements.py) and a
+subclass of the shared expression printer, so both backends print the same loop IR the same way;
+only the thread mapping (mapping.py) and the launches are the GPU's own.
 """
 from __future__ import annotations
 
 import sympy as sp
 
 from ...loops.ir import LoopProgram, MatMul
-from ..cpu.codegen import _body as statements  # the cpu backend's statement printer (serial loops)
-from ..cpu.codegen import comment, driver_args
-from ..cpu.printer import py_name
+from ...printing import DTYPES, comment, py_name
+from ..statements import driver_args, statements
 from .mapping import Reduction, ThreadMap, reduction, thread_map
 from .matmul import matmul_source
 from .printer import CudaPrinter
 from .tiles import tile_constants
 
-DTYPES = {"float32": "np.float32", "float64": "np.float64"}
 KERNEL = "@cuda.jit(cache=True)"
 LAUNCH = "from symdl.backends.cuda.launch import RED_THREADS, launch_grid, matmul_grid, reduction_blocks"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 
 from ...loops.ir import LoopProgram
-from ..cpu.printer import py_name
+from ...printing import py_name
 
 MATMUL_PARAMS = ("c", "a", "b", "m", "n", "k")
 

@@ -1,7 +1,8 @@
 """Stage 5, backends: loop IR -> generated source, and each backend's calling convention.
 
-`get(name)` gives the Backend object for a name; `register` adds one. A backend is made on first
-use, so `import symdl` loads neither numba.cuda nor any toolkit.
+`get(name)` gives the Backend object for a name; `register` adds one. A backend object is made
+when a kernel asks for it (cheap: it checks its toolkit imports), so `import symdl` loads neither
+numba.cuda nor any toolkit, and a missing toolkit is reported at every compile that needs it.
 """
 from __future__ import annotations
 
@@ -19,13 +20,11 @@ def _cuda() -> Backend:
 
 
 _MAKERS = {"cpu": _cpu, "cuda": _cuda}
-_MADE: dict[str, Backend] = {}
 
 
 def register(name: str, make) -> None:
-    """Add a backend: `make()` returns its Backend object (called once, on first use)."""
+    """Add a backend: `make()` returns its Backend object."""
     _MAKERS[name] = make
-    _MADE.pop(name, None)
 
 
 def names() -> tuple[str, ...]:
@@ -38,9 +37,7 @@ def get(backend) -> Backend:
         return backend
     if backend not in _MAKERS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {names()}")
-    if backend not in _MADE:
-        _MADE[backend] = _MAKERS[backend]()
-    return _MADE[backend]
+    return _MAKERS[backend]()
 
 
 __all__ = ["Backend", "get", "names", "register"]

@@ -33,7 +33,7 @@ CHILD = textwrap.dedent('''
     import numpy as np
     from symdl import formulas
     from symdl.runtime import selfcheck
-    from symdl.verify.inputs import default_sizes, random_inputs
+    from symdl.reference.inputs import default_sizes, random_inputs
 
     spent = [0.0]
     def timed(fn):

@@ -156,7 +156,7 @@ def test_a_read_outside_the_tensor_through_a_nested_range_raises(lo_clamp, hi_cl
 
 def test_the_catalog_max_pooling_gradients_bind_at_every_size():
     from symdl.formulas.pooling import pool2d
-    from symdl.runtime.binding import Binder
+    from symdl.binding import Binder
     g = pool2d("max", (3, 3), (2, 2), name="nested_pool").vjp()["x"]  # overlapping windows
     binder = Binder(g)
     assert any(r.tensor == "x" for r in binder.nested)  # its nested reads are checked, and pass
@@ -233,7 +233,7 @@ def test_ties_follow_the_conventions_in_the_reference_and_the_cpu_kernel(case):
 
 
 def test_backends_draws_ties_where_a_formula_has_kinks():
-    from symdl.verify.inputs import has_kinks, random_inputs
+    from symdl.reference.inputs import has_kinks, random_inputs
     f = next(c[0] for c in tie_cases() if c[0].name == "tie_relu")
     assert has_kinks(f) and not has_kinks(tanh_layer("no_kinks"))
     x = random_inputs(f, {"N": 400}, np.random.default_rng(0), ties=True)["x"]

@@ -9,7 +9,7 @@ import pytest
 
 import symdl
 from symdl import formulas
-from symdl.verify.inputs import default_sizes, random_inputs
+from symdl.reference.inputs import default_sizes, random_inputs
 
 TOL = {np.float64: 1e-9, np.float32: 2e-4}
 

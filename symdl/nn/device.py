@@ -90,17 +90,5 @@ class DeviceOptimizer:
         """One step; every variable's value becomes the kernel's w_new (a device array)."""
         if not self._loaded:
             self._load_host_state()
-        opt = self.optimizer
-        opt.iterations += 1
-        hyper = opt.hyper()
-        for n, (var, g) in enumerate(zip(variables, grads, strict=True)):
-            w = to_device(var.value).reshape(-1)
-            state = self.state.get(n)
-            if state is None:
-                state = self.state[n] = {s: zeros(w.shape, w.dtype, True) for s in opt.state_names}
-            out = self.kernel(w=w, g=to_device(g).reshape(-1), **state, **hyper)
-            if isinstance(out, dict):
-                for s in opt.state_names:
-                    state[s] = out[f"{s}_new"]
-                out = out["w_new"]
-            var.value = out.reshape(var.shape)
+        self.optimizer.iterations += 1
+        self.optimizer.update(self.kernel, self.state, variables, grads, on_device=True)

@@ -12,6 +12,8 @@ import numpy as np
 from symdl import formulas
 from symdl.formulas import optimizers as opt_formulas
 
+from .device import to_device, zeros
+
 
 class Optimizer:
     """Holds the update kernel, per-parameter state and the step count `iterations`."""
@@ -42,18 +44,24 @@ class Optimizer:
     def apply(self, variables: list, grads: list) -> None:
         """One step: every variable's value is replaced by the kernel's w_new."""
         self.iterations += 1
+        self.update(self.kernel, self._state, variables, grads, on_device=False)
+
+    def update(self, kernel, states: dict, variables: list, grads: list, on_device: bool) -> None:
+        """Run the update kernel on each variable with its state slots (zeros at its first step),
+        on the host or on the device (DeviceOptimizer): w, m, v... become w_new, m_new, v_new."""
         hyper = self.hyper()
         for n, (var, g) in enumerate(zip(variables, grads, strict=True)):
-            w = var.value.reshape(-1)
-            state = self._state.get(n)
+            w = (to_device(var.value) if on_device else var.value).reshape(-1)
+            g = to_device(g) if on_device else np.ascontiguousarray(g, dtype=w.dtype)
+            state = states.get(n)
             if state is None:
-                state = self._state[n] = {s: np.zeros_like(w) for s in self.state_names}
-            out = self.kernel(w=w, g=np.ascontiguousarray(g, dtype=w.dtype).reshape(-1), **state, **hyper)
+                state = states[n] = {s: zeros(w.shape, w.dtype, on_device) for s in self.state_names}
+            out = kernel(w=w, g=g.reshape(-1), **state, **hyper)
             if isinstance(out, dict):
                 for s in self.state_names:
                     state[s] = out[f"{s}_new"]
                 out = out["w_new"]
-            var.value = out.reshape(var.value.shape)
+            var.value = out.reshape(var.shape)
 
     def get_state(self) -> tuple[int, dict[str, np.ndarray]]:
         """(iterations, {"<variable position>/<slot>": array}): what `model.save` stores so that a

@@ -23,12 +23,13 @@ import json
 import math
 import os
 import re
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from symdl.files import atomic_write
 
 FORMAT, VERSION, KEY = "symdl.nn", 1, "symdl_model"
 MAX_METADATA_BYTES = 16 * 2**20  # the JSON of any real model is a few kB
@@ -49,22 +50,8 @@ def write_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None
     is gone (a writer killed mid-write cannot clean up after itself)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _IN_FLIGHT_LOCK:
-        prefix = f"{_temp_prefix(path)}{os.getpid()}."
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-        tmp = os.path.abspath(tmp)
-        _IN_FLIGHT.add(tmp)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        _IN_FLIGHT.discard(tmp)
+    prefix = f"{_temp_prefix(path)}{os.getpid()}."
+    atomic_write(path, lambda fh: np.savez(fh, **arrays), prefix, _IN_FLIGHT, _IN_FLIGHT_LOCK)
     _fsync_dir(path.parent)
     remove_stale_temporaries(path)
 

@@ -27,6 +27,8 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+from ..files import atomic_write as write_atomically
+
 PYCACHE = "__pycache__"  # where numba's in-tree cache locator puts its index and data files
 _lock = threading.RLock()  # one for all loads: each runs once per kernel and dtype, in ms
 
@@ -183,19 +185,8 @@ def _write_source(path: Path, data: bytes, folder_private: bool) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file.
-    The file is created 0o600 (mkstemp) and owned by this user."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """`data` written atomically (files.atomic_write): created 0o600 and owned by this user."""
+    write_atomically(path, lambda fh: fh.write(data))
 
 
 def module_name(source: str) -> str:

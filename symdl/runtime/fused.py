@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..debug import show
 from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir

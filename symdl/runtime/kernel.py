@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..autodiff import grad_name
 from ..backends import get as get_backend
 from ..declare.formula import Formula
@@ -20,7 +20,7 @@ from ..debug import show
 from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
 from ..loops.lower import lower
-from .binding import Binder, float_dtype
+from ..binding import Binder, float_dtype
 from .cache import load_module
 from .plan import CallPlan, signature
 from .selfcheck import check_kernel

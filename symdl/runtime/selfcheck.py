@@ -21,7 +21,7 @@ Coverage:
 - Kernel: each module on its first call (cpu; recurrences too: the generated scan is a module);
 - gradient kernels: each is a Kernel, checked when Kernel.vjp first runs it (gradients nobody asks
   for are never compiled; a recurrence's vjp is a program of such kernels);
-- gathers: integer tensors drawn in the range their reads allow, as verify.inputs draws them;
+- gathers: integer tensors drawn in the range their reads allow, as reference.inputs draws them;
 - ProgramKernel: each formula's Kernel on its first run; FusedKernel: the fused module, each output
   against its own formula's reference;
 - a cuda Kernel: the same check, run on the device (the simulator with NUMBA_ENABLE_CUDASIM=1).
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..debug import show
 from ..errors import CompileError
 from .cache import atomic_write, cache_dir
@@ -198,7 +198,7 @@ def _size_options(n: int):
 
 def _draw(kernels, sizes: dict):
     """(dims, inputs, output shapes) at these sizes, or None where they do not fit every formula."""
-    from ..verify.inputs import dim_value, random_inputs
+    from ..reference.inputs import dim_value, random_inputs
 
     rng = np.random.default_rng(SEED)
     dims, inputs, out_shapes = {}, {}, {}

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..autodiff import grad_name
 from ..reference import evaluate
-from .inputs import as_program_if_recurrent, default_sizes, formulas_of, has_kinks, random_inputs
+from ..reference.inputs import as_program_if_recurrent, default_sizes, formulas_of, has_kinks, random_inputs
 from .numeric import sizes_text
 
 TOLERANCE = {np.float64: 1e-9, np.float32: 2e-4}

@@ -17,7 +17,7 @@ from ..autodiff import grad_name
 from ..declare.functions import sigmoid, softplus
 from ..declare.program import Program
 from .expand import Tensors, expand, normalise
-from .inputs import _shapes, default_sizes, formulas_of, random_inputs, valid
+from ..reference.inputs import input_shapes, default_sizes, formulas_of, random_inputs, valid
 from .symbolic import _derived, _exact_zero, _zero
 
 
@@ -30,7 +30,7 @@ def equivalent(a, b, sizes: dict | None = None, seed: int = 0) -> int:
         raise AssertionError(f"{_name(a)} and {_name(b)} differ in inputs {names(a)} / {names(b)} or "
                              f"outputs {_outputs(a)} / {_outputs(b)}")
     sizes = {str(k): int(v) for k, v in (sizes or default_sizes(a)).items()}
-    shapes = _shapes(a, sizes)
+    shapes = input_shapes(a, sizes)
     rng = np.random.default_rng(seed)
     ints = {t.name: v for t, v in ((t, random_inputs(a, sizes, rng).get(t.name)) for t in a.inputs)
             if t.integer}

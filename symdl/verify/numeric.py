@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inputs import default_sizes, random_inputs
+from ..reference.inputs import default_sizes, random_inputs
 
 
 class NumericResult(float):

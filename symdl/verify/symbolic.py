@@ -13,7 +13,7 @@ import sympy as sp
 
 from ..autodiff import grad_name
 from .expand import Tensors, element, expand, normalise
-from .inputs import _shapes, as_program_if_recurrent, default_sizes, formulas_of, random_inputs
+from ..reference.inputs import input_shapes, as_program_if_recurrent, default_sizes, formulas_of, random_inputs
 
 
 class Undecided(AssertionError):
@@ -75,7 +75,7 @@ def symbolic(target, sizes: dict | None = None, wrt=None, seed: int = 0, time_li
         return symbolic(target.stability.original, sizes, wrt, seed, time_limit, strict)
     target = as_program_if_recurrent(target)
     sizes = {str(k): int(v) for k, v in (sizes or default_sizes(target)).items()}
-    shapes = _shapes(target, sizes)
+    shapes = input_shapes(target, sizes)
     rng = np.random.default_rng(seed)
     ints = {t.name: v for t, v in ((t, random_inputs(target, sizes, rng).get(t.name))
                                    for t in target.inputs) if t.integer}

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..printing import python_function
-from ..declare.formula import Formula, linear_in
-from ..declare.indexing import affine, is_lone
-from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, limits_of
+from .declare.formula import Formula, linear_in
+from .declare.indexing import affine, is_lone
+from .declare.reductions import REDUCTIONS, ArgMax, ReduceMax, limits_of
+from .printing import python_function
 
 
 def _compile_int(expr, dims) -> callable:

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import sympy as sp
 
-from ..runtime.binding import Binder
+from ..binding import Binder
 
 
 def formulas_of(target) -> list:
@@ -27,7 +27,7 @@ def dim_value(expr, values: dict) -> int:
     return int(e.xreplace({s: sp.Integer(values[s.name]) for s in e.free_symbols}))
 
 
-def _shapes(target, sizes: dict) -> dict:
+def input_shapes(target, sizes: dict) -> dict:
     values = {str(d): v for d, v in sizes.items()}
     return {t.name: tuple(dim_value(d, values) for d in t.shape) for t in target.inputs}
 
@@ -35,7 +35,7 @@ def _shapes(target, sizes: dict) -> dict:
 def valid(target, sizes: dict) -> bool:
     """Whether these sizes give every formula of `target` non-empty, in-range shapes."""
     try:
-        shapes = _shapes(target, sizes)
+        shapes = input_shapes(target, sizes)
         if any(n < 1 for s in shapes.values() for n in s):
             return False
         known = dict(shapes)
@@ -73,7 +73,7 @@ def random_inputs(target, sizes: dict, rng: np.random.Generator, dtype=np.float6
     (0 among them where the domain holds it), so maxima tie, relu and |x| sit at their kinks and
     Piecewise conditions meet equality: the conventions (relu'(0) = 0, |x|'(0) = 0, the first
     maximiser) that random inputs never exercise."""
-    shapes = _shapes(target, sizes)
+    shapes = input_shapes(target, sizes)
     out = {}
     for t in target.inputs:
         if t.integer:

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import sympy as sp
 
-from .declare.functions import sigmoid, softplus
-from .declare.reductions import ArgMax, ReduceMax, Sum
+from ..declare.functions import sigmoid, softplus
+from ..declare.reductions import ArgMax, ReduceMax, Sum
 
 FUNCTIONS = {
     sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
@@ -28,7 +28,7 @@ FUNCTIONS = {
 def evaluate(formula, arrays: dict, dims: dict | None = None) -> np.ndarray:
     """out[I] for every I, in float64. `dims` are bound from the arrays' shapes when not given."""
     if dims is None:
-        from .runtime.binding import Binder
+        from ..binding import Binder
         shapes = {t.name: np.shape(arrays[t.name]) for t in formula.inputs}
         dims = Binder(formula).bind(shapes, None, None)
     names = {str(d): int(v) for d, v in dims.items()}

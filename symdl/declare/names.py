@@ -54,7 +54,7 @@ def check_distinct(formula: str, named: dict) -> None:
 
 
 _HINTS = {
-    frozenset(("scalar", "dimension")): f" (or, to use the length itself, write the dimension's own "
-                                        f"symbol, sympy.Symbol(name, integer=True, positive=True))",
+    frozenset(("scalar", "dimension")): " (or, to use the length itself, write the dimension's own "
+                                        "symbol, sympy.Symbol(name, integer=True, positive=True))",
     frozenset(("scalar", "index")): " (or, to use the index's value, write the index itself)",
 }

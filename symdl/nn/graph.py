@@ -15,23 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from symdl import Formula, Program
-from symdl.runtime import Kernel
+from symdl.runtime.program import kernel_for, run_formulas
 
-from .device import is_device_array, to_device, to_host, zeros
+from .device import is_device_array, to_device, zeros
 from .formulas import elementwise
-
-_KERNELS: dict[tuple[str, str], Kernel] = {}
-
-
-def kernel_for(formula: Formula, backend: str = "cpu") -> Kernel:
-    """One Kernel per distinct formula and backend in the process: layers with the same formula
-    share it (and its per-shape plans); numba's on-disk cache makes later processes start warm."""
-    key = (formula.key(), backend)
-    k = _KERNELS.get(key)
-    if k is None:
-        k = _KERNELS[key] = Kernel(formula, backend)
-    return k
-
 
 def _backend(*arrays) -> str:
     return "cuda" if any(is_device_array(a) for a in arrays) else "cpu"
@@ -97,18 +84,8 @@ class FormulaOp:
         on_device = any(is_device_array(a) for a in env.values())
         if on_device:  # host arrays (labels): one copy in, so that every kernel sees device arrays
             env = {n: to_device(a) if isinstance(a, np.ndarray) and a.ndim else a for n, a in env.items()}
-        for n, (f, k) in enumerate(zip(self.formulas, self.kernels_on(on_device), strict=True)):
-            args = {t.name: _scalar(env[t.name], t.rank) for t in f.inputs}
-            if not f.output.rank:  # a loss or other scalar: reported on the host (a small copy)
-                env[f.output.name] = to_host(k(**args))
-                continue
-            if not self.reuse_buffers:
-                env[f.output.name] = k(**args)
-                continue
-            key = (n, on_device, tuple(np.shape(a) for a in args.values()))
-            buf = self._buffers.get(key)
-            env[f.output.name] = self._buffers[key] = k(**args) if buf is None else k(out=buf, **args)
-        return env
+        return run_formulas(self.formulas, self.kernels_on(on_device), env,
+                            self._buffers if self.reuse_buffers else None, scalars_to_host=True)
 
     def backward(self, env: dict, grads: dict, wrt) -> dict:
         """{name: gradient} for the tensors in `wrt`, given the forward `env` and the upstream

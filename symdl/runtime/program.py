@@ -1,4 +1,9 @@
-"""ProgramKernel: runs a Program's formula kernels in dependency order."""
+"""ProgramKernel: runs a Program's formula kernels in dependency order.
+
+`run_formulas` is the one forward runner: ProgramKernel and symdl.nn's FormulaOp both call it;
+`kernel_for` is the process-wide kernel cache both draw from (layers with the same formula share
+one Kernel and its per-shape plans).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +21,7 @@ class ProgramKernel:
     def __init__(self, program, backend: str = "cpu", check_finite: bool = False, check: bool = True):
         self.program, self.check_finite, self.check = program, check_finite, check
         # each formula's Kernel checks its own module on first use (runtime.selfcheck)
-        self.kernels = [Kernel(f, backend, check_finite, check) for f in program.formulas]
+        self.kernels = [kernel_for(f, backend, check_finite, check) for f in program.formulas]
         self.backend = get_backend(backend)
         self._grads: dict = {}
         self._fused = None  # independent elementwise formulas (an optimizer step): one loop nest
@@ -35,27 +40,11 @@ class ProgramKernel:
             missing, extra = sorted(names - arrays.keys()), sorted(arrays.keys() - names)
             raise ValueError(f"program {self.program.name!r}: missing {missing}, unexpected {extra}; "
                              f"it takes {sorted(names)}")
-        env, dims = dict(arrays), {}
+        env = dict(arrays)
         if self._fused is not None:
             env.update(self._fused.run(env))
             return env
-        dtype = _dtype(arrays)
-        for k in self.kernels:
-            args = {t.name: _scalar(env[t.name], t) for t in k.formula.inputs}
-            if k.formula.body == 0:  # a gradient no path reaches: zeros of the program's dtype
-                env[k.formula.output.name] = np.zeros(tuple(_dim(d, dims, k) for d in k.formula.output.shape),
-                                                      dtype=dtype)
-                continue
-            if k.formula.output_bound:  # lengths only the program knows (a gradient's broadcast axis)
-                known = {str(d): dims[str(d)] for d in k.formula.dims if str(d) in dims}
-                out = np.empty(tuple(_dim(d, dims, k) for d in k.formula.output.shape),
-                               dtype=_dtype(args))
-                env[k.formula.output.name] = _as_program_dtype(k(out=out, dims=known, **args), k.formula,
-                                                               dtype)
-            else:
-                env[k.formula.output.name] = _as_program_dtype(k(**args), k.formula, dtype)
-            dims.update(k.last_dims)
-        return env
+        return run_formulas(self.program.formulas, self.kernels, env)
 
     def __call__(self, **arrays):
         env = self.run(**arrays)
@@ -90,6 +79,48 @@ class ProgramKernel:
         values = env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
         # the gradient program's outputs are the wanted gradients, in order
         return values, {n: env[o] for n, o in zip(wanted, gk.program.outputs, strict=True)}
+
+
+_KERNELS: dict = {}
+
+
+def kernel_for(formula, backend="cpu", check_finite: bool = False, check: bool = True) -> Kernel:
+    """One Kernel per distinct formula, backend and options in the process; numba's on-disk
+    cache makes later processes start warm."""
+    b = get_backend(backend)
+    key = (formula.key(), b.name, check_finite, check)
+    k = _KERNELS.get(key)
+    if k is None:
+        k = _KERNELS[key] = Kernel(formula, b, check_finite, check)
+    return k
+
+
+def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scalars_to_host: bool = False) -> dict:
+    """Each formula's kernel in order, every output added to `env` (which holds the inputs).
+    `buffers`: outputs reused by the next run with the same input shapes (callers copy what they
+    keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device."""
+    dims, dtype = {}, _dtype(env)
+    for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):
+        args = {t.name: _scalar(env[t.name], t) for t in f.inputs}
+        name = f.output.name
+        if f.body == 0:  # a gradient no path reaches: zeros of the program's dtype
+            env[name] = np.zeros(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=dtype)
+            continue
+        if f.output_bound:  # lengths only the program knows (a gradient's broadcast axis)
+            known = {str(d): dims[str(d)] for d in f.dims if str(d) in dims}
+            out = np.empty(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=_dtype(args))
+            env[name] = _as_program_dtype(k(out=out, dims=known, **args), f, dtype)
+        elif not f.output.rank:
+            value = k(**args)
+            env[name] = k.backend.to_host(value) if scalars_to_host else _as_program_dtype(value, f, dtype)
+        elif buffers is None:
+            env[name] = _as_program_dtype(k(**args), f, dtype)
+        else:
+            key = (n, k.backend.name, tuple(np.shape(a) for a in args.values()))
+            buf = buffers.get(key)
+            env[name] = buffers[key] = k(**args) if buf is None else k(out=buf, **args)
+        dims.update(k.last_dims)
+    return env
 
 
 def _dim(d, dims, k):

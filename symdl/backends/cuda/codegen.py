@@ -159,7 +159,7 @@ def _reduced(name: str, red: Reduction, p, params: str):
              "    # one block adds the blocks' partial sums; its first thread runs the scalar statements",
              "    _x_ = cuda.threadIdx.x", f"    _sh_ = cuda.shared.array(({slots}, RED_THREADS), F)"]
     for k in range(slots):
-        final += [f"    _r_ = F(0)", "    for _b_ in range(_x_, _nb_, RED_THREADS):",
+        final += ["    _r_ = F(0)", "    for _b_ in range(_x_, _nb_, RED_THREADS):",
                   f"        _r_ += _part_[{k}, _b_]", f"    _sh_[{k}, _x_] = _r_"]
     final += _tree(slots, "    ") + ["    if _x_ == 0:"]
     for n, s in enumerate(body):

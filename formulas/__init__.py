@@ -58,5 +58,5 @@ def entries() -> list[Entry]:
 
 
 def _load():
-    from . import (activations, attention, autoencoder, conv, dense, gan, losses, optim,  # noqa: F401
+    from . import (activations, attention, autoencoder, conv, dense, gan, losses,  # noqa: F401
                    optimizers, pooling, regression, regularizers, rnn, tensor_ops)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from symdl import Formula, Program
+from symdl.formulas.tensor_ops import flat_elementwise as elementwise
 from symdl.runtime import Kernel
 
 from .device import is_device_array, to_device, to_host, zeros
-from .formulas import elementwise
 
 _KERNELS: dict[tuple[str, str], Kernel] = {}
 

@@ -7,12 +7,13 @@ import warnings
 
 import numpy as np
 
+from symdl.formulas.tensor_ops import flat_elementwise
+
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .callbacks import Callback, History
 from .device import DeviceOptimizer, check_device, to_host
-from .formulas import elementwise
 from .graph import FormulaOp, kernel_for
 from .layers.base import Layer
 from .progress import CompileProgress, Progress, uncached_modules
@@ -438,7 +439,7 @@ def _op_kernels(op: FormulaOp, wrt: list) -> list:
                 summed |= t.name in reached
                 reached.add(t.name)
     if summed:
-        kernels.append(kernel_for(elementwise("add")))
+        kernels.append(kernel_for(flat_elementwise("add")))
     return kernels
 
 

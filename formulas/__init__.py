@@ -6,6 +6,9 @@ implements (F1-F17, explained in docs/catalog.md):
     >>> from symdl import formulas
     >>> formulas.get("dense_relu")          # a Formula or a Program
     >>> formulas.names()                    # every entry, in catalog order
+
+Some modules also hold builders that are not entries: the formulas symdl.nn's layers and losses
+build from the entries' builders (each module's docstring names them).
 """
 from __future__ import annotations
 
@@ -58,5 +61,5 @@ def entries() -> list[Entry]:
 
 
 def _load():
-    from . import (activations, attention, autoencoder, conv, dense, gan, losses, optim,  # noqa: F401
+    from . import (activations, attention, autoencoder, conv, dense, gan, losses,  # noqa: F401
                    optimizers, pooling, regression, regularizers, rnn, tensor_ops)

@@ -3,11 +3,13 @@ log-sum-exp.
 
 The builders declare the textbook (naive) forms; the catalog registers them through
 `symdl.passes.stabilize` (see formulas/__init__.py), which subtracts the row maximum, and the
-verifier proves the stable programs equal to these (symdl.verify.equivalent).
+verifier proves the stable programs equal to these (symdl.verify.equivalent). `stable_softmax`
+(not an entry) is that stabilized softmax for symdl.nn's Dense and Activation layers.
 """
 import sympy as sp
 
 from symdl import Formula, Program, relu, sigmoid
+from symdl.passes import stabilize
 
 from . import entry
 from .common import B, N, idx, tensors
@@ -36,6 +38,11 @@ def softmax(src: str = "z", dst: str = "p", n=N) -> Program:
         Formula(sp.Eq(s[i], sp.Sum(e[i, k], k)), name=f"{dst}.sum"),
         Formula(sp.Eq(p[i, j], e[i, j] / s[i]), name=f"{dst}.divide"),
     ], name="softmax")
+
+
+def stable_softmax(src: str = "z", dst: str = "p") -> Program:
+    """`softmax` over the last axis of src[i, j], stabilized (row max subtracted)."""
+    return stabilize(softmax(src, dst))
 
 
 def log_softmax(src: str = "z", dst: str = "y") -> Program:

@@ -14,11 +14,15 @@ per row). The builders declare the plain form by default; the catalog registers 
 `symdl.passes.stabilize` (the same row-max shift; masked entries stand in as the row minimum),
 which the verifier proves region by region (symdl.verify.equivalent): expanding a whole stabilized
 program is too slow.
+
+`keras_dot_attention`, `keras_multi_head_attention` and `keras_additive_attention` (not entries)
+adapt these programs, stabilized, to the inputs and weights of symdl.nn's attention layers.
 """
 import sympy as sp
 
 import symdl
 from symdl import Formula, Program
+from symdl.passes import stabilize
 
 from . import entry
 from .common import B
@@ -26,6 +30,7 @@ from .common import B
 # F7: queries T, keys/values S (the "H" of the documents), features D, attention units U.
 # F8: sequence S (queries T = S in self-attention), embedding E, heads NH, head size D.
 T, S, D, U, E, NH = sp.symbols("T S D U E NH", integer=True, positive=True)
+EK, EV = sp.symbols("EK EV", integer=True, positive=True)  # key and value widths (MultiHeadAttention)
 
 
 def softmax_stages(score: str, out: str, outer: tuple, s, causal_t=None, stable: bool = False) -> list:
@@ -122,3 +127,71 @@ entry("multi_head_attention", "F8", "multi-head scaled dot-product self-attentio
     lambda: dot_product_attention(heads=True, sizes=_MULTI))
 entry("multi_head_attention_causal", "F8", "multi-head scaled dot-product self-attention, causal mask")(
     lambda: dot_product_attention(heads=True, causal=True, sizes=_MULTI))
+
+
+# -- symdl.nn's layers: the builders above with Keras' inputs (query, value, key) ------------------
+
+def _adapt(base: Program, replace: dict, name: str) -> Program:
+    """`base` with the formulas named in `replace` swapped for lists of formulas (in place)."""
+    out = []
+    for f in base.formulas:
+        out += replace.get(f.name, [f])
+    return stabilize(Program(out, name=name))
+
+
+def keras_dot_attention(causal: bool, use_scale: bool) -> Program:
+    """Keras Attention (score_mode "dot"): y_score[b, t, s] = [scale ·] Σ_d q[b, t, d] k[b, s, d],
+    A = softmax_s (over s <= t when causal), y[b, t, d] = Σ_s A[b, t, s] v[b, s, d]; queries T,
+    values S. The softmax stages are `softmax_stages`, stabilized."""
+    b, t, s, d = (sp.Idx(n, r) for n, r in (("b", B), ("t", T), ("s", S), ("d", D)))
+    q, k, v, sc, a, y = (sp.IndexedBase(n) for n in ("query", "key", "value", "y_score", "A", "y"))
+    score = sp.Sum(q[b, t, d] * k[b, s, d], d)
+    return stabilize(Program([
+        Formula(sp.Eq(sc[b, t, s], sp.Symbol("scale") * score if use_scale else score), name="y.score"),
+        *softmax_stages(sc.name, "A", (b, t), s, causal_t=t if causal else None),
+        Formula(sp.Eq(y[b, t, d], sp.Sum(a[b, t, s] * v[b, s, d], s)), name="y.mix"),
+    ], name="attention" + ("_causal" if causal else "")))
+
+
+def keras_multi_head_attention(causal: bool, use_bias: bool) -> Program:
+    """The multi-head program (scores / sqrt(D), softmax, mix) with Keras' projections:
+    query[b, t, e] Wq[e, h, d] (+ bq[h, d]), key and value likewise from their own inputs (widths
+    EK, EV), output Σ_hd o[b, t, h, d] Wo[h, d, e] (+ bo[e]). Query and value sequences share the
+    length S, as in `dot_product_attention`."""
+    b, t, s, d, h = (sp.Idx(n, r) for n, r in (("b", B), ("t", S), ("s", S), ("d", D), ("h", NH)))
+    e, ek, ev = sp.Idx("e", E), sp.Idx("e", EK), sp.Idx("e", EV)
+    base = dot_product_attention(heads=True, causal=causal, out="y", weights="A")
+    X = {n: sp.IndexedBase(n) for n in ("query", "key", "value")}
+    W = {n: sp.IndexedBase(n) for n in ("Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv", "bo")}
+    q, k, v, o, y = (sp.IndexedBase(n) for n in ("y_q", "y_k", "y_v", "y_o", "y"))
+
+    def bias(name, *ix):
+        return W[name][ix] if use_bias else 0
+    proj = {
+        "y.query": Formula(sp.Eq(q[b, h, t, d], sp.Sum(X["query"][b, t, e] * W["Wq"][e, h, d], e)
+                                 + bias("bq", h, d)), name="y.query"),
+        "y.key": Formula(sp.Eq(k[b, h, s, d], sp.Sum(X["key"][b, s, ek] * W["Wk"][ek, h, d], ek)
+                               + bias("bk", h, d)), name="y.key"),
+        "y.value": Formula(sp.Eq(v[b, h, s, d], sp.Sum(X["value"][b, s, ev] * W["Wv"][ev, h, d], ev)
+                                 + bias("bv", h, d)), name="y.value"),
+        "y.output": Formula(sp.Eq(y[b, t, e], sp.Sum(o[b, t, h, d] * W["Wo"][h, d, e], h, d) + bias("bo", e)),
+                            name="y.output"),
+    }
+    return _adapt(base, {n: [f] for n, f in proj.items()},
+                  "multi_head_attention" + ("_causal" if causal else ""))
+
+
+def keras_additive_attention(causal: bool) -> Program:
+    """Additive (Bahdanau, F7) attention with Keras' three inputs: scores Σ_u v[u] tanh(query W +
+    key R + bias), A = softmax_s (s <= t when causal), context y[b, t, d] = Σ_s A[b, t, s]
+    value[b, s, d]."""
+    b, s, d, u = (sp.Idx(n, r) for n, r in (("b", B), ("s", S), ("d", D), ("u", U)))
+    t = sp.Idx("t", T)
+    base = additive_attention(Q="query", H="value", W="W", R="R", bias="bias", v="v", out="y", weights="A")
+    key, hp = sp.IndexedBase("key"), sp.IndexedBase("y_k")
+    swap = {"y.key": [Formula(sp.Eq(hp[b, s, u], sp.Sum(key[b, s, d] * sp.IndexedBase("R")[d, u], d)),
+                              name="y.key")]}
+    if causal:
+        swap["A.exp"] = softmax_stages("y_score", "A", (b, t), s, causal_t=t)
+        swap["A.sum"] = swap["A.divide"] = []
+    return _adapt(base, swap, "additive_attention" + ("_causal" if causal else ""))

@@ -1,6 +1,7 @@
 """F11 mean squared error and F12 cross-entropies (binary, categorical, sparse with integer labels).
 
-Each loss is the batch mean, as Keras reports it.
+Each loss is the batch mean, as Keras reports it. `clip` (not an entry) is Keras' clipping of
+probabilities, which symdl.nn puts in front of the losses on probabilities.
 """
 import sympy as sp
 
@@ -83,3 +84,18 @@ entry("categorical_crossentropy_logits", "F12", "softmax + categorical cross-ent
     categorical_crossentropy_logits)
 entry("sparse_categorical_crossentropy_logits", "F12", "softmax + cross-entropy with integer labels, on logits")(
     sparse_categorical_crossentropy_logits)
+
+
+# -- Keras' clipping of probabilities before a log (symdl.nn.losses) -------------------------------
+EPSILON = 1e-7  # Keras' backend epsilon: probabilities are clipped to [eps, 1 - eps] under log
+
+
+def clip(src: str, dst: str, rank: int, eps: float = EPSILON) -> Formula:
+    """dst = src clipped to [eps, 1 - eps], over the first `rank` of the axes (B, C). A Piecewise,
+    not Min(Max(...)): NaN fails both tests and stays NaN (the printed max/min would turn it into
+    eps, and a diverged model would report a finite loss)."""
+    ix = tuple([idx("i", B), idx("j", C)][:rank])
+    a, out = sp.IndexedBase(src), sp.IndexedBase(dst)
+    e, x = sp.Float(eps), a[ix]
+    return Formula(sp.Eq(out[ix], sp.Piecewise((e, x < e), (1 - e, x > 1 - e), (x, True))),
+                   name=f"clip{rank}")

@@ -1,12 +1,13 @@
-"""F14 optimizer updates, with F15 L1/L2 regularisation folded into the gradient.
+"""F13 gradient descent and F14 optimizer updates, with F15 L1/L2 regularisation folded into the
+gradient.
 
-Each builder returns a Program acting elementwise on a flat parameter vector w[i] (i in range N)
-with gradient g[i]: the optimizer state comes in as tensors (v, s, m, ...) and leaves as
-`<state>_new`; hyper-parameters are scalar inputs (lr, momentum, rho, beta1, beta2, eps,
-weight_decay, and the step count t, 1-based, for Adam's bias correction). Every formula of a
-Program has the same index i and range and no reduction, so a Program can fuse into one kernel
-per parameter tensor. One call is one step: feed the `*_new` outputs back as the next step's
-inputs and add 1 to t.
+Each builder returns a Formula (`sgd_update`, F13: w_new[i] = w[i] - lr·g[i]) or a Program acting
+elementwise on a flat parameter vector w[i] (i in range N) with gradient g[i]: the optimizer state
+comes in as tensors (v, s, m, ...) and leaves as `<state>_new`; hyper-parameters are scalar inputs
+(lr, momentum, rho, beta1, beta2, eps, weight_decay, and the step count t, 1-based, for Adam's bias
+correction). Every formula of a Program has the same index i and range and no reduction, so a
+Program can fuse into one kernel per parameter tensor. One call is one step: feed the `*_new`
+outputs back as the next step's inputs and add 1 to t.
 
 Regularisation (F15) is "coupled": `l2=True` replaces g by g + l2·w (the gradient of
 (l2/2)·Σ w², PyTorch's `weight_decay` in SGD/Adam/RMSprop; the catalog's l2_penalty λ Σ w² has
@@ -21,10 +22,9 @@ from symdl import Formula, Program
 
 from . import entry
 from .common import N, idx
-from .optim import sgd_update
 
 i = idx("i", N)
-w, g = sp.IndexedBase("w"), sp.IndexedBase("g")
+w, g, w_new = sp.IndexedBase("w"), sp.IndexedBase("g"), sp.IndexedBase("w_new")
 lr, momentum, rho, beta1, beta2, eps, t, weight_decay, l1_lam, l2_lam = sp.symbols(
     "lr momentum rho beta1 beta2 eps t weight_decay l1 l2")
 
@@ -35,6 +35,14 @@ DOMAINS = {
     "beta2": (0.5, 0.99), "eps": (1e-3, 1e-2), "t": (1.0, 5.0), "weight_decay": (1e-3, 1e-1),
     "l1": (1e-3, 1e-1), "l2": (1e-3, 1e-1), "s": (0.1, 1.0), "v": (0.1, 1.0),
 }
+
+
+def sgd_update() -> Formula:
+    """w_new[i] = w[i] - lr · g[i]."""
+    return Formula(sp.Eq(w_new[i], w[i] - lr * g[i]), name="sgd_update")
+
+
+entry("sgd_update", "F13", "gradient-descent step w - lr g")(sgd_update)  # first: the catalog's order
 
 
 def _gradient(l1: bool, l2: bool) -> sp.Expr:

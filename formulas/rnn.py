@@ -3,6 +3,7 @@
 Keras layout: x[b, t, k] (batch, time, features), kernel W[k, j], recurrent kernel R[l, j]; the
 initial state h0[b, j] is an input. The step axis runs inside one kernel; its gradient is the
 adjoint recurrence (backpropagation through time), derived, not written (autodiff/recurrence.py).
+`simple_rnn` (not an entry) is the program of symdl.nn's SimpleRNN layer.
 """
 import sympy as sp
 
@@ -34,6 +35,13 @@ def last_state(h="h", out="h_last") -> Formula:
     bi, j = idx("b", B), idx("j", H)
     Hs = sp.IndexedBase(h, shape=(B, T, H))
     return Formula(sp.Eq(sp.IndexedBase(out)[bi, j], Hs[bi, T - 1, j]), name="rnn_last_state", sizes=SIZES)
+
+
+def simple_rnn(activation: str, return_sequences: bool) -> Formula | Program:
+    """Keras SimpleRNN: the states h[b, t, j] from x, W, R, bias, h0 (one kernel, time loop inside),
+    then, unless `return_sequences`, the last state h_last[b, j]."""
+    h = states(activation)
+    return h if return_sequences else Program([h, last_state()], name=f"rnn_{activation}_last")
 
 
 def elman(activation: str = "tanh") -> Program:

@@ -1,4 +1,8 @@
-"""F17 tensor operations: elementwise arithmetic, transpose, broadcasting."""
+"""F17 tensor operations: elementwise arithmetic, transpose, broadcasting, gathers.
+
+`flat_elementwise` (not an entry) is the 1-D add and multiply that symdl.nn runs on reshaped
+tensors (gradient accumulation, dropout masks).
+"""
 import sympy as sp
 
 from symdl import Formula
@@ -17,6 +21,13 @@ def elementwise(op: str) -> Formula:
     """z[i, j] = x[i, j] ∘ y[i, j]."""
     domains = {"y": (0.5, 1.5)} if op == "div" else None
     return Formula(sp.Eq(z[i, j], OPS[op](x[i, j], y[i, j])), name=op, domains=domains)
+
+
+def flat_elementwise(op: str, a: str = "a", b: str = "b", out: str = "y") -> Formula:
+    """out[i] = a[i] ∘ b[i] on flat vectors (callers reshape)."""
+    flat = idx("i", N)
+    lhs, rhs = sp.IndexedBase(a)[flat], sp.IndexedBase(b)[flat]
+    return Formula(sp.Eq(sp.IndexedBase(out)[flat], OPS[op](lhs, rhs)), name=f"vec_{op}")
 
 
 def transpose() -> Formula:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from symdl import Formula, Program
+from symdl.formulas.tensor_ops import flat_elementwise as elementwise
 from symdl.runtime.program import kernel_for, run_formulas
 
 from .device import is_device_array, to_device, zeros
-from .formulas import elementwise
 
 def _backend(*arrays) -> str:
     return "cuda" if any(is_device_array(a) for a in arrays) else "cpu"

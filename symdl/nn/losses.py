@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from symdl import Program, formulas
+from symdl.formulas.losses import clip
 
-from . import formulas as nnf
 from .graph import FormulaOp
 
 
@@ -34,7 +34,7 @@ class Loss:
             self.pred_name = "z"
             return formulas.get(f"{self.name}_logits")
         self.pred_name = "probs"
-        return Program([nnf.clip("probs", "p", rank), formulas.get(self.name)], name=f"{self.name}_clipped")
+        return Program([clip("probs", "p", rank), formulas.get(self.name)], name=f"{self.name}_clipped")
 
     def prepare(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(targets, predictions) in the formula's layout."""

@@ -1,8 +1,11 @@
-"""compile / fit / evaluate / predict, Keras' semantics (batch-mean losses, per-epoch logs)."""
+"""compile / fit / evaluate / predict, Keras' semantics (batch-mean losses, per-epoch logs).
+
+Their arguments are checked by nn/checks.py, sample and class weights applied by nn/weighting.py;
+nn/step_kernels.py tells fit what its first batch will compile.
+"""
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -11,12 +14,13 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .callbacks import Callback, History
+from .checks import (check_batch_axis, check_batch_size, check_callbacks, check_count, check_fraction,
+                     check_targets, check_verbose)
 from .device import DeviceOptimizer, check_device, to_host
-from .formulas import elementwise
-from .graph import FormulaOp, kernel_for
-from .layers.base import Layer
 from .progress import CompileProgress, Progress, uncached_modules
+from .step_kernels import step_kernels
 from .utils import as_float32
+from .weighting import sample_weights, scale_rows, weighted_loss
 
 
 class Trainer:
@@ -76,7 +80,7 @@ class Trainer:
         out = self.forward(x, training=True, tape=tape)
         loss, grad = self.loss.value_and_grad(y, out)
         if w is not None:  # Keras: mean over the batch of w_i * loss_i; its gradient scales row i by w_i
-            loss, grad = self._weighted_loss(y, out, w), scale_rows(grad, w)
+            loss, grad = weighted_loss(self.loss, y, out, w), scale_rows(grad, w)
         grads = self.backward(tape, grad)
         pairs = [(v, g) for v, g in zip(self.weights, grads, strict=True) if v.trainable]
         if pairs:
@@ -203,18 +207,6 @@ class Trainer:
         except Exception:  # noqa: BLE001 - a custom layer or loss the walk does not know: the
             return 0       # count then starts at the first compile; training must not fail here
 
-    def _weighted_loss(self, y: np.ndarray, out, w: np.ndarray) -> float:
-        """mean_i(w_i * loss_i): the loss kernels give batch means, so the samples are grouped by
-        weight (few groups with class_weight) and each group's mean is weighted by its size."""
-        out = to_host(out)
-        total = 0.0
-        for value in np.unique(w):
-            if value == 0:
-                continue
-            rows = np.flatnonzero(w == value)
-            total += float(value) * len(rows) * float(self.loss(y[rows], np.ascontiguousarray(out[rows])))
-        return total / len(w)
-
     def _check_data(self, x: np.ndarray, y: np.ndarray, where: str) -> None:
         """Refuse data that would fail or poison training, before any kernel runs: sample
         counts, input shape, NaN/inf, and targets that do not fit the loss and output shape."""
@@ -294,7 +286,8 @@ class Trainer:
         for lo in range(0, len(x), batch_size):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
             out = self.forward(xb)
-            loss = self.loss(yb, out) if w is None else self._weighted_loss(yb, out, w[lo:lo + batch_size])
+            wb = None if w is None else w[lo:lo + batch_size]
+            loss = self.loss(yb, out) if wb is None else weighted_loss(self.loss, yb, out, wb)
             out = to_host(out) if self.metric_fns else out
             totals += len(xb) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
         values = totals / max(len(x), 1)
@@ -321,195 +314,7 @@ class Trainer:
         return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), dtype=np.float32)
 
 
-# -- argument checks: ValueError naming the argument, before any kernel runs ------------------------
-
-def check_batch_axis(where: str, x: np.ndarray, input_shape) -> None:
-    """x must be (batch, *input_shape); one sample without its batch axis gets its own advice."""
-    shape = tuple(input_shape)
-    if tuple(x.shape[1:]) == shape:
-        return
-    expected = f"(batch, {', '.join(map(str, shape))})" if shape else "(batch,)"
-    if tuple(x.shape) == shape:
-        raise ValueError(f"{where}: the batch axis is missing: the model takes inputs of shape {expected}, "
-                         f"got x of shape {x.shape}: add a batch axis, e.g. x[None] for one sample")
-    raise ValueError(f"{where}: the model takes inputs of shape {expected}, got x of shape {x.shape}")
-
-
-def sample_weights(where: str, y: np.ndarray, sample_weight, class_weight) -> np.ndarray | None:
-    """One float32 weight per sample from `sample_weight` (shape (n,) or (n, 1)) or `class_weight`
-    ({class: weight}; the class of a sample is its integer label, or the argmax of a one-hot
-    row; classes not named weigh 1), or None. Both at once is refused, as in Keras 3."""
-    if sample_weight is None and class_weight is None:
-        return None
-    if sample_weight is not None and class_weight is not None:
-        raise ValueError(f"{where}: give sample_weight or class_weight, not both")
-    n = len(y)
-    if class_weight is not None:
-        if not isinstance(class_weight, dict):
-            raise ValueError(f"{where}: class_weight must be a dict {{class: weight}}, got "
-                             f"{type(class_weight).__name__}")
-        if y.ndim > 1 and y.shape[-1] > 1:
-            if y.ndim != 2:
-                raise ValueError(f"{where}: class_weight needs one label or one one-hot row per sample, "
-                                 f"got y of shape {y.shape}")
-            labels = np.argmax(y, axis=-1)
-        else:
-            labels = np.rint(np.asarray(y, dtype=np.float64)).astype(np.int64).reshape(n)
-        table = {int(c): float(v) for c, v in class_weight.items()}
-        sample_weight = np.array([table.get(int(c), 1.0) for c in labels])
-        where = f"{where}: class_weight"
-    else:
-        where = f"{where}: sample_weight"
-    w = np.asarray(sample_weight)
-    if w.dtype.kind not in "fiub" or w.shape not in ((n,), (n, 1)):
-        raise ValueError(f"{where} must hold one number per sample, shape ({n},), got "
-                         f"{w.dtype} {w.shape}")
-    w = w.reshape(n).astype(np.float32)
-    if not np.isfinite(w).all():
-        raise ValueError(f"{where} holds NaN or inf values")
-    return w
-
-
-def scale_rows(grad, w: np.ndarray):
-    """grad[i, ...] * w[i] (the upstream gradient of sample i), on the host or the device."""
-    host = to_host(grad)
-    scaled = (host * w.reshape(-1, *([1] * (host.ndim - 1)))).astype(host.dtype, copy=False)
-    if host is grad:
-        return scaled
-    from .device import to_device
-    return to_device(np.ascontiguousarray(scaled))
-
-
-def step_kernels(model) -> list:
-    """The cpu kernels a training step of `model` runs, found through its layers' FormulaOps (a
-    Kernel per formula, and per wanted gradient), its loss and its optimizer: what the first
-    batch compiles into an empty cache. Recurrences' gradient programs and the gradient-adding
-    kernel are left out (the compile line's count grows when they compile)."""
-    kernels: list = []
-    seen: set = set()
-    for n, layer in enumerate(model.layers):
-        for owner, op in _formula_ops(layer, seen):
-            skip = set(getattr(owner, "constants", None) or ())
-            if n == 0 and owner is layer:  # the model input needs no gradient (pooling computes one)
-                skip |= {"x", "query", "value", "key", getattr(layer, "input_name", "x")}
-            wrt = [t.name for t in op.inputs if not t.integer and t.name not in skip]
-            kernels += _op_kernels(op, wrt)
-    kernels += _op_kernels(model.loss.op, [model.loss.pred_name])
-    opt = model.optimizer.kernel
-    if getattr(opt, "_fused", None) is not None:  # a ProgramKernel running its formulas as one nest
-        kernels.append(opt._fused)
-    else:
-        kernels += getattr(opt, "kernels", None) or [opt]
-    return kernels
-
-
-def _formula_ops(obj, seen: set, owner=None):
-    """(owning layer, FormulaOp) for every FormulaOp reachable from a layer's attributes."""
-    if id(obj) in seen:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, FormulaOp):
-        yield owner, obj
-    elif isinstance(obj, Layer):
-        for value in vars(obj).values():
-            yield from _formula_ops(value, seen, obj)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            yield from _formula_ops(value, seen, owner)
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from _formula_ops(value, seen, owner)
-
-
-def _op_kernels(op: FormulaOp, wrt: list) -> list:
-    """op's forward kernels and the gradient kernels FormulaOp.backward calls for `wrt` (and the
-    add kernel where two formulas send gradient to one tensor)."""
-    live = set(wrt)
-    for f in op.formulas:
-        if any(t.name in live for t in f.inputs):
-            live.add(f.output.name)
-    kernels, reached, summed = list(op.kernels), set(op.outputs), False
-    for f, k in zip(reversed(op.formulas), reversed(op.kernels), strict=True):
-        if f.output.name not in reached or f.recurrence is not None:
-            continue
-        for t in f.inputs:
-            if t.name in live and not t.integer:
-                kernels.append(k.grad_kernel(t.name))
-                summed |= t.name in reached
-                reached.add(t.name)
-    if summed:
-        kernels.append(kernel_for(elementwise("add")))
-    return kernels
-
-
-def check_count(where: str, name: str, value, minimum: int) -> int:
-    """An integer (not a bool, not a float such as 3.0) of at least `minimum`."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_batch_size(where: str, batch_size) -> int:
-    """Keras: None means 32."""
-    return 32 if batch_size is None else check_count(where, "batch_size", batch_size, 1)
-
-
-def check_fraction(where: str, name: str, value) -> float:
-    """A real number in [0, 1)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"{where}: {name} must be a number in [0, 1), got {value!r}")
-    return float(value)
-
-
-def check_verbose(where: str, verbose) -> int:
-    """0 (silent), 1 (bar), 2 (a line per epoch) or "auto" (1); True/False as 1/0."""
-    if verbose == "auto":
-        return 1
-    if isinstance(verbose, (bool, np.bool_, numbers.Integral)) and verbose in (0, 1, 2):
-        return int(verbose)
-    raise ValueError(f"{where}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-
-
-def check_callbacks(callbacks) -> list:
-    if callbacks is None:
-        return []
-    if not isinstance(callbacks, (list, tuple)):
-        raise ValueError(f"fit: callbacks must be a list of nn.Callback, got {type(callbacks).__name__}")
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise ValueError(f"fit: callbacks must be nn.Callback instances, got {type(cb).__name__} "
-                             f"(subclass nn.Callback and override its on_* methods)")
-    return list(callbacks)
-
-
 def _host_copy(a) -> np.ndarray:
     """A NumPy array the next batch cannot overwrite (forward outputs live in reused buffers)."""
     host = to_host(a)
     return host.copy() if host is a else host
-
-
-def check_targets(loss, y: np.ndarray, output_shape: tuple, where: str) -> None:
-    """Targets that the built-in losses can use with outputs of `output_shape` (per sample):
-    integer labels in range for sparse categorical cross-entropy, one value per output otherwise."""
-    name = getattr(loss, "name", None)
-    n, per_sample = len(y), int(np.prod(output_shape))
-    if name == "sparse_categorical_crossentropy":
-        classes = output_shape[-1] if output_shape else 1
-        if y.size != n * per_sample // classes:
-            raise ValueError(f"{where}: sparse_categorical_crossentropy takes one integer label per "
-                             f"sample, got y of shape {y.shape} for outputs {output_shape}")
-        if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
-            raise ValueError(f"{where}: sparse_categorical_crossentropy takes integer labels, got "
-                             f"non-integer values (one-hot targets need categorical_crossentropy)")
-        lo, hi = y.min(), y.max()
-        if lo < 0 or hi >= classes:
-            raise ValueError(f"{where}: labels must lie in 0..{classes - 1} (the model has {classes} "
-                             f"outputs), got labels {lo:g}..{hi:g}")
-    elif name in ("categorical_crossentropy", "binary_crossentropy", "mean_squared_error"):
-        if y.size != n * per_sample:
-            hint = ("; integer labels need sparse_categorical_crossentropy"
-                    if name == "categorical_crossentropy" and y.size == n else "")
-            raise ValueError(f"{where}: {name} needs one target per output, {output_shape} per sample, "
-                             f"got y of shape {y.shape}{hint}")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from symdl.formulas.attention import keras_additive_attention, keras_dot_attention, keras_multi_head_attention
+
 from .. import initializers
 from ..device import is_device_array
-from ..formulas import additive, dot_attention, multi_head_attention
 from ..graph import FormulaOp, add
 from ..utils import make_rng
 from .base import Layer
@@ -109,7 +110,7 @@ class Attention(_Attention):
             raise ValueError(f"Attention supports score_mode='dot' (use nn.AdditiveAttention for additive "
                              f"scores), got {score_mode!r}")
         self.use_scale = bool(use_scale)
-        self.op = FormulaOp(dot_attention(self.causal, self.use_scale))
+        self.op = FormulaOp(keras_dot_attention(self.causal, self.use_scale))
 
     def build(self, input_shape, rng):
         super().build(input_shape, rng)
@@ -144,7 +145,7 @@ class MultiHeadAttention(_Attention):
         self.key_dim, self.use_bias = positive(key_dim, "MultiHeadAttention", "key_dim"), bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.op = FormulaOp(multi_head_attention(self.causal, self.use_bias))
+        self.op = FormulaOp(keras_multi_head_attention(self.causal, self.use_bias))
 
     def _output_shape(self, q, v, k):
         if q[0] != v[0] or k[0] != v[0]:
@@ -188,7 +189,7 @@ class AdditiveAttention(_Attention):
         self.units = None if units is None else positive(units, "AdditiveAttention", "units")
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.op = FormulaOp(additive(self.causal))
+        self.op = FormulaOp(keras_additive_attention(self.causal))
 
     def build(self, input_shape, rng):
         super().build(input_shape, rng)

@@ -5,11 +5,10 @@ import numpy as np
 import sympy as sp
 
 from symdl import Formula
-from symdl.formulas.activations import activation as activation_formula
+from symdl.formulas.activations import activation as activation_formula, stable_softmax
 from symdl.formulas.dense import linear as dense_linear
 
 from .. import initializers
-from ..formulas import stable_softmax
 from ..device import is_device_array, to_device
 from ..graph import FormulaOp, multiply
 from .base import Layer

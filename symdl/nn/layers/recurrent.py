@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from symdl.formulas.rnn import simple_rnn
+
 from .. import initializers
 from ..device import is_device_array, zeros
-from ..formulas import rnn
 from ..graph import FormulaOp
 from .base import Layer
 from .core import positive
@@ -31,7 +32,7 @@ class SimpleRNN(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self.op = FormulaOp(rnn(activation, self.return_sequences))
+        self.op = FormulaOp(simple_rnn(activation, self.return_sequences))
         self.out_name = "h" if self.return_sequences else "h_last"
 
     def compute_output_shape(self, input_shape):

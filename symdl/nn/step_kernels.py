@@ -1,0 +1,70 @@
+"""The kernels one training step runs, found by walking the model: what fit's first batch
+compiles into an empty kernel cache (its compile line counts them)."""
+from __future__ import annotations
+
+from symdl.formulas.tensor_ops import flat_elementwise
+
+from .graph import FormulaOp, kernel_for
+from .layers.base import Layer
+
+
+def step_kernels(model) -> list:
+    """The cpu kernels a training step of `model` runs, found through its layers' FormulaOps (a
+    Kernel per formula, and per wanted gradient), its loss and its optimizer: what the first
+    batch compiles into an empty cache. Recurrences' gradient programs and the gradient-adding
+    kernel are left out (the compile line's count grows when they compile)."""
+    kernels: list = []
+    seen: set = set()
+    for n, layer in enumerate(model.layers):
+        for owner, op in _formula_ops(layer, seen):
+            skip = set(getattr(owner, "constants", None) or ())
+            if n == 0 and owner is layer:  # the model input needs no gradient (pooling computes one)
+                skip |= {"x", "query", "value", "key", getattr(layer, "input_name", "x")}
+            wrt = [t.name for t in op.inputs if not t.integer and t.name not in skip]
+            kernels += _op_kernels(op, wrt)
+    kernels += _op_kernels(model.loss.op, [model.loss.pred_name])
+    opt = model.optimizer.kernel
+    if getattr(opt, "_fused", None) is not None:  # a ProgramKernel running its formulas as one nest
+        kernels.append(opt._fused)
+    else:
+        kernels += getattr(opt, "kernels", None) or [opt]
+    return kernels
+
+
+def _formula_ops(obj, seen: set, owner=None):
+    """(owning layer, FormulaOp) for every FormulaOp reachable from a layer's attributes."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, FormulaOp):
+        yield owner, obj
+    elif isinstance(obj, Layer):
+        for value in vars(obj).values():
+            yield from _formula_ops(value, seen, obj)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _formula_ops(value, seen, owner)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _formula_ops(value, seen, owner)
+
+
+def _op_kernels(op: FormulaOp, wrt: list) -> list:
+    """op's forward kernels and the gradient kernels FormulaOp.backward calls for `wrt` (and the
+    add kernel where two formulas send gradient to one tensor)."""
+    live = set(wrt)
+    for f in op.formulas:
+        if any(t.name in live for t in f.inputs):
+            live.add(f.output.name)
+    kernels, reached, summed = list(op.kernels), set(op.outputs), False
+    for f, k in zip(reversed(op.formulas), reversed(op.kernels), strict=True):
+        if f.output.name not in reached or f.recurrence is not None:
+            continue
+        for t in f.inputs:
+            if t.name in live and not t.integer:
+                kernels.append(k.grad_kernel(t.name))
+                summed |= t.name in reached
+                reached.add(t.name)
+    if summed:
+        kernels.append(kernel_for(flat_elementwise("add")))
+    return kernels

@@ -8,12 +8,15 @@
     (Tensor(name='x', shape=(B, N), integer=False),)
 
 canonical.py builds a Formula's fields by named steps (canonical form, shapes, binding rules,
-domains).
+domains). It knows no transformation: the verbs (symdl.vjp, symdl.compile, symdl.stabilize,
+symdl.api.verify) live in symdl/api.py, and `f.vjp()`, `f.compile()`, ... are one-line
+conveniences that call them (declare/verbs.py).
 """
 from __future__ import annotations
 
 import sympy as sp
 
+from . import verbs
 from .canonical import canonical, declared
 from .reads import linear_in  # noqa: F401 (symdl.runtime.binding imports it from here)
 from .value import Tensor
@@ -70,16 +73,26 @@ class Formula:
                 return t
         raise KeyError(f"formula {self.name!r} has no input {name!r}; inputs: {self.input_names}")
 
+    # -- conveniences: the verbs of symdl/api.py --------------------------------------------------
+
     def vjp(self, wrt=None) -> dict:
         """Symbolic vector-Jacobian products: {input name: Formula for grad_<input>}, as a
-        `Gradients` dict (a notebook shows it as the gradient equations)."""
-        from ..autodiff import vjp
-        return vjp(self, wrt)
+        `Gradients` dict (a notebook shows it as the gradient equations). `symdl.vjp(self, wrt)`."""
+        return verbs.call("vjp", self, wrt)
 
     def compile(self, backend: str = "cpu", **options):
-        """Compile to a callable Kernel (numpy in, numpy out); see symdl.runtime.Kernel."""
-        from ..runtime import compile_formula
-        return compile_formula(self, backend=backend, **options)
+        """Compile to a callable Kernel (numpy in, numpy out); see symdl.runtime.Kernel.
+        `symdl.compile(self, backend, **options)`."""
+        return verbs.call("compile", self, backend=backend, **options)
+
+    def stabilize(self):
+        """The formula with every stability rewrite applied (a Program when one adds a stage), or
+        itself when none applies. `symdl.stabilize(self)`."""
+        return verbs.call("stabilize", self)
+
+    def verify(self, **options):
+        """symbolic, numeric and backend checks in order (symdl.verify.all). `symdl.api.verify(self)`."""
+        return verbs.call("verify", self, **options)
 
     # -- display and identity ------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..errors import FormulaError
+from . import verbs
 from .formula import Formula, Tensor, display_math
 from .names import check_distinct
 
@@ -61,15 +62,24 @@ class Program:
                 return f
         raise KeyError(name)
 
+    # -- conveniences: the verbs of symdl/api.py --------------------------------------------------
+
     def vjp(self, wrt=None) -> "Program":
         """The gradient program: forward formulas, then reverse-mode gradient formulas; its outputs
-        are grad_<input> for each input, its extra input grad_<output>."""
-        from ..autodiff import program_vjp
-        return program_vjp(self, wrt)
+        are grad_<input> for each input, its extra input grad_<output>. `symdl.vjp(self, wrt)`."""
+        return verbs.call("vjp", self, wrt)
 
     def compile(self, backend: str = "cpu", **options):
-        from ..runtime import compile_program
-        return compile_program(self, backend=backend, **options)
+        """A callable ProgramKernel. `symdl.compile(self, backend, **options)`."""
+        return verbs.call("compile", self, backend=backend, **options)
+
+    def stabilize(self):
+        """The program with every stability rewrite applied, or itself. `symdl.stabilize(self)`."""
+        return verbs.call("stabilize", self)
+
+    def verify(self, **options):
+        """symbolic, numeric and backend checks in order (symdl.verify.all). `symdl.api.verify(self)`."""
+        return verbs.call("verify", self, **options)
 
     def key(self) -> str:
         return "|".join(f.key() for f in self.formulas) + "|" + ",".join(self.outputs)

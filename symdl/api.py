@@ -4,11 +4,12 @@
     symdl.compile(f, backend="cpu")    # loops -> backends -> runtime: a callable kernel
     symdl.stabilize(f)                 # passes: the stability rewrites, proven equal by verify
     symdl.api.verify(f)                # verify.all: symbolic, numeric and backend checks
+    symdl.api.stability(f)             # what stabilize did to make f, or None
 
 symdl.declare knows no transformation (it imports no other stage); this module does, inside each
 verb so that `import symdl` loads neither numba nor the verifier. On import it installs the verbs
-into declare/verbs.py, behind the conveniences `f.vjp()`, `f.compile()`, `f.stabilize()` and
-`f.verify()`.
+into declare/verbs.py, behind the conveniences `f.vjp()`, `f.compile()`, `f.stabilize()`,
+`f.verify()` and `f.stability`. The stages keep their own caches, keyed by `f.key()`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .declare import verbs
 from .declare.formula import Formula
 from .declare.program import Program
 
-__all__ = ["compile", "stabilize", "verify", "vjp"]
+__all__ = ["compile", "stability", "stabilize", "verify", "vjp"]
 
 
 def _check(target, verb: str) -> None:
@@ -51,6 +52,14 @@ def stabilize(target):
     return run(target)
 
 
+def stability(target):
+    """What `stabilize` did to make `target` (a passes.Stabilized: the original and the rewrites),
+    or None when stabilize did not make it. `f.stability` reads it."""
+    _check(target, "stability")
+    from .passes.stability import stability_of
+    return stability_of(target)
+
+
 def verify(target, sizes: dict | None = None, backend: str = "cpu", seed: int = 0, **symbolic_options):
     """symdl.verify.all: the symbolic, numeric and backend checks in order; a Summary, or
     VerificationFailed naming the first check that fails."""
@@ -60,4 +69,4 @@ def verify(target, sizes: dict | None = None, backend: str = "cpu", seed: int = 
     return checks.all(target, sizes=sizes, backend=backend, seed=seed, **symbolic_options)
 
 
-verbs.install(vjp=vjp, compile=compile, stabilize=stabilize, verify=verify)
+verbs.install(vjp=vjp, compile=compile, stabilize=stabilize, verify=verify, stability=stability)

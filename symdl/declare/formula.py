@@ -7,24 +7,26 @@
     >>> symdl.Formula(sp.Eq(s[i], sp.Sum(x[i, k] ** 2, k)), name="sumsq").inputs
     (Tensor(name='x', shape=(B, N), integer=False),)
 
-canonical.py builds a Formula's fields by named steps (canonical form, shapes, binding rules,
-domains). It knows no transformation: the verbs (symdl.vjp, symdl.compile, symdl.stabilize,
-symdl.api.verify) live in symdl/api.py, and `f.vjp()`, `f.compile()`, ... are one-line
-conveniences that call them (declare/verbs.py).
+A Formula is an immutable value: canonical.py builds its fields by named steps (canonical form,
+shapes, binding rules, domains) and nothing changes them after. It knows no transformation: the
+verbs (symdl.vjp, symdl.compile, symdl.stabilize, symdl.api.verify) live in symdl/api.py, and
+`f.vjp()`, `f.compile()`, ... are one-line conveniences that call them (declare/verbs.py).
 """
 from __future__ import annotations
+
+from functools import cached_property
 
 import sympy as sp
 
 from . import verbs
 from .canonical import canonical, declared
 from .reads import linear_in  # noqa: F401 (symdl.runtime.binding imports it from here)
-from .value import Tensor
+from .value import Frozen, Tensor
 
 __all__ = ["Formula", "Tensor", "display_math"]
 
 
-class Formula:
+class Formula(Frozen):
     """One equation in index notation; see the module docstring.
 
     `domains` maps input names to the (low, high) interval random test inputs are drawn from
@@ -40,7 +42,7 @@ class Formula:
     def __init__(self, eq: sp.Eq, name: str | None = None, *, domains: dict | None = None,
                  sizes: dict | None = None, zero_padded=(), initial: dict | None = None):
         parts = declared(eq, name, zero_padded, initial)
-        self.__dict__.update(canonical(**parts, domains=domains, sizes=sizes))
+        self._assign(canonical(**parts, domains=domains, sizes=sizes))
 
     @classmethod
     def from_parts(cls, name: str, out_name: str, indices: tuple, ranges: dict, body: sp.Expr,
@@ -48,8 +50,8 @@ class Formula:
                    sizes: dict | None = None) -> "Formula":
         """Build a formula from canonical parts (what autodiff and passes produce)."""
         self = cls.__new__(cls)
-        self.__dict__.update(canonical(name, out_name, tuple(indices), dict(ranges), body, shapes,
-                                     set(integer or ()), domains, sizes))
+        self._assign(canonical(name, out_name, tuple(indices), dict(ranges), body, shapes,
+                               set(integer or ()), domains, sizes))
         return self
 
     # -- the public face ----------------------------------------------------------------------
@@ -94,6 +96,12 @@ class Formula:
         """symbolic, numeric and backend checks in order (symdl.verify.all). `symdl.api.verify(self)`."""
         return verbs.call("verify", self, **options)
 
+    @property
+    def stability(self):
+        """What symdl.stabilize did to make this formula (a passes.Stabilized: the original and the
+        rewrites), or None when it was not made by stabilize."""
+        return verbs.call("stability", self)
+
     # -- display and identity ------------------------------------------------------------------
 
     def latex(self) -> str:
@@ -107,9 +115,20 @@ class Formula:
         return sp.pretty(self.eq, use_unicode=True)
 
     def key(self) -> str:
-        """A stable text that identifies the formula's meaning (used in cache keys)."""
-        return sp.srepr((self.name, self.eq, tuple(sorted((str(k), str(v)) for k, v in self.ranges.items())),
-                         tuple((t.name, t.shape, t.integer) for t in self.inputs)))
+        """A stable text that identifies the formula's meaning, and everything a stage derives from
+        it (the keys of their caches): name, equation, ranges, inputs, domains, sizes, how lengths
+        bind, and whether it was declared (checked in full) or made by a stage."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> str:  # the value never changes, so its key is computed once
+        return sp.srepr((
+            self.name, self.eq, tuple(sorted((str(k), str(v)) for k, v in self.ranges.items())),
+            tuple((t.name, t.shape, t.integer) for t in self.inputs),
+            tuple(sorted((t, repr(d)) for t, d in self.domains.items())),
+            tuple(sorted((str(d), repr(v)) for d, v in self.sizes.items())),
+            tuple(sorted((f"{t}.{a}", tuple(c)) for (t, a), c in self.shape_rules.items())),
+            self._strict))
 
     def __repr__(self) -> str:
         return f"Formula({self.name}: {sp.sstr(self.eq.lhs)} = {sp.sstr(self.body)})"

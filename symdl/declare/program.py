@@ -7,43 +7,44 @@ from ..errors import FormulaError
 from . import verbs
 from .formula import Formula, Tensor, display_math
 from .names import check_distinct
+from .value import Frozen
 
 
-class Program:
+class Program(Frozen):
     """Formulas in dependency order. Inputs are the tensors no formula produces; outputs default
-    to the tensors no formula consumes.
+    to the tensors no formula consumes. An immutable value, like Formula.
 
         >>> prog = symdl.Program([exp_f, sum_f, div_f], name="softmax")
         >>> prog.compile()(z=Z)            # -> the output array
     """
 
     def __init__(self, formulas, name: str = "program", outputs=None):
-        self.name = name
-        self.formulas = _topological(name, list(formulas))
-        produced = {f.output.name: f for f in self.formulas}
-        consumed = {t for f in self.formulas for t in f.input_names}
-        self.outputs = tuple(outputs) if outputs else tuple(
-            f.output.name for f in self.formulas if f.output.name not in consumed)
-        for o in self.outputs:
+        formulas = _topological(name, list(formulas))
+        produced = {f.output.name: f for f in formulas}
+        consumed = {t for f in formulas for t in f.input_names}
+        outputs = tuple(outputs) if outputs else tuple(
+            f.output.name for f in formulas if f.output.name not in consumed)
+        for o in outputs:
             if o not in produced:
                 raise FormulaError(name, f"output {o!r} is not produced by any formula of the program")
         inputs: dict[str, Tensor] = {}
-        for f in self.formulas:
+        for f in formulas:
             for t in f.inputs:
                 if t.name not in produced:
                     inputs.setdefault(t.name, t)
-        self.inputs = tuple(inputs.values())
-        _check_names(name, self.formulas, self.inputs, self.outputs)
-        self.domains = {}
-        for f in self.formulas:
+        _check_names(name, formulas, tuple(inputs.values()), outputs)
+        domains: dict = {}
+        for f in formulas:
             for t, dom in f.domains.items():
                 if t in inputs:
-                    self.domains.setdefault(t, dom)
-        self.sizes = {}
-        for f in self.formulas:
-            self.sizes.update(f.sizes)
-        self.dims = tuple(sorted({d for f in self.formulas for d in f.dims}, key=str))
-        self.scalars = tuple(sp.Symbol(t.name) for t in self.inputs if t.rank == 0)
+                    domains.setdefault(t, dom)
+        sizes: dict = {}
+        for f in formulas:
+            sizes.update(f.sizes)
+        self._assign(dict(
+            name=name, formulas=tuple(formulas), outputs=outputs, inputs=tuple(inputs.values()), domains=domains,
+            sizes=sizes, dims=tuple(sorted({d for f in formulas for d in f.dims}, key=str)),
+            scalars=tuple(sp.Symbol(t.name) for t in inputs.values() if t.rank == 0)))
 
     @property
     def input_names(self) -> tuple:
@@ -81,8 +82,14 @@ class Program:
         """symbolic, numeric and backend checks in order (symdl.verify.all). `symdl.api.verify(self)`."""
         return verbs.call("verify", self, **options)
 
+    @property
+    def stability(self):
+        """What symdl.stabilize did to make this program (a passes.Stabilized), or None."""
+        return verbs.call("stability", self)
+
     def key(self) -> str:
-        return "|".join(f.key() for f in self.formulas) + "|" + ",".join(self.outputs)
+        """A stable text that identifies the program: its name, formulas (their keys) and outputs."""
+        return "|".join([repr(self.name), *(f.key() for f in self.formulas), ",".join(self.outputs)])
 
     def __repr__(self) -> str:
         return f"Program({self.name}:\n" + "\n".join(f"  {f!r}" for f in self.formulas) + ")"

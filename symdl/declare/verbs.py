@@ -1,4 +1,4 @@
-"""The hook table behind `f.vjp()`, `f.compile()`, `f.stabilize()` and `f.verify()`.
+"""The hook table behind `f.vjp()`, `f.compile()`, `f.stabilize()`, `f.verify()` and `f.stability`.
 
 declare knows no transformation: it imports no other symdl stage. The verbs live in symdl/api.py,
 which composes the stages and installs itself here when `import symdl` runs; the methods of
@@ -6,7 +6,7 @@ Formula and Program are one-line conveniences that call through this table.
 """
 from __future__ import annotations
 
-VERBS = ("vjp", "compile", "stabilize", "verify")
+VERBS = ("vjp", "compile", "stabilize", "verify", "stability")
 
 _TABLE: dict = {}
 

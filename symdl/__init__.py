@@ -1,10 +1,12 @@
 """symdl: formulas in SymPy index notation -> exact gradients -> Numba kernels, verified."""
 from .declare import Formula, Max, Program, ReduceMax, relu, sigmoid, softplus, step
 from .errors import CompileError, FormulaError
+from . import api  # installs the verbs behind f.vjp(), f.compile(), ... (symdl/api.py)
+from .api import compile, stabilize, vjp  # noqa: A004 (symdl.compile; kept out of __all__)
 
 __version__ = "0.1.0"
 __all__ = ["CompileError", "Formula", "FormulaError", "Max", "Program", "ReduceMax", "relu", "sigmoid",
-           "softplus", "step", "verify"]
+           "softplus", "stabilize", "step", "verify", "vjp"]
 
 
 def __getattr__(name):  # keep `import symdl` light: numba and the verifier load on first use

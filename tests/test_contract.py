@@ -52,18 +52,18 @@ def test_verify_entry_points():
     assert symdl.verify.numeric(dense) < 1e-6
 
 
-def test_symbolic_verification_fails_on_a_wrong_gradient():
+def test_symbolic_verification_fails_on_a_wrong_gradient(monkeypatch):
     """The check can fail: a gradient formula with a wrong sign is caught."""
+    import pytest
+
+    from symdl.autodiff.vjp import _VJPS
     dense = make_dense()
     good = dense.vjp()["b"]
     bad = symdl.Formula.from_parts(good.name, good.output.name, good.indices, good.ranges, -good.body,
                                    {t.name: t.shape for t in good.inputs})
-    dense._vjp_cache["b", False] = bad  # (input, reuse_output): the cache vjp() reads
-    try:
-        import pytest
-        with pytest.raises(AssertionError, match="d/db"):
-            symdl.verify.symbolic(dense, sizes={B: 2, N: 2, M: 2})
-        with pytest.raises(AssertionError, match="finite differences"):
-            symdl.verify.numeric(dense)
-    finally:
-        dense._vjp_cache.pop(("b", False))
+    # (formula key, input, reuse_output): the cache vjp() reads, owned by autodiff
+    monkeypatch.setitem(_VJPS, (dense.key(), "b", False), bad)
+    with pytest.raises(AssertionError, match="d/db"):
+        symdl.verify.symbolic(dense, sizes={B: 2, N: 2, M: 2})
+    with pytest.raises(AssertionError, match="finite differences"):
+        symdl.verify.numeric(dense)

@@ -33,12 +33,16 @@ def _shift(index: tuple, axis: int, by) -> tuple:
     return tuple(p + by if a == axis else p for a, p in enumerate(index))
 
 
+_CELLS: dict = {}  # formula.key() -> its cell
+
+
 def cell(f: Formula) -> Formula:
     """The recurrence with each earlier step read from a stand-in input (h[t-1] -> h__prev1[t]);
-    built once per formula, so its VJP cache serves the adjoint and every input's gradient."""
-    if "_cell" not in f.__dict__:
-        f.__dict__["_cell"] = _cell(f)
-    return f.__dict__["_cell"]
+    built once per formula (by key), so the adjoint and every input's gradient share its VJPs."""
+    from .vjp import remember
+    c = _CELLS.get(f.key()) or _cell(f)
+    remember(_CELLS, f.key(), c)
+    return c
 
 
 def _cell(f: Formula) -> Formula:

@@ -25,6 +25,19 @@ class Gradients(dict):
                              for f in (g.formulas if isinstance(g, Program) else (g,))])
 
 
+# (formula.key(), input, reuse_output) -> gradient Formula: each gradient is derived once per
+# meaning (the key names everything _vjp_one reads: body, ranges, inputs, domains, sizes).
+_VJPS: dict = {}
+CACHE_SIZE = 4096  # formulas are values: an evicted entry is only derived again
+
+
+def remember(cache: dict, key, value):
+    """cache[key] = value, dropping the oldest entry past CACHE_SIZE."""
+    if key not in cache and len(cache) >= CACHE_SIZE:
+        del cache[next(iter(cache))]
+    cache[key] = value
+
+
 def vjp(formula: Formula, wrt=None, reuse_output: bool = False) -> Gradients:
     """{input name: Formula computing grad_<input>[P] = Σ_I grad_<out>[I] ∂out[I]/∂input[P]}.
 
@@ -35,11 +48,11 @@ def vjp(formula: Formula, wrt=None, reuse_output: bool = False) -> Gradients:
     if formula.recurrence is not None:
         from .recurrence import recurrence_vjp
         return Gradients(recurrence_vjp(formula, names))
-    cache = formula.__dict__.setdefault("_vjp_cache", {})
+    out, key = Gradients(), formula.key()
     for n in names:
-        if (n, reuse_output) not in cache:
-            cache[n, reuse_output] = _vjp_one(formula, formula.input(n), reuse_output)
-    return Gradients({n: cache[n, reuse_output] for n in names})
+        g = out[n] = _VJPS.get((key, n, reuse_output)) or _vjp_one(formula, formula.input(n), reuse_output)
+        remember(_VJPS, (key, n, reuse_output), g)
+    return out
 
 
 def _vjp_one(f: Formula, x, reuse_output: bool = False) -> Formula:

@@ -4,45 +4,47 @@ from __future__ import annotations
 import sympy as sp
 
 from ..errors import FormulaError
+from . import verbs
 from .formula import Formula, Tensor, display_math
 from .names import check_distinct
+from .value import Frozen
 
 
-class Program:
+class Program(Frozen):
     """Formulas in dependency order. Inputs are the tensors no formula produces; outputs default
-    to the tensors no formula consumes.
+    to the tensors no formula consumes. An immutable value, like Formula.
 
         >>> prog = symdl.Program([exp_f, sum_f, div_f], name="softmax")
         >>> prog.compile()(z=Z)            # -> the output array
     """
 
     def __init__(self, formulas, name: str = "program", outputs=None):
-        self.name = name
-        self.formulas = _topological(name, list(formulas))
-        produced = {f.output.name: f for f in self.formulas}
-        consumed = {t for f in self.formulas for t in f.input_names}
-        self.outputs = tuple(outputs) if outputs else tuple(
-            f.output.name for f in self.formulas if f.output.name not in consumed)
-        for o in self.outputs:
+        formulas = _topological(name, list(formulas))
+        produced = {f.output.name: f for f in formulas}
+        consumed = {t for f in formulas for t in f.input_names}
+        outputs = tuple(outputs) if outputs else tuple(
+            f.output.name for f in formulas if f.output.name not in consumed)
+        for o in outputs:
             if o not in produced:
                 raise FormulaError(name, f"output {o!r} is not produced by any formula of the program")
         inputs: dict[str, Tensor] = {}
-        for f in self.formulas:
+        for f in formulas:
             for t in f.inputs:
                 if t.name not in produced:
                     inputs.setdefault(t.name, t)
-        self.inputs = tuple(inputs.values())
-        _check_names(name, self.formulas, self.inputs, self.outputs)
-        self.domains = {}
-        for f in self.formulas:
+        _check_names(name, formulas, tuple(inputs.values()), outputs)
+        domains: dict = {}
+        for f in formulas:
             for t, dom in f.domains.items():
                 if t in inputs:
-                    self.domains.setdefault(t, dom)
-        self.sizes = {}
-        for f in self.formulas:
-            self.sizes.update(f.sizes)
-        self.dims = tuple(sorted({d for f in self.formulas for d in f.dims}, key=str))
-        self.scalars = tuple(sp.Symbol(t.name) for t in self.inputs if t.rank == 0)
+                    domains.setdefault(t, dom)
+        sizes: dict = {}
+        for f in formulas:
+            sizes.update(f.sizes)
+        self._assign(dict(
+            name=name, formulas=tuple(formulas), outputs=outputs, inputs=tuple(inputs.values()), domains=domains,
+            sizes=sizes, dims=tuple(sorted({d for f in formulas for d in f.dims}, key=str)),
+            scalars=tuple(sp.Symbol(t.name) for t in inputs.values() if t.rank == 0)))
 
     @property
     def input_names(self) -> tuple:
@@ -61,18 +63,33 @@ class Program:
                 return f
         raise KeyError(name)
 
+    # -- conveniences: the verbs of symdl/api.py --------------------------------------------------
+
     def vjp(self, wrt=None) -> "Program":
         """The gradient program: forward formulas, then reverse-mode gradient formulas; its outputs
-        are grad_<input> for each input, its extra input grad_<output>."""
-        from ..autodiff import program_vjp
-        return program_vjp(self, wrt)
+        are grad_<input> for each input, its extra input grad_<output>. `symdl.vjp(self, wrt)`."""
+        return verbs.call("vjp", self, wrt)
 
     def compile(self, backend: str = "cpu", **options):
-        from ..runtime import compile_program
-        return compile_program(self, backend=backend, **options)
+        """A callable ProgramKernel. `symdl.compile(self, backend, **options)`."""
+        return verbs.call("compile", self, backend=backend, **options)
+
+    def stabilize(self):
+        """The program with every stability rewrite applied, or itself. `symdl.stabilize(self)`."""
+        return verbs.call("stabilize", self)
+
+    def verify(self, **options):
+        """symbolic, numeric and backend checks in order (symdl.verify.all). `symdl.api.verify(self)`."""
+        return verbs.call("verify", self, **options)
+
+    @property
+    def stability(self):
+        """What symdl.stabilize did to make this program (a passes.Stabilized), or None."""
+        return verbs.call("stability", self)
 
     def key(self) -> str:
-        return "|".join(f.key() for f in self.formulas) + "|" + ",".join(self.outputs)
+        """A stable text that identifies the program: its name, formulas (their keys) and outputs."""
+        return "|".join([repr(self.name), *(f.key() for f in self.formulas), ",".join(self.outputs)])
 
     def __repr__(self) -> str:
         return f"Program({self.name}:\n" + "\n".join(f"  {f!r}" for f in self.formulas) + ")"

@@ -59,10 +59,17 @@ class Stabilized:
     rewrites: tuple
 
 
+# What stabilize made, by the result's key(): the record behind `result.stability` (symdl show and
+# the verifier read it). A value's key identifies its meaning; the rules make their formulas with
+# Formula.from_parts, and key() tells those from declared ones.
+_RECORDS: dict[str, Stabilized] = {}
+
+
 def stabilize(target):
     """The target (Formula or Program) with every stability rewrite applied, or the target itself
-    when none applies. The result carries `result.stability` (a `Stabilized` record) for `symdl
-    show` and for the verifier. A Formula comes back as a Program when a rewrite adds a stage."""
+    when none applies. `stability_of(result)` (`result.stability`) gives the `Stabilized` record
+    for `symdl show` and for the verifier. A Formula comes back as a Program when a rewrite adds a
+    stage."""
     prog = target if isinstance(target, Program) else Program([target], name=target.name)
     rewrites: list[Rewrite] = []
     for rule in RULES:
@@ -75,8 +82,13 @@ def stabilize(target):
     if not rewrites:
         return target
     result = prog.formulas[0] if isinstance(target, Formula) and len(prog.formulas) == 1 else prog
-    result.stability = Stabilized(target, tuple(rewrites))
+    _RECORDS[result.key()] = Stabilized(target, tuple(rewrites))
     return result
+
+
+def stability_of(target) -> Stabilized | None:
+    """The record of the stabilize call that made `target`, None when stabilize did not make it."""
+    return _RECORDS.get(target.key())
 
 
 # -- expression rules --------------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""What a formula's body reads, and what its reads say about lengths.
+
+Pure functions of a canonical body (plain index symbols, `ranges` for the output indices, `Sum`
+limits for the others): the reads in order, where each sits (its indices' ranges, whether an index
+guard protects it), the candidate length of each axis of each tensor, which dimensions a call can
+bind, and which reads must be range-checked at call time.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from .indexing import affine, is_lone
+from .reductions import REDUCTIONS, limits_of
+
+
+def reads_of(expr) -> list:
+    """Indexed reads in order of first appearance (integer reads inside index positions included)."""
+    out = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Indexed) and node not in out:
+            out.append(node)
+    return out
+
+
+def walk_reads(expr, scope: dict, guarded: bool = False):
+    """Yield (read, scope, guarded) for each Indexed read: `scope` maps every index in scope to its
+    (lo, hi) range, `guarded` says the read sits under a Piecewise condition on indices (its own
+    branch's or an earlier branch's)."""
+    if isinstance(expr, sp.Indexed):
+        yield expr, scope, guarded
+        for pos in expr.indices:
+            yield from walk_reads(pos, scope, guarded)
+        return
+    if isinstance(expr, REDUCTIONS):
+        inner = dict(scope)
+        for var, lo, hi in limits_of(expr):
+            inner[var] = (lo, hi)
+        yield from walk_reads(expr.function, inner, guarded)
+        return
+    if isinstance(expr, sp.Piecewise):  # a branch runs only where the conditions before it failed
+        tested = False
+        for value, cond in expr.args:
+            tested = tested or (bool(cond.free_symbols & set(scope)) if cond is not sp.true else False)
+            yield from walk_reads(value, scope, guarded or tested)
+            yield from walk_reads(cond, scope, guarded)
+        return
+    for arg in expr.args:
+        if isinstance(arg, sp.Basic):
+            yield from walk_reads(arg, scope, guarded)
+
+
+def shape_rules(body, ranges, declared, strict: bool = True) -> dict:
+    """(tensor, axis) -> candidate length expressions: the declared shape, then the ranges of lone
+    indices that start at 0 and do not depend on other indices. Formulas made by autodiff declare
+    every shape and may sum over part of an axis (t in [0, 0]): only their declarations count."""
+    rules: dict = {}
+    for t, shape in declared.items():
+        for a, d in enumerate(shape):
+            rules.setdefault((t, a), []).append(sp.sympify(d))
+    for read, scope, _ in walk_reads(body, ranges):
+        if not strict and str(read.base.label) in declared:
+            continue
+        for a, pos in enumerate(read.indices):
+            if is_lone(pos, set(scope)):
+                lo, hi = scope[pos]
+                if lo == 0 and not (hi.free_symbols & set(scope)):
+                    cands = rules.setdefault((str(read.base.label), a), [])
+                    if hi + 1 not in cands:
+                        cands.append(hi + 1)
+    return rules
+
+
+def read_checks(body, ranges, all_indices) -> list:
+    """(tensor, axis, Affine, scope) for every read whose range must be checked against the
+    tensor's length at call time: affine positions and gathers, outside index guards."""
+    checks = []
+    for read, scope, guarded in walk_reads(body, ranges):
+        if guarded:
+            continue
+        for a, pos in enumerate(read.indices):
+            aff = affine(pos, all_indices)
+            if aff is None:
+                continue
+            if any(v not in scope or ({*scope[v][0].free_symbols, *scope[v][1].free_symbols} & all_indices)
+                   for v in aff.coeffs):
+                continue  # bounds that depend on other indices come from autodiff, correct by construction
+            lone = is_lone(pos, all_indices) and scope[pos][0] == 0
+            if not lone or aff.reads:
+                check = (str(read.base.label), a, aff, {v: scope[v] for v in aff.coeffs})
+                if check not in checks:
+                    checks.append(check)
+    return checks
+
+
+def linear_in(expr, sym) -> bool:
+    """Whether `expr` is a·sym + c with a non-zero integer a and c free of sym."""
+    try:
+        poly = sp.Poly(expr, sym)
+    except sp.PolynomialError:
+        return False
+    return poly.degree() == 1 and poly.all_coeffs()[0].is_Integer
+
+
+def bindable_dims(rules) -> set:
+    """Dimensions a call can bind: bare lengths, then lengths linear in one unknown (2·n)."""
+    found = {c for cands in rules.values() for c in cands if isinstance(c, sp.Symbol)}
+    changed = True
+    while changed:
+        changed = False
+        for cands in rules.values():
+            for c in cands:
+                unknown = c.free_symbols - found
+                if len(unknown) == 1 and linear_in(c, next(iter(unknown))):
+                    found |= unknown
+                    changed = True
+    return found
+
+
+def guard_padded_reads(body, padded: set, shapes: dict, indices: set):
+    """x[e] for a zero-padded x becomes Piecewise((x[e], 0 <= e <= len - 1), (0, True)), so the
+    padding is ordinary notation: autodiff turns these guards into loop bounds like any other."""
+    def visit(e):
+        if isinstance(e, sp.Indexed):
+            name = str(e.base.label)
+            if name not in padded:
+                return e
+            conds = []
+            for pos, n in zip(e.indices, shapes[name], strict=True):
+                if not is_lone(pos, indices):
+                    conds += [sp.Ge(pos, 0), sp.Le(pos, n - 1)]
+            return sp.Piecewise((e, sp.And(*conds)), (0, True)) if conds else e
+        if not e.args:
+            return e
+        return e.func(*[visit(a) for a in e.args])
+    return visit(body)

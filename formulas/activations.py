@@ -8,7 +8,7 @@ verifier proves the stable programs equal to these (symdl.verify.equivalent). `s
 """
 import sympy as sp
 
-from symdl import Formula, Program, relu, sigmoid
+from symdl.declare import Formula, Program, relu, sigmoid
 from symdl.passes import stabilize
 
 from . import entry

@@ -20,8 +20,7 @@ adapt these programs, stabilized, to the inputs and weights of symdl.nn's attent
 """
 import sympy as sp
 
-import symdl
-from symdl import Formula, Program
+from symdl.declare import Formula, Max, Program
 from symdl.passes import stabilize
 
 from . import entry
@@ -49,7 +48,7 @@ def softmax_stages(score: str, out: str, outer: tuple, s, causal_t=None, stable:
             stages.append(Formula(sp.Eq(src[(*outer, s)], sp.Piecewise((arg, s <= causal_t),
                                                                         (sc[(*outer, causal_t)], True))),
                                   name=f"{out}.masked"))
-        stages.append(Formula(sp.Eq(mx[outer], symdl.Max(src[(*outer, s)], s)), name=f"{out}.max"))
+        stages.append(Formula(sp.Eq(mx[outer], Max(src[(*outer, s)], s)), name=f"{out}.max"))
         arg = arg - mx[outer]
     value = sp.exp(arg)
     if causal_t is not None:

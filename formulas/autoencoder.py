@@ -6,7 +6,7 @@ distinct widths and a transposed weight cannot pass unnoticed.
 """
 import sympy as sp
 
-from symdl import Formula, Program, softplus
+from symdl.declare import Formula, Program, softplus
 
 from . import entry
 from .activations import ACTIVATIONS

@@ -8,7 +8,7 @@ with the kernel reversed; symdl follows the frameworks' cross-correlation.
 """
 import sympy as sp
 
-from symdl import Formula, Program
+from symdl.declare import Formula, Program
 
 from . import entry
 from .activations import ACTIVATIONS

@@ -1,7 +1,7 @@
 """F3 dense layers y = f(x W + b): the contraction, then the activation, as a Program."""
 import sympy as sp
 
-from symdl import Formula, Program
+from symdl.declare import Formula, Program
 
 from . import entry
 from .activations import ACTIVATIONS, softmax

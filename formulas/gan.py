@@ -9,7 +9,7 @@ and the adversarial losses written on the discriminator's logits a = Σ_n x W_D 
 """
 import sympy as sp
 
-from symdl import Formula, Program, sigmoid, softplus
+from symdl.declare import Formula, Program, sigmoid, softplus
 
 from . import entry
 from .autoencoder import dense

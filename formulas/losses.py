@@ -5,7 +5,7 @@ probabilities, which symdl.nn puts in front of the losses on probabilities.
 """
 import sympy as sp
 
-from symdl import Formula, Program, sigmoid
+from symdl.declare import Formula, Program, sigmoid
 
 from . import entry
 from .activations import softmax

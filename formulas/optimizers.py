@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symdl import Formula, Program
+from symdl.declare import Formula, Program
 
 from . import entry
 from .common import N, idx

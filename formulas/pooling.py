@@ -6,8 +6,7 @@ the max and the average are over the cells inside it, as Keras computes them.
 """
 import sympy as sp
 
-import symdl
-from symdl import Formula
+from symdl.declare import Formula, Max
 
 from . import entry
 from .common import B
@@ -30,7 +29,7 @@ def pool2d(kind: str = "max", pool_size=(2, 2), strides=None, padding: str = "va
         u_lo, u_hi, v_lo, v_hi = 0, ph - 1, 0, pw - 1
     cell = X[b, sh * i + u - pt, sw * j + v - pl, c]
     if kind == "max":
-        body = symdl.Max(cell, (u, u_lo, u_hi), (v, v_lo, v_hi))
+        body = Max(cell, (u, u_lo, u_hi), (v, v_lo, v_hi))
     elif kind == "average":
         # the cells a clipped window covers, counted as a sum so no Max/Min enters the values
         count = sp.Sum(1, (u, u_lo, u_hi), (v, v_lo, v_hi))

@@ -1,7 +1,7 @@
 """F1 linear regression with its MSE loss, F2 logistic regression with binary cross-entropy."""
 import sympy as sp
 
-from symdl import Formula, Program, sigmoid
+from symdl.declare import Formula, Program, sigmoid
 
 from . import entry
 from .common import B, N, idx

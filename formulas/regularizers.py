@@ -1,7 +1,7 @@
 """F15 L1 and L2 penalties, added to a loss: λ Σ |w| and λ Σ w²."""
 import sympy as sp
 
-from symdl import Formula
+from symdl.declare import Formula
 
 from . import entry
 from .common import N, idx

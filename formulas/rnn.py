@@ -7,7 +7,7 @@ adjoint recurrence (backpropagation through time), derived, not written (autodif
 """
 import sympy as sp
 
-from symdl import Formula, Program, relu
+from symdl.declare import Formula, Program, relu
 
 from . import entry
 from .common import idx

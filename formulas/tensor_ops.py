@@ -5,7 +5,7 @@ tensors (gradient accumulation, dropout masks).
 """
 import sympy as sp
 
-from symdl import Formula
+from symdl.declare import Formula
 
 from . import entry
 from .common import B, N, idx

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symdl import Formula, Program
+from symdl.declare import Formula, Program
 from symdl.formulas.tensor_ops import flat_elementwise as elementwise
 from symdl.runtime.program import kernel_for, run_formulas
 

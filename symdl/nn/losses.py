@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from symdl import Program, formulas
+from symdl.declare import Program
+from symdl import formulas
 from symdl.formulas.losses import clip
 
 from .graph import FormulaOp

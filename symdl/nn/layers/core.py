@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from symdl import Formula
+from symdl.declare import Formula
 from symdl.formulas.activations import activation as activation_formula, stable_softmax
 from symdl.formulas.dense import linear as dense_linear
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symdl import Formula, Program
+from symdl.declare import Formula, Program
 
 from .. import initializers
 from ..graph import FormulaOp

@@ -4,7 +4,7 @@ from .errors import CompileError, FormulaError
 from . import api  # installs the verbs behind f.vjp(), f.compile(), ... (symdl/api.py)
 from .api import compile, stabilize, vjp  # noqa: A004 (symdl.compile; kept out of __all__)
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["CompileError", "Formula", "FormulaError", "Max", "Program", "ReduceMax", "relu", "sigmoid",
            "softplus", "stabilize", "step", "verify", "vjp"]
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from .declare.formula import Formula, linear_in
+from .declare.formula import Formula
+from .declare.reads import linear_in
 from .declare.indexing import affine, is_lone
 from .declare.reductions import REDUCTIONS, ArgMax, ReduceMax, limits_of
 from .printing import python_function

@@ -20,7 +20,6 @@ import sympy as sp
 
 from . import verbs
 from .canonical import canonical, declared
-from .reads import linear_in  # noqa: F401 (symdl.runtime.binding imports it from here)
 from .value import Frozen, Tensor
 
 __all__ = ["Formula", "Tensor", "display_math"]

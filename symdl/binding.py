@@ -12,9 +12,9 @@ import numpy as np
 import sympy as sp
 
 from .declare.formula import Formula
-from .declare.reads import linear_in
+from .declare.reads import linear_in, walk_reads
 from .declare.indexing import affine, is_lone
-from .declare.reductions import REDUCTIONS, ArgMax, ReduceMax, limits_of
+from .declare.reductions import ArgMax, ReduceMax
 from .printing import python_function
 
 
@@ -203,7 +203,7 @@ def nested_reads(f: Formula, checked: set) -> list:
     (only conditions on indices guard a read). `checked` holds the `_read_key`s already checked."""
     found, seen = [], set(checked)
     dims = list(f.dims)
-    for read, scope, guarded in _walk(f.body, dict(f.ranges), False):
+    for read, scope, guarded in walk_reads(f.body, dict(f.ranges), False, _index_guard):
         if guarded:
             continue
         t = str(read.base.label)
@@ -231,33 +231,9 @@ def _read_key(tensor, axis, aff, scope) -> tuple:
                                                         for v in aff.coeffs)))
 
 
-def _walk(expr, scope: dict, guarded: bool):
-    """(read, scope, guarded): like declare.formula.walk_reads, but a Piecewise branch counts as
-    guarded only by conditions on indices (and integer tensors), never by conditions on values."""
-    if isinstance(expr, sp.Indexed):
-        yield expr, scope, guarded
-        for pos in expr.indices:
-            yield from _walk(pos, scope, guarded)
-        return
-    if isinstance(expr, REDUCTIONS):
-        inner = dict(scope)
-        for var, lo, hi in limits_of(expr):
-            inner[var] = (sp.sympify(lo), sp.sympify(hi))
-        yield from _walk(expr.function, inner, guarded)
-        return
-    if isinstance(expr, sp.Piecewise):
-        tested = False
-        for value, cond in expr.args:
-            tested = tested or _index_guard(cond, scope)
-            yield from _walk(value, scope, guarded or tested)
-            yield from _walk(cond, scope, guarded)
-        return
-    for arg in expr.args:
-        if isinstance(arg, sp.Basic):
-            yield from _walk(arg, scope, guarded)
-
-
 def _index_guard(cond, scope) -> bool:
+    """A Piecewise condition that guards reads at call time: on indices (and integer tensors),
+    never on values (an arg-max test guards nothing)."""
     if cond is sp.true or cond is sp.false or not (cond.free_symbols & set(scope)):
         return False
     return not any(isinstance(n, (ArgMax, ReduceMax)) or (isinstance(n, sp.Indexed) and not n.base.is_integer)

@@ -22,31 +22,36 @@ def reads_of(expr) -> list:
     return out
 
 
-def walk_reads(expr, scope: dict, guarded: bool = False):
+def walk_reads(expr, scope: dict, guarded: bool = False, guards=None):
     """Yield (read, scope, guarded) for each Indexed read: `scope` maps every index in scope to its
-    (lo, hi) range, `guarded` says the read sits under a Piecewise condition on indices (its own
-    branch's or an earlier branch's)."""
+    (lo, hi) range, `guarded` says the read sits under a Piecewise condition that `guards(cond,
+    scope)` accepts (its own branch's or an earlier branch's); by default any condition on indices."""
+    guards = guards or _on_indices
     if isinstance(expr, sp.Indexed):
         yield expr, scope, guarded
         for pos in expr.indices:
-            yield from walk_reads(pos, scope, guarded)
+            yield from walk_reads(pos, scope, guarded, guards)
         return
     if isinstance(expr, REDUCTIONS):
         inner = dict(scope)
         for var, lo, hi in limits_of(expr):
-            inner[var] = (lo, hi)
-        yield from walk_reads(expr.function, inner, guarded)
+            inner[var] = (sp.sympify(lo), sp.sympify(hi))
+        yield from walk_reads(expr.function, inner, guarded, guards)
         return
     if isinstance(expr, sp.Piecewise):  # a branch runs only where the conditions before it failed
         tested = False
         for value, cond in expr.args:
-            tested = tested or (bool(cond.free_symbols & set(scope)) if cond is not sp.true else False)
-            yield from walk_reads(value, scope, guarded or tested)
-            yield from walk_reads(cond, scope, guarded)
+            tested = tested or guards(cond, scope)
+            yield from walk_reads(value, scope, guarded or tested, guards)
+            yield from walk_reads(cond, scope, guarded, guards)
         return
     for arg in expr.args:
         if isinstance(arg, sp.Basic):
-            yield from walk_reads(arg, scope, guarded)
+            yield from walk_reads(arg, scope, guarded, guards)
+
+
+def _on_indices(cond, scope) -> bool:
+    return cond is not sp.true and bool(cond.free_symbols & set(scope))
 
 
 def shape_rules(body, ranges, declared, strict: bool = True) -> dict:

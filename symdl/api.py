@@ -69,4 +69,16 @@ def verify(target, sizes: dict | None = None, backend: str = "cpu", seed: int = 
     return checks.all(target, sizes=sizes, backend=backend, seed=seed, **symbolic_options)
 
 
+def set_num_threads(n: int) -> None:
+    """Threads for numba's parallel loops and NumPy's BLAS (symdl.runtime.threads); 1 is often
+    fastest on a machine shared with other work."""
+    from .runtime.threads import set_num_threads as run
+    run(n)
+
+
+def get_num_threads() -> int:
+    from .runtime.threads import get_num_threads as run
+    return run()
+
+
 verbs.install(vjp=vjp, compile=compile, stabilize=stabilize, verify=verify, stability=stability)

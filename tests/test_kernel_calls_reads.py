@@ -170,7 +170,8 @@ def test_no_out_of_bounds_under_boundscheck(tmp_path):
         data[key + "_g"] = np.array(rng.uniform(0.5, 1.5))
     np.savez(tmp_path / "inputs.npz", **data)
 
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", SYMDL_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", SYMDL_CACHE_DIR=str(tmp_path / "cache"),
+               SYMDL_PARALLEL_WORK=str(1 << 16))  # the two long convolutions run their parallel loops
     proc = subprocess.run([sys.executable, "-c", _BOUNDSCHECK_SCRIPT, str(tmp_path / "inputs.npz")],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"subprocess failed:\n{proc.stderr[-4000:]}"

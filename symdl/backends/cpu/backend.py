@@ -1,6 +1,16 @@
 """The cpu backend as the runtime sees it: numba.njit source, one serial and one parallel
-function per loop nest, chosen per call from the counted work."""
+function per loop nest, chosen per call from the counted work.
+
+Threads pay only for large nests: waking numba's pool costs about 35 us (2 cores, OpenMP with
+passive waiting), the time a vectorised loop (elementwise, or a row reduction) takes for ~2^20
+iterations; parallel wins from ~2^21 on (benchmarks/threads.py measures the crossover). OpenMP's
+threads are told to sleep rather than spin when idle (OMP_WAIT_POLICY=PASSIVE unless the user set
+it): spinning workers compete with BLAS's threads and with other processes for the same cores,
+which made small kernels 5-20x slower on a busy two-core machine.
+"""
 from __future__ import annotations
+
+import os
 
 import sympy as sp
 
@@ -9,7 +19,9 @@ from ...loops.trips import nest_work
 from ..base import Backend
 from .codegen import generate
 
-PARALLEL_WORK = 1 << 16  # below this many loop iterations the threads' start-up costs more than it saves
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when numba first loads its OpenMP pool
+
+PARALLEL_WORK = 1 << 21  # counted loop iterations from which a parallel flavour pays (SYMDL_PARALLEL_WORK)
 
 
 class CpuBackend(Backend):
@@ -21,14 +33,16 @@ class CpuBackend(Backend):
         return generate(program, dtype, version)
 
     def parallel(self, program, dims: dict) -> bool:
-        """Counted iterations of the nests a parallel flavour changes, against PARALLEL_WORK (numba's
-        thread count is checked per call on top, in `flavour`)."""
+        """Counted iterations of the nests a parallel flavour changes, against PARALLEL_WORK or the
+        SYMDL_PARALLEL_WORK environment variable (numba's thread count is checked per call on top,
+        in `flavour`)."""
+        limit = parallel_work()
         try:
-            work = nest_work(program, dims, PARALLEL_WORK)
+            work = nest_work(program, dims, limit)
         except (KeyError, TypeError):  # a bound the counter cannot evaluate: the lowering's estimate
             est = sp.sympify(next((s.parallel_work for s in program.steps if isinstance(s, Nest)), 0))
             work = int(est.xreplace({d: sp.Integer(int(dims[d.name])) for d in est.free_symbols}))
-        return work >= PARALLEL_WORK
+        return work >= limit
 
     def flavour(self, parallel: bool) -> bool:
         return parallel and threads() > 1
@@ -43,3 +57,17 @@ def threads() -> int:
     if getattr(parallel, "_is_initialized", True):
         return numba.get_num_threads()
     return numba.config.NUMBA_NUM_THREADS
+
+
+
+def parallel_work() -> int:
+    text = os.environ.get("SYMDL_PARALLEL_WORK", "").strip()
+    if not text:
+        return PARALLEL_WORK
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise ValueError(f"SYMDL_PARALLEL_WORK must be a positive whole number of loop iterations, got {text!r}")
+    return value

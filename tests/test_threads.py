@@ -1,0 +1,86 @@
+"""Threads: symdl.set_num_threads sets numba's and OpenBLAS's counts; parallel flavours run only
+for nests large enough to pay (the crossover is measured by benchmarks/threads.py, not here);
+OpenMP's idle threads sleep rather than spin unless the user chose otherwise."""
+import ctypes
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+import sympy as sp
+
+import symdl
+from symdl.backends.cpu import backend as cpu
+from symdl.loops import lower
+from symdl.runtime import threads
+
+R, C = sp.symbols("R C", integer=True, positive=True)
+i, j = sp.Idx("i", R), sp.Idx("j", C)
+x, b, y = sp.IndexedBase("x"), sp.IndexedBase("b"), sp.IndexedBase("y")
+BIAS = symdl.Formula(sp.Eq(y[i, j], x[i, j] + b[j]), name="threads_bias")
+
+
+@pytest.fixture
+def restore_threads():
+    before = numba.get_num_threads()
+    yield
+    symdl.set_num_threads(before)
+
+
+def test_set_num_threads_sets_numba_and_blas(restore_threads):
+    symdl.set_num_threads(1)
+    assert symdl.get_num_threads() == numba.get_num_threads() == 1
+    setter = threads._blas_setter()
+    if setter is None:
+        pytest.skip("NumPy's BLAS here is not OpenBLAS: its own environment variables decide")
+    getters = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+               "openblas_get_num_threads64_", "openblas_get_num_threads")
+    getter = next((getattr(lib, name) for lib in map(ctypes.CDLL, _blas_paths()) for name in getters
+                   if hasattr(lib, name)), None)
+    assert getter is not None and getter() == 1
+    symdl.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert getter() == numba.config.NUMBA_NUM_THREADS
+
+
+def _blas_paths():
+    with open("/proc/self/maps") as maps:
+        return sorted({line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line})
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.0, True, numba.config.NUMBA_NUM_THREADS + 1])
+def test_set_num_threads_refuses_what_numba_cannot_do(n, restore_threads):
+    with pytest.raises(ValueError, match="set_num_threads: n must be an integer"):
+        symdl.set_num_threads(n)
+
+
+def test_small_nests_run_serial_and_large_ones_parallel(monkeypatch):
+    prog, backend = lower(BIAS, row_reductions=True), cpu.CpuBackend()
+    monkeypatch.delenv("SYMDL_PARALLEL_WORK", raising=False)
+    assert not backend.parallel(prog, {"R": 256, "C": 512})          # 2^17: threads cost more
+    assert backend.parallel(prog, {"R": 4096, "C": 512})             # 2^21
+    monkeypatch.setenv("SYMDL_PARALLEL_WORK", "1000")
+    assert backend.parallel(prog, {"R": 256, "C": 512})
+    monkeypatch.setenv("SYMDL_PARALLEL_WORK", "many")
+    with pytest.raises(ValueError, match="SYMDL_PARALLEL_WORK must be a positive whole number"):
+        backend.parallel(prog, {"R": 256, "C": 512})
+
+
+def test_a_kernel_call_takes_the_flavour_its_plan_chose(monkeypatch):
+    monkeypatch.delenv("SYMDL_PARALLEL_WORK", raising=False)
+    kern = BIAS.compile()
+    xv, bv = np.ones((64, 32), np.float32), np.arange(32, dtype=np.float32)
+    shapes = tuple({"x": xv.shape, "b": bv.shape}[n] for n in kern._order)
+    assert kern.plan(np.dtype(np.float32), shapes).parallel is False
+    np.testing.assert_array_equal(kern(x=xv, b=bv), xv + bv)
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_openmp_threads_sleep_when_idle_unless_the_user_says(given):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, symdl.backends.cpu.backend; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (given or "PASSIVE")

@@ -65,6 +65,7 @@ def _show(args) -> int:
             _section(f"gradient with respect to {name}: {g.name}")
             print(g.pretty())
             print(f"\nLaTeX: {g.latex()}")
+    _cost(parts)
     for f in parts:
         for g in [f, *f.vjp().values()]:
             _section(f"loop IR and generated source: {g.name} ({args.dtype})")
@@ -72,6 +73,24 @@ def _show(args) -> int:
             print()
             print(g.compile().source(args.dtype))
     return 0
+
+
+def _cost(parts) -> None:
+    """Counted work (loop trip counts, m·n·k per matrix product) of each formula and its gradients,
+    at sizes 8x the smallest valid ones: the cost contract reverse mode keeps (tests/test_cost_contract.py)."""
+    from symdl.loops import lower, trip_count
+    from symdl.reference.inputs import default_sizes
+
+    _section("cost: counted work of the forward pass and of each gradient")
+    for f in parts:
+        if f.recurrence is not None:
+            print(f"  {f.name}: a recurrence (its gradient runs the adjoint recurrence backwards)")
+            continue
+        dims = {str(k): 8 * v for k, v in default_sizes(f).items()}
+        forward = trip_count(lower(f), dims)
+        work = {n: trip_count(lower(g), dims) for n, g in f.vjp().items()}
+        grads = ", ".join(f"grad_{n} {w} ({w / max(forward, 1):.2f}x)" for n, w in work.items())
+        print(f"  {f.name} at {dims}: forward {forward}; {grads}")
 
 
 def _section(title: str) -> None:

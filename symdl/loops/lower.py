@@ -1,4 +1,5 @@
-"""Lowering: a Formula becomes a LoopProgram (library calls, then one loop nest).
+"""Lowering: a Formula becomes a LoopProgram (library calls, nests for loop-invariant nested
+reductions (invariant.py), then the main loop nest).
 
 Output indices become loops in the left side's order (the last index innermost, so stores are
 contiguous); each Sum becomes a register accumulator with its loop; guards become `If`s so that a
@@ -15,6 +16,7 @@ from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, Sum
 from ..passes.contraction import extract_matmuls
 from . import scatter
+from .invariant import hoist_nested_reductions
 from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, ScatterAdd, Store, Temp
 
 
@@ -62,6 +64,9 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
                            (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
     names = _Names(_taken(f, body))
+    body, inv_temps, inv_nests = hoist_nested_reductions(f, body, names, emit, _with_cse)
+    temps += inv_temps
+    steps += inv_nests
     used = {str(b.label) for b in body.atoms(sp.IndexedBase)}
     order = _loop_order(f)
     body, hoisted = _hoist_reductions(body, order, names)

@@ -111,3 +111,24 @@ def test_symdl_show_prints_each_gradients_cost_ratio(capsys):
         work = trip_count(lower(g), dims)
         assert f"grad_{name} {work} ({work / forward:.2f}x)" in section
         assert work <= BOUND * forward  # the weight gradient no longer recomputes the pre-activation
+
+
+def test_program_vjp_drops_paths_no_wanted_input_reaches():
+    """A k-means-style objective: L = Σ w[n,k] d[n,k] with d[n,k] = (x[n] - c[k])². The gradient
+    for w alone needs no grad_d (d does not depend on w); the gradient for c needs it."""
+    import numpy as np
+
+    n, kk = sp.Idx("n", N), sp.Idx("k", M)
+    c, d = sp.IndexedBase("c"), sp.IndexedBase("d")
+    dist = symdl.Formula(sp.Eq(d[n, kk], (x[n] - c[kk]) ** 2), name="cost_kmeans_dist")
+    loss = symdl.Formula(sp.Eq(L, sp.Sum(w[n, kk] * d[n, kk], (n, 0, N - 1), (kk, 0, M - 1))), name="cost_kmeans_loss")
+    prog = symdl.Program([dist, loss], name="cost_kmeans")
+    for wanted, dead in ((["w"], True), (["c"], False)):
+        grad_program = prog.vjp(wanted)
+        assert any("vjp.L.d" in f.name for f in grad_program.formulas) is not dead, [f.name for f in grad_program.formulas]
+    rng = np.random.default_rng(0)
+    xv, cv, wv = rng.random(5), rng.random(3), rng.random((5, 3))
+    kern = prog.compile()
+    np.testing.assert_allclose(kern.vjp(1.0, wrt=["w"], x=xv, c=cv, w=wv)["w"], (xv[:, None] - cv[None, :]) ** 2)
+    np.testing.assert_allclose(kern.vjp(1.0, wrt=["c"], x=xv, c=cv, w=wv)["c"],
+                               (-2 * wv * (xv[:, None] - cv[None, :])).sum(axis=0))

@@ -177,12 +177,17 @@ def program_vjp(prog: Program, wrt=None) -> Program:
         for t in f.input_names:
             consumers[t] = consumers.get(t, 0) + 1
     contributions: dict[str, list] = {o: [grad_name(o)] for o in prog.outputs}
+    # dead paths: a computed tensor that no wanted input reaches needs no gradient
+    live = set(wanted)
+    for f in prog.formulas:
+        if any(t in live for t in f.input_names):
+            live.add(f.output.name)
     shapes = {t.name: t.shape for t in prog.inputs}
     shapes.update({f.output.name: f.output.shape for f in prog.formulas})
     for f in reversed(prog.formulas):
         parts = contributions.get(f.output.name)
-        if not parts:
-            continue  # does not reach an output
+        if not parts or f.output.name not in live:
+            continue  # does not reach an output, or no wanted input reaches it
         g = _accumulate(formulas, f.output.name, parts, shapes[f.output.name], f)
         upstream = {grad_name(f.output.name): g}
         if f.recurrence is not None:  # gradients read the adjoint recurrence, not grad_<out>
@@ -192,7 +197,7 @@ def program_vjp(prog: Program, wrt=None) -> Program:
                                    name=f"{prog.name}.bptt.{f.output.name}"))
             upstream = {adjoint_name(f): total}
         for x in f.inputs:
-            if x.integer or (x.name not in produced and x.name not in wanted):
+            if x.integer or x.name not in live:
                 continue
             gf = input_vjp(f, x.name) if f.recurrence is not None else vjp(f, [x.name])[x.name]
             if gf.body == 0:

@@ -4,6 +4,7 @@
     symdl show dense_relu      formula, derived gradients (pretty and LaTeX), loop IR, source
     symdl verify [NAME ...]    symdl.verify.all: symbolic, numeric and backend checks; exit 1 on any failure
     symdl train [EXAMPLE]      train e1..e5 (docs/catalog.md), rnn, attention, ... (default: e5 on digits)
+    symdl bench [--workloads]  training steps of the documents' workloads, next to NumPy by hand
 """
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ def main(argv=None) -> int:
     verify.add_argument("names", nargs="*")
     verify.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
     _add_train_parser(sub)
-    args = parser.parse_args(argv)
+    sub.add_parser("bench", add_help=False, help="time training steps against NumPy by hand (symdl bench --help)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":  # its own options (symdl/bench.py)
+        from symdl import bench
+        return bench.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return {"list": _list, "show": _show, "verify": _verify, "train": _train}[args.command](args)
 
 

@@ -26,7 +26,7 @@ LAYERS = [
     {"formulas", "datasets"},                  # the catalog and the bundled data
     {"nn"},                                    # 7 models
     {"verify"},                                # verification across all stages
-    {"api", "cli", "symdl"},                   # the verbs, the command line, the facade (symdl/__init__)
+    {"api", "cli", "bench", "symdl"},          # the verbs, the command line and its bench, the facade
 ]
 LEVEL = {unit: n for n, units in enumerate(LAYERS) for unit in units}
 MAX_LINES = 450

@@ -1,15 +1,17 @@
 """Loop-invariant reductions into temporaries, before the main nest.
 
 A reduction nested inside another one that does not use every enclosing index (output or
-reduction) is computed once per value of the indices it does use, into a temporary array, by a nest of its own; the main nest reads
-the array. Logistic regression's weight gradient recomputed the pre-activation Σ_k w[k] x[i, k]
-inside Σ_i for every output k (O(B N²)); with it hoisted, O(B N). Reductions directly under the
-output loops are hoisted to scalars by lower._hoist_reductions; this pass handles the nested ones.
+reduction) is computed once per value of the indices it does use, into a temporary array, by a
+nest of its own; the main nest reads the array. Logistic regression's weight gradient recomputed
+the pre-activation Σ_k w[k] x[i, k] inside Σ_i for every output k (O(B N²)); hoisted, O(B N).
+Reductions directly under the output loops are hoisted to scalars by lower._hoist_reductions; this
+pass takes the nested ones, those in a branch, and those only an inner output loop can hold.
 
-Under a guard only reductions that use no enclosing index move (a guard may be what keeps a read in
-range, and such a reduction's reads do not depend on it); elsewhere a reduction moves when every
-index it uses has a range that no other index changes (the temporary is a box). Reductions nested
-in a moved one are moved out of its nest in turn.
+Under a guard on indices only reductions that use no enclosing index move (such a guard may be
+what keeps a read in range; a reduction that reads no enclosing index cannot depend on it); a test
+on values (relu's x > 0, an arg-max) guards nothing. A reduction moves only when every index it uses
+has a range no other index changes (the temporary is a box). Reductions nested in a moved one are
+moved out of its nest in turn.
 """
 from __future__ import annotations
 

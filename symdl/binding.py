@@ -76,7 +76,7 @@ class Binder:
             lo = aff.const + sum(c * (scope[v][0] if c > 0 else scope[v][1]) for v, c in aff.coeffs.items())
             hi = aff.const + sum(c * (scope[v][1] if c > 0 else scope[v][0]) for v, c in aff.coeffs.items())
             spans = [scope[v][1] - scope[v][0] for v in aff.coeffs] or [sp.Integer(0)]
-            gathers = tuple((str(r.base.label), c) for r, c in aff.reads.items())
+            gathers = tuple((str(r.base.label), int(c) if c.is_Integer else c) for r, c in aff.reads.items())
             self.reads.append(ReadCheck(t, a, _compile_int(lo, dims), _compile_int(hi, dims), gathers,
                                         str(aff.expr()), _compile_int(sp.Min(*spans), dims)))
         checked = {_read_key(t, a, aff, scope) for t, a, aff, scope in f.read_checks}

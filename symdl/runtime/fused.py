@@ -14,6 +14,7 @@ from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
 from ..loops.lower import lower_fused
 from .cache import load_module
+from .kernel import common_arguments
 from .plan import CallPlan
 from .selfcheck import check_fused
 
@@ -27,6 +28,8 @@ class FusedKernel:
     def __init__(self, kernels, name: str, check: bool = True):
         self.kernels, self.check = list(kernels), check
         self.backend = self.kernels[0].backend
+        specs = {spec[0]: spec for k in self.kernels for spec in k._specs}  # one name, one declaration
+        self._specs = tuple(specs.values())
         self.program = lower_fused([k.formula for k in self.kernels], name)
         check_ir(self.program)
         show("fused loop IR", format_ir(self.program))
@@ -42,13 +45,11 @@ class FusedKernel:
         return self._modules[dtype]
 
     def run(self, env: dict) -> dict:
-        args, dtype = {}, None
-        for k in self.kernels:  # each formula's own checks, in its words
-            values, dt = k._arguments({t.name: env[t.name] for t in k.formula.inputs}, None)
-            if dtype is not None and dt != dtype:
-                raise ValueError(f"program {self.program.name!r}: inputs mix float dtypes {dtype} and {dt}")
-            dtype = dt
-            args.update(zip(k._order, values, strict=True))
+        fast = common_arguments(self._specs, env)  # the common call: every input checked once
+        if fast is not None:
+            args, dtype = dict(zip((s[0] for s in self._specs), fast[0])), fast[1]
+        else:
+            args, dtype = self._checked(env)
         shapes = tuple(np.shape(args[t.name]) for t in self.program.inputs)
         plan = self._plans.get((dtype, shapes))
         if plan is None:
@@ -73,3 +74,14 @@ class FusedKernel:
         plan.run(*result.values(), *[args[t.name] for t in self.program.inputs], *plan.values,
                  self.backend.flavour(plan.parallel))
         return result
+
+    def _checked(self, env: dict):
+        """Each formula's own checks, in its words."""
+        args, dtype = {}, None
+        for k in self.kernels:
+            values, dt = k._arguments({t.name: env[t.name] for t in k.formula.inputs}, None)
+            if dtype is not None and dt != dtype:
+                raise ValueError(f"program {self.program.name!r}: inputs mix float dtypes {dtype} and {dt}")
+            dtype = dt
+            args.update(zip(k._order, values, strict=True))
+        return args, dtype

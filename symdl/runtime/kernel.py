@@ -153,28 +153,7 @@ class Kernel:
         return self._checked_arguments(arrays, check_finite)
 
     def _common_arguments(self, arrays: dict):
-        """The common call (Python numbers for scalars, arrays of the declared ranks: integer ones
-        for index tensors, the rest all float32 or all float64) in a few attribute reads; None sends
-        anything else through the full checks, which also word the errors."""
-        args, dtype = [], None
-        for name, rank, integer in self._specs:
-            a = arrays.get(name)
-            if rank == 0:
-                if type(a) is not float and type(a) is not int:
-                    return None
-            elif type(a) is not np.ndarray or a.ndim != rank:
-                return None
-            elif integer:
-                if a.dtype.kind not in "iu":
-                    return None
-            elif dtype is None:
-                dtype = a.dtype
-                if dtype is not F32 and dtype is not F64:
-                    return None
-            elif a.dtype is not dtype:
-                return None
-            args.append(a)
-        return args, F64 if dtype is None else dtype
+        return common_arguments(self._specs, arrays)
 
     def _checked_arguments(self, arrays: dict, check_finite):
         f = self.formula
@@ -330,6 +309,32 @@ class _VjpPlan:
             steps.append((n, k, positions, plan))
         self.steps = steps
         return steps
+
+
+def common_arguments(specs, arrays: dict):
+    """The common call (Python numbers for scalars, arrays of the declared ranks: integer ones for
+    index tensors, the rest all float32 or all float64) in a few attribute reads: (arguments in
+    `specs` order, dtype); None sends anything else through the full checks, which word the errors.
+    `specs`: (name, rank, holds indices) per input."""
+    args, dtype = [], None
+    for name, rank, integer in specs:
+        a = arrays.get(name)
+        if rank == 0:
+            if type(a) is not float and type(a) is not int:
+                return None
+        elif type(a) is not np.ndarray or a.ndim != rank:
+            return None
+        elif integer:
+            if a.dtype.kind not in "iu":
+                return None
+        elif dtype is None:
+            dtype = a.dtype
+            if dtype is not F32 and dtype is not F64:
+                return None
+        elif a.dtype is not dtype:
+            return None
+        args.append(a)
+    return args, F64 if dtype is None else dtype
 
 
 def upstream(grad, shape: tuple, dtype):

@@ -103,7 +103,7 @@ def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scal
     for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):
         args = {t.name: _scalar(env[t.name], t) for t in f.inputs}
         name = f.output.name
-        if f.body == 0:  # a gradient no path reaches: zeros of the program's dtype
+        if f.body is sp.S.Zero:  # a gradient no path reaches: zeros of the program's dtype
             env[name] = np.zeros(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=dtype)
             continue
         if f.output_bound:  # lengths only the program knows (a gradient's broadcast axis)

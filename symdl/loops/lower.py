@@ -47,6 +47,8 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
     column at a time."""
     if row_reductions and _sums_down_columns(f):
         return _lower_row_reduction(f)
+    if row_reductions and _sum_along_last_axis(f):
+        return _lower_inner_accumulation(f)
     hit = scatter.match(f) if f.recurrence is None else None
     if hit is not None:  # a gather's gradient: the gather's loops, adding into the output
         names = _Names(_taken(f, f.body))
@@ -124,6 +126,60 @@ def _lower_row_reduction(f: Formula) -> LoopProgram:
     steps = (Nest("zero", zero, (f.output.name,), sp.Integer(0)),
              Nest("rows", (Loop(r, lo, hi + 1, add),), arrays, sp.Integer(0)))
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
+
+
+def _sum_along_last_axis(f: Formula) -> bool:
+    """`rest + Σ summand` (rest free of reductions; one Sum, box-shaped: bounds free of output
+    indices; a summand without reductions or guards) whose innermost output index is the
+    contiguous axis of a read: a convolution's y[b, i, j, o] = bias[o] + Σ K[kh, kw, c, o] x[...]
+    and its kernel gradient. Scalar accumulators would run the reduction once per o, each reading K
+    with stride Cout; accumulating into the output row instead runs o innermost, contiguous."""
+    if f.recurrence is not None or len(f.indices) < 2 or any(t.integer for t in f.inputs):
+        return False
+    sums = [t for t in sp.Add.make_args(f.body) if isinstance(t, sp.Sum)]
+    if len(sums) != 1 or any(t.has(*REDUCTIONS) for t in sp.Add.make_args(f.body) if t is not sums[0]):
+        return False
+    summand, limits = _flat_sum(sums[0])
+    last = f.indices[-1]
+    bounds = {s for _, lo, hi in limits for s in sp.sympify(lo).free_symbols | sp.sympify(hi).free_symbols}
+    if bounds & set(f.indices) or summand.has(*REDUCTIONS, sp.Piecewise):
+        return False
+    if extract_matmuls(f)[1]:
+        return False  # BLAS does it
+    return any(r.indices[-1] == last for r in summand.atoms(sp.Indexed))
+
+
+def _flat_sum(total) -> tuple:
+    """(summand, limits outermost first) of a Sum of Sums."""
+    limits, summand = list(total.limits), total.function
+    while isinstance(summand, sp.Sum):
+        limits += list(summand.limits)
+        summand = summand.function
+    return summand, limits
+
+
+def _lower_inner_accumulation(f: Formula) -> LoopProgram:
+    """for the outer output indices: the output row = rest; for the reduction indices: for the last
+    output index: row += summand."""
+    names = _Names(_taken(f, f.body))
+    total = next(t for t in sp.Add.make_args(f.body) if isinstance(t, sp.Sum))
+    rest, (summand, limits) = f.body - total, _flat_sum(total)
+    out = sp.IndexedBase(f.output.name, real=True)[f.indices]
+    last = f.indices[-1]
+    lo_l, hi_l = f.ranges[last]
+    init: tuple = (Loop(last, lo_l, hi_l + 1, tuple(_with_cse(Store(f.output.name, f.indices, rest), names))),)
+    add: tuple = (Loop(last, lo_l, hi_l + 1, tuple(_with_cse(Store(f.output.name, f.indices, out + summand),
+                                                             names))),)
+    for var, lo, hi in reversed(limits):
+        add = (Loop(var, lo, hi + 1, add),)
+    nest = init + add
+    for depth, i in reversed(list(enumerate(f.indices[:-1]))):
+        lo, hi = f.ranges[i]
+        nest = (Loop(i, lo, hi + 1, nest, parallel=depth == 0),)
+    used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
+    arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (f.output.name,)
+    work = sp.Mul(*[hi + 1 for _, hi in f.ranges.values()]) * 8
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), (Nest("loops", nest, arrays, work),))
 
 
 def fusable(formulas) -> bool:

@@ -1,18 +1,18 @@
 """Data for the symdl.nn examples: the bundled digits (offline), or MNIST with --mnist.
 
 MNIST comes from `symdl.datasets.mnist.load_data()` (downloaded once); without network access the
-examples fall back to the real MNIST test set in the project's shared data folder
-(../shared/data/mnist: first 8,000 images to train, last 2,000 to test).
+examples fall back to MNIST idx files in the folder named by SYMDL_MNIST_DIR, if set (the
+t10k test set: first 8,000 images to train, last 2,000 to test).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from symdl.datasets import DownloadError, digits, mnist
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
 def load(use_mnist: bool, images: bool):
@@ -21,10 +21,12 @@ def load(use_mnist: bool, images: bool):
         try:
             (xtr, ytr), (xte, yte) = mnist.load_data()
         except DownloadError as e:
-            if not SHARED_MNIST.is_dir():
-                raise SystemExit(f"MNIST is not available offline: {e}") from e
-            print(f"(no download possible: using the MNIST test set in {SHARED_MNIST}, 8000/2000 split)")
-            x, y = mnist.read_split(SHARED_MNIST, "t10k")
+            local = Path(os.environ.get("SYMDL_MNIST_DIR", "")) if os.environ.get("SYMDL_MNIST_DIR") else None
+            if local is None or not local.is_dir():
+                raise SystemExit(f"MNIST is not available offline: {e} (set SYMDL_MNIST_DIR to a folder of "
+                                 f"MNIST idx files to use those)") from e
+            print(f"(no download possible: using the MNIST test set in {local}, 8000/2000 split)")
+            x, y = mnist.read_split(local, "t10k")
             (xtr, ytr), (xte, yte) = (x[:8000], y[:8000]), (x[8000:], y[8000:])
         scale = 255.0
     else:

@@ -129,13 +129,10 @@ def steps(name: str):
             out["numpy"] = lambda: peer.forward(x)
         return out
     out = {"symdl": lambda: model.train_on_batch(x, y)}
-    if kind in HIDDEN:
-        out["numpy"] = NumpyMLP(model.get_weights()).step
-    elif kind == "linreg":
-        out["numpy"] = NumpyLinreg(model.get_weights()).step
-    if "numpy" in out and mode == "train":
-        step = out["numpy"]
-        out["numpy"] = lambda: step(x, y)
+    peer = NumpyMLP(model.get_weights()) if kind in HIDDEN else \
+        NumpyLinreg(model.get_weights()) if kind == "linreg" else None
+    if peer is not None:
+        out["numpy"] = lambda: peer.step(x, y)
     return out
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from symdl.declare import Formula, Program
 from symdl.formulas.tensor_ops import flat_elementwise as elementwise
-from symdl.runtime.program import kernel_for, run_formulas
+from symdl.runtime.program import arrays_dtype, kernel_for, run_formulas, scalar_argument
 
 from .device import is_device_array, to_device, zeros
 
@@ -103,28 +103,12 @@ class FormulaOp:
             want = [t.name for t in f.inputs if t.name in live and not t.integer]
             if g is None or not want:
                 continue
-            args = {t.name: _scalar(env[t.name], t.rank) for t in f.inputs}
-            dtype = _float_dtype(args)
+            args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
+            dtype = arrays_dtype(args)
             g = np.asarray(g, dtype=dtype) if np.ndim(g) == 0 else g
             if on_device and isinstance(g, np.ndarray) and g.ndim:
                 g = to_device(g)
             for name, gx in k.vjp(g, wrt=want, **args).items():
                 acc[name] = add(acc[name], gx) if name in acc else gx
-        return {n: acc[n] if n in acc else zeros(np.shape(env[n]), _float_dtype(env), on_device)
+        return {n: acc[n] if n in acc else zeros(np.shape(env[n]), arrays_dtype(env), on_device)
                 for n in wrt}
-
-
-def _scalar(value, rank: int):
-    """A rank-0 result (a loss, a row statistic reduced to a number) feeds kernels as a float."""
-    if rank == 0 and is_device_array(value):
-        value = value.copy_to_host()
-    if rank == 0 and isinstance(value, np.ndarray):
-        return value.reshape(()).item()
-    return value
-
-
-def _float_dtype(arrays: dict) -> np.dtype:
-    for v in arrays.values():
-        if (isinstance(v, np.ndarray) or is_device_array(v)) and np.dtype(v.dtype).kind == "f":
-            return np.dtype(v.dtype)
-    return np.dtype(np.float64)

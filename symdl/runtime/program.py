@@ -87,11 +87,10 @@ _KERNELS: dict = {}
 def kernel_for(formula, backend="cpu", check_finite: bool = False, check: bool = True) -> Kernel:
     """One Kernel per distinct formula, backend and options in the process; numba's on-disk
     cache makes later processes start warm."""
-    b = get_backend(backend)
-    key = (formula.key(), b.name, check_finite, check)
+    key = (formula.key(), backend if isinstance(backend, str) else backend.name, check_finite, check)
     k = _KERNELS.get(key)
-    if k is None:
-        k = _KERNELS[key] = Kernel(formula, b, check_finite, check)
+    if k is None:  # the backend object is made only here: a hit costs one dict lookup
+        k = _KERNELS[key] = Kernel(formula, backend, check_finite, check)
     return k
 
 
@@ -99,16 +98,16 @@ def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scal
     """Each formula's kernel in order, every output added to `env` (which holds the inputs).
     `buffers`: outputs reused by the next run with the same input shapes (callers copy what they
     keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device."""
-    dims, dtype = {}, _dtype(env)
+    dims, dtype = {}, arrays_dtype(env)
     for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):
-        args = {t.name: _scalar(env[t.name], t) for t in f.inputs}
+        args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
         name = f.output.name
         if f.body is sp.S.Zero:  # a gradient no path reaches: zeros of the program's dtype
             env[name] = np.zeros(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=dtype)
             continue
         if f.output_bound:  # lengths only the program knows (a gradient's broadcast axis)
             known = {str(d): dims[str(d)] for d in f.dims if str(d) in dims}
-            out = np.empty(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=_dtype(args))
+            out = np.empty(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=arrays_dtype(args))
             env[name] = _as_program_dtype(k(out=out, dims=known, **args), f, dtype)
         elif not f.output.rank:
             value = k(**args)
@@ -131,9 +130,11 @@ def _dim(d, dims, k):
     return int(d.xreplace({s: sp.Integer(dims[s.name]) for s in d.free_symbols}))
 
 
-def _dtype(args):
-    for v in args.values():  # NumPy arrays, or device arrays (cuda backend: they have copy_to_host)
-        if (isinstance(v, np.ndarray) or hasattr(v, "copy_to_host")) and np.dtype(v.dtype).kind == "f":
+def arrays_dtype(args: dict) -> np.dtype:
+    """The float dtype of the first float array among `args` (float64 when there is none)."""
+    for v in args.values():  # NumPy arrays, or device arrays (numba's, or any __cuda_array_interface__)
+        if (isinstance(v, np.ndarray) or hasattr(v, "copy_to_host") or hasattr(v, "__cuda_array_interface__")) \
+                and np.dtype(v.dtype).kind == "f":
             return np.dtype(v.dtype)
     return np.dtype(np.float64)
 
@@ -147,10 +148,10 @@ def _as_program_dtype(value, formula, dtype):
     return value
 
 
-def _scalar(value, tensor):
-    """A rank-0 result (a loss) feeds later formulas as a scalar."""
-    if tensor.rank == 0 and hasattr(value, "copy_to_host"):  # a device array (cuda backend)
+def scalar_argument(value, rank: int):
+    """A rank-0 result (a loss, a row statistic reduced to a number) feeds later kernels as a float."""
+    if rank == 0 and hasattr(value, "copy_to_host"):  # a device array (cuda backend)
         value = value.copy_to_host()
-    if tensor.rank == 0 and isinstance(value, np.ndarray):
+    if rank == 0 and isinstance(value, np.ndarray):
         return value.reshape(()).item()
     return value

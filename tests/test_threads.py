@@ -5,6 +5,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import time
 
 import numba
 import numpy as np
@@ -145,11 +146,15 @@ def test_symdl_threads_fixes_the_count_or_names_a_bad_value(following, monkeypat
         threads.adapt()
 
 
-def test_the_real_proc_stat_gives_a_load_between_none_and_every_core():
+def test_the_real_proc_stat_counts_this_processs_work_among_the_machines():
     load = threads._Load()
-    if load.sample() is None:
+    first = load.sample()
+    if first is None:
         pytest.skip("no /proc/stat here")
-    load.others()
-    sum(range(200_000))
-    others = load.others()
-    assert others is None or 0.0 <= others <= os.cpu_count() + 0.5
+    end = time.monotonic() + 0.3   # the counters tick every 10 ms: look over an interval adapt would use
+    while time.monotonic() < end:
+        pass
+    wall, busy, own = (b - a for a, b in zip(first, load.sample()))
+    assert own >= 0.2 * wall                          # our spinning, from os.times
+    assert busy >= own - 0.05                         # the machine's busy time (idle excluded) holds it
+    assert busy <= wall * threads._cores() + 0.05     # and no more than every core for the interval

@@ -75,7 +75,8 @@ class _Load:
         last, self.last = self.last, now
         if last is None or now[0] - last[0] <= 0:
             return None
-        return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+        others = ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+        return min(max(0.0, others), float(_cores()))  # the counters tick every 10 ms: clamp the noise
 
 
 _LOAD = _Load()

@@ -76,7 +76,7 @@ class _Load:
         if last is None or now[0] - last[0] <= 0:
             return None
         others = ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
-        return min(max(0.0, others), float(_cores()))  # the counters tick every 10 ms: clamp the noise
+        return min(max(0.0, others), float(os.cpu_count() or 1))  # counters tick every 10 ms: clamp the noise
 
 
 _LOAD = _Load()
@@ -114,7 +114,8 @@ def adapt() -> None:
         return
     import numba
 
-    want = max(1, min(numba.config.NUMBA_NUM_THREADS, round(_cores() - others)))
+    free = round((os.cpu_count() or 1) - others)  # /proc/stat counts every core of the machine
+    want = max(1, min(numba.config.NUMBA_NUM_THREADS, _cores(), free))
     if want != load.threads:
         load.threads = want
         _apply(want)

@@ -33,30 +33,36 @@ class ProgramKernel:
     def __repr__(self) -> str:
         return f"ProgramKernel({self.program.name}, {len(self.kernels)} kernels)"
 
-    def run(self, **arrays) -> dict:
-        """All tensors the program computes, by name (inputs included)."""
+    def run(self, given: dict | None = None, **arrays) -> dict:
+        """All tensors the program computes, by name (inputs included). `given`: values of some
+        outputs the caller already has (not computed again)."""
         names = set(self.program.input_names)
         if arrays.keys() != names:
             missing, extra = sorted(names - arrays.keys()), sorted(arrays.keys() - names)
             raise ValueError(f"program {self.program.name!r}: missing {missing}, unexpected {extra}; "
                              f"it takes {sorted(names)}")
         env = dict(arrays)
-        if self._fused is not None:
+        if self._fused is not None and not given:
             env.update(self._fused.run(env))
             return env
-        return run_formulas(self.program.formulas, self.kernels, env)
+        if not given:
+            return run_formulas(self.program.formulas, self.kernels, env)
+        kept = [(f, k) for f, k in zip(self.program.formulas, self.kernels, strict=True) if f.output.name not in given]
+        env.update(given)
+        return run_formulas([f for f, _ in kept], [k for _, k in kept], env)
 
     def __call__(self, **arrays):
         env = self.run(**arrays)
         outs = self.program.outputs
         return env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
 
-    def vjp(self, grad, wrt=None, **arrays) -> dict:
+    def vjp(self, grad, wrt=None, given: dict | None = None, **arrays) -> dict:
         """{input name: gradient}; `grad` is the upstream gradient of the single output, or a dict
-        {output name: gradient}; `wrt` limits the inputs differentiated."""
-        return self.value_and_grad(grad, wrt=wrt, **arrays)[1]
+        {output name: gradient}; `wrt` limits the inputs differentiated; `given`: forward outputs
+        the caller kept for these inputs ({name: array}), read instead of computed again."""
+        return self.value_and_grad(grad, wrt=wrt, given=given, **arrays)[1]
 
-    def value_and_grad(self, grad, wrt=None, **arrays) -> tuple:
+    def value_and_grad(self, grad, wrt=None, given: dict | None = None, **arrays) -> tuple:
         """(outputs, {input name: gradient}) from one run of the gradient program: the forward
         values come for free with the gradients (a training step needs both)."""
         wanted = tuple(t.name for t in self.program.inputs if not t.integer) if wrt is None else tuple(wrt)
@@ -74,8 +80,11 @@ class ProgramKernel:
         unknown = sorted(set(feed) - set(names) - {t.name for t in self.program.inputs})
         if unknown:
             raise ValueError(f"program {self.program.name!r}: unexpected inputs {unknown}")
-        env = gk.run(**{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
-                                                                       if n not in feed})
+        if given and set(given) - set(outs):
+            raise ValueError(f"program {self.program.name!r}: given= takes outputs {list(outs)}, got "
+                             f"{sorted(set(given) - set(outs))}")
+        env = gk.run(given, **{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
+                                                                               if n not in feed})
         values = env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
         # the gradient program's outputs are the wanted gradients, in order
         return values, {n: env[o] for n, o in zip(wanted, gk.program.outputs, strict=True)}

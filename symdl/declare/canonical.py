@@ -117,12 +117,12 @@ def canonical(name, out_name, indices, ranges, body, declared=None, integer=(), 
     check_index_scope(name, body, out_name, indices, ranges, all_indices)
     rec, reads = own_reads(name, out_name, indices, body)
     check_index_expressions(name, reads, integer, all_indices)
-    rules = axis_rules(body, out_ranges, declared, reads, out_name, strict)
+    rules = axis_rules(body, out_ranges, declared, reads, out_name, strict, padded)
     shapes = input_shapes(name, reads, rules)
     body = zero_padding(name, body, padded, shapes, all_indices)
     checks = [c for c in read_checks(body, out_ranges, all_indices) if not (rec and c[0] == out_name)]
     dims = dimensions(shapes, out_ranges, body, all_indices)
-    output_bound = binding(name, dims, rules, out_ranges, strict)
+    output_bound = binding(dims, rules)
     body, scalars = real_scalars(body, all_indices, dims)
     inputs, output = tensors(name, out_name, shapes, integer, scalars, out_ranges)
     used = check_names(name, body, inputs, output, scalars, all_indices, dims, strict)
@@ -227,11 +227,12 @@ def check_index_expressions(name, reads, integer, all_indices) -> None:
                 refuse_non_integer(read, r)
 
 
-def axis_rules(body, out_ranges, declared, reads, out_name, strict) -> dict:
+def axis_rules(body, out_ranges, declared, reads, out_name, strict, padded=()) -> dict:
     """(input, axis) -> candidate lengths (reads.shape_rules), for the tensors the formula reads:
     how a call binds dimensions from its arrays."""
     read_names = {str(r.base.label) for r in reads}
-    rules = shape_rules(body, out_ranges, {t: d for t, d in declared.items() if t in read_names}, strict)
+    rules = shape_rules(body, out_ranges, {t: d for t, d in declared.items() if t in read_names}, strict,
+                        padded)
     return {k: v for k, v in rules.items() if k[0] != out_name}
 
 
@@ -264,8 +265,11 @@ def zero_padding(name, body, padded, shapes, all_indices):
 
 
 def dimensions(shapes, out_ranges, body, all_indices) -> tuple:
-    """The dimension symbols (B, N, ...): in input shapes, output ranges and reduction limits."""
-    dims = set()
+    """The dimension symbols (B, N, ...): in input shapes, output ranges and reduction limits, and
+    the integer symbols a body uses as values (N·Σ_k a[k]; its gradient N·grad_y names no range)."""
+    tensor_names = {str(b.label) for b in body.atoms(sp.IndexedBase)}
+    dims = {s for s in _bare_symbols(body) if s.is_integer and s not in all_indices
+            and s.name not in tensor_names}
     for shape in shapes.values():
         for d in shape:
             dims |= d.free_symbols
@@ -277,19 +281,12 @@ def dimensions(shapes, out_ranges, body, all_indices) -> tuple:
     return tuple(sorted(dims, key=str))
 
 
-def binding(name, dims, rules, out_ranges, strict) -> tuple:
+def binding(dims, rules) -> tuple:
     """The dimensions a call cannot bind from its inputs (the output_bound: the caller passes them,
-    Kernel(..., dims=) or out=). A user's formula must bind every dimension from its inputs; a
-    gradient formula may take a length only from its output (grad_w of a convolution), and the
-    other formulas autodiff makes may take lengths only their caller knows."""
+    Kernel(..., dims=) or out=): a loop length the user gives at call time, a gradient's length
+    taken only from its output (grad_w of a convolution), or one only the program knows."""
     bindable = bindable_dims(rules)
-    out_bare = {hi + 1 for lo, hi in out_ranges.values()}
-    unbound = [d for d in dims if d not in bindable]
-    if unbound and strict:
-        raise FormulaError(name, f"dimension {unbound[0]} is not the length of any input axis, so a "
-                                 f"call cannot bind it; write output ranges as expressions of input "
-                                 f"dimensions")
-    return tuple(unbound) if not strict else tuple(d for d in unbound if d in out_bare)
+    return tuple(d for d in dims if d not in bindable)
 
 
 def real_scalars(body, all_indices, dims):

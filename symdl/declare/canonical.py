@@ -21,7 +21,7 @@ from .indexing import affine, free_indices, index_symbol
 from .names import check_distinct, check_spelling
 from .reads import bindable_dims, guard_padded_reads, read_checks, reads_of, shape_rules
 from .recurrence import recurrence, with_initial_state
-from .reductions import REDUCTIONS, ArgMax, ReduceMax, as_symdl_sums, limits_of
+from .reductions import REDUCTIONS, VALUE_REDUCTIONS, ArgMax, ReduceMax, ReduceProduct, as_symdl_sums, limits_of
 from .value import Tensor
 
 # Expression nodes a formula may use; anything else is rejected at declaration.
@@ -30,6 +30,7 @@ SUPPORTED = (
     sp.Sum, sp.Tuple, *ELEMENTWISE.values(), sp.Piecewise, sp.KroneckerDelta, sp.floor,
     sp.ceiling, sp.Mod, sp.logic.boolalg.BooleanAtom, sp.And, sp.Or, sp.Not, sp.ITE,
     sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair, ReduceMax, ArgMax,
+    ReduceProduct,
 )
 
 
@@ -78,7 +79,7 @@ def canonical_indices(name, eq, out_idx):
         seen[sym] = idx
         rename[idx] = sym
         ranges[sym] = (sp.sympify(idx.lower), sp.sympify(idx.upper))
-    for s in [*eq.atoms(sp.Sum), *eq.atoms(ReduceMax)]:
+    for s in [a for a in sp.preorder_traversal(eq) if isinstance(a, VALUE_REDUCTIONS)]:
         for var, _, _ in s.limits:
             if not isinstance(var, sp.Idx) and var not in rename:
                 rename[var] = index_symbol(str(var))
@@ -162,7 +163,8 @@ def check_nodes(name, body) -> None:
         if not isinstance(node, SUPPORTED):
             raise FormulaError(name, f"unsupported term {node} ({type(node).__name__}); supported: "
                                      f"+ - * / **, sqrt, {', '.join(ELEMENTWISE)}, Piecewise, "
-                                     f"KroneckerDelta, Sum, ReduceMax and ArgMax over indices; floor, "
+                                     f"KroneckerDelta, Sum, Max, Min, Product and ArgMax over indices; "
+                                     f"floor, "
                                      f"ceiling and Mod in index arithmetic")
 
 
@@ -275,7 +277,7 @@ def dimensions(shapes, out_ranges, body, all_indices) -> tuple:
             dims |= d.free_symbols
     for lo, hi in out_ranges.values():
         dims |= lo.free_symbols | hi.free_symbols
-    for s in [*body.atoms(sp.Sum), *body.atoms(ReduceMax)]:
+    for s in [a for a in sp.preorder_traversal(body) if isinstance(a, VALUE_REDUCTIONS)]:
         for _, lo, hi in s.limits:
             dims |= (lo.free_symbols | hi.free_symbols) - all_indices
     return tuple(sorted(dims, key=str))

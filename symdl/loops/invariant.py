@@ -18,7 +18,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..declare.indexing import free_indices
-from ..declare.reductions import ArgMax, ReduceMax, Sum, limits_of
+from ..declare.reductions import ArgMax, ReduceMax, ReduceProduct, Sum, limits_of
 from .ir import Loop, Nest, Store, Temp
 
 
@@ -68,7 +68,7 @@ def hoist_nested_reductions(f, body, names, emit, with_cse):
                 on_index = on_index or _on_indices(c, set(loops) | set(scope))
                 out.append((visit(v, loops, scope, on_index, True), c_new))
             return sp.Piecewise(*out)
-        if isinstance(e, (Sum, ReduceMax)):
+        if isinstance(e, (Sum, ReduceMax, ReduceProduct)):
             # lower._hoist_reductions moves the others to scalars, but out of no branch
             if scope or branch or _innermost_only(e, list(loops)):
                 read = hoist(e, loops, scope, guarded)

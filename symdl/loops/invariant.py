@@ -76,6 +76,9 @@ def hoist_nested_reductions(f, body, names, emit, with_cse):
                     return read
             inner = {**scope, **{var: (lo, hi) for var, lo, hi in limits_of(e)}}
             return e.func(visit(e.function, loops, inner, guarded, branch), *e.limits)
+        if isinstance(e, ArgMax):  # its variables enclose what it compares (a max of sums' gradient)
+            inner = {**scope, **{var: (lo, hi) for var, lo, hi in limits_of(e)}}
+            return ArgMax(visit(e.function, loops, inner, guarded, branch), e.limits, e.coordinate)
         return e.func(*[visit(a, loops, scope, guarded, branch) for a in e.args])
 
     return visit(body, {i: f.ranges[i] for i in f.indices}, {}, False), temps, nests

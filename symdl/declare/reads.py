@@ -102,11 +102,11 @@ def widen(rules: dict, ends: dict, declared: dict) -> None:
     offset of the same axis provably end later (s[t + 1] at C - 1), the axis is as long as the
     latest end; an axis read only at offsets (x[t - 1], t from 1 to T - 1) is as long as its latest
     end. A declared length stays, and lone lengths provably shorter than it or than another read
-    are reads of a part.
-    Incomparable ends (N + K against 2·N) change nothing: the call's read checks decide."""
+    are reads of a part. Incomparable ends (N + K against 2·N) change nothing: the call's read
+    checks decide."""
     for key in set(rules) | set(ends):
         cands, found = rules.get(key, []), ends.get(key, set())
-        if key[0] in declared:  # lone lengths that provably end before another read are parts
+        if key[0] in declared and cands:  # lone lengths that provably end before another read are parts
             rules[key] = cands[:1] + [c for c in cands[1:] if not any(
                 sp.expand(e - c).is_positive for e in found | {cands[0]})]
             continue

@@ -79,7 +79,10 @@ def test_packed_with_a_declared_length():
 def test_four_packed_gates_of_a_weight_matrix():
     # Keras' LSTM kernel: (X, 4H), gates i, f, c, o at column offsets 0, H, 2H, 3H
     bb, j, xi = sp.Idx("b", B), sp.Idx("j", H), sp.Idx("xi", X)
-    gate = lambda q: sp.Sum(x[bb, xi] * w[xi, q * H + j], xi)  # noqa: E731
+
+    def gate(q):
+        return sp.Sum(x[bb, xi] * w[xi, q * H + j], xi)
+
     f = symdl.Formula(sp.Eq(y[bb, j], symdl.sigmoid(gate(1)) * gate(2) + sp.tanh(gate(3)) * gate(0)),
                       name="gates", sizes={"B": 2, "H": 2, "X": 2})
     assert f.input("w").shape == (X, 4 * H)

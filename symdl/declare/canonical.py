@@ -164,8 +164,7 @@ def check_nodes(name, body) -> None:
             raise FormulaError(name, f"unsupported term {node} ({type(node).__name__}); supported: "
                                      f"+ - * / **, sqrt, {', '.join(ELEMENTWISE)}, Piecewise, "
                                      f"KroneckerDelta, Sum, Max, Min, Product and ArgMax over indices; "
-                                     f"floor, "
-                                     f"ceiling and Mod in index arithmetic")
+                                     f"floor, ceiling and Mod in index arithmetic")
 
 
 def reduction_indices(name, expr, outer: set, found: set | None = None) -> set:

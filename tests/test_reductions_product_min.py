@@ -96,6 +96,18 @@ def test_product_of_an_expression_over_two_indices():
     np.testing.assert_allclose(got["w"], (g[:, None, None] * o).sum(axis=(0, 1)), rtol=1e-10, atol=1e-15)
 
 
+def test_cumulative_product_over_a_range_that_moves():
+    xs = sp.IndexedBase("x", shape=(N,))
+    n, q = sp.Idx("n", N), sp.Symbol("q", integer=True)
+    f = symdl.Formula(sp.Eq(y[n], symdl.Product(xs[q], (q, 0, n))), name="cumprod", sizes={"N": 4})
+    f.verify()
+    a, g = np.array([2.0, 0.0, 3.0, -1.0, 0.5]), np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    kern = f.compile()
+    np.testing.assert_allclose(kern(x=a), np.cumprod(a))
+    want = [sum(g[r] * np.prod(np.delete(a[:r + 1], j)) for r in range(j, 5)) for j in range(5)]
+    np.testing.assert_allclose(kern.vjp(g, x=a)["x"], want)
+
+
 def test_sympy_product_is_accepted_as_symdl_product():
     f = symdl.Formula(sp.Eq(y[i], sp.Product(x[i, k], k)), name="sympy_product")
     assert isinstance(f.body, symdl.ReduceProduct)

@@ -54,7 +54,8 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         names = _Names(_taken(f, f.body))
         used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
         arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (f.output.name,)
-        steps = scatter.lower_scatter(f, hit, lambda e: emit(e, names), arrays)
+        steps = scatter.lower_scatter(f, hit, lambda es: emit_shared(es, names), arrays,
+                                      lambda: names.new("at", integer=True))
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
     body, contractions = extract_matmuls(f) if f.recurrence is None else (f.body, [])
     temps = [Temp(c.temp, c.shape) for c in contractions]
@@ -288,15 +289,9 @@ def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
         stmts, value = emit(inner, names)
         loop = Loop(var, lo, hi + 1, tuple(stmts) + (Let(best, sp.Max(best, value)),))
         return [Let(best, -sp.oo), loop], best
-    if isinstance(expr, ArgMax):  # first maximiser: a strict > keeps the earliest on ties
-        best, args = names.new("best"), [names.new("arg", integer=True) for _ in expr.limits]
-        stmts, value = emit(expr.function, names)
-        body: tuple = tuple(stmts) + (If(value > best, (Let(best, value),) + tuple(
-            Let(a, v) for a, v in zip(args, expr.variables, strict=True))),)
-        for var, lo, hi in reversed(expr.limits):
-            body = (Loop(var, lo, hi + 1, body),)
-        init = [Let(best, -sp.oo)] + [Let(a, lo) for a, (_, lo, _) in zip(args, expr.limits, strict=True)]
-        return init + list(body), args[expr.coordinate]
+    if isinstance(expr, ArgMax):
+        stmts, args = _argmax_search(expr, names)
+        return stmts, args[expr.coordinate]
     if isinstance(expr, sp.Piecewise):
         t = names.new("t")
         pre, conds = [], []
@@ -316,6 +311,38 @@ def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
         stmts += s
         args.append(v)
     return stmts, expr.func(*args)
+
+
+def _argmax_search(expr: ArgMax, names: _Names) -> tuple[list, list]:
+    """Statements of the search for the first maximiser (a strict > keeps the earliest on ties),
+    and the symbols holding each of its coordinates."""
+    best, args = names.new("best"), [names.new("arg", integer=True) for _ in expr.limits]
+    stmts, value = emit(expr.function, names)
+    body: tuple = tuple(stmts) + (If(value > best, (Let(best, value),) + tuple(
+        Let(a, v) for a, v in zip(args, expr.variables, strict=True))),)
+    for var, lo, hi in reversed(expr.limits):
+        body = (Loop(var, lo, hi + 1, body),)
+    init = [Let(best, -sp.oo)] + [Let(a, lo) for a, (_, lo, _) in zip(args, expr.limits, strict=True)]
+    return init + list(body), args
+
+
+def emit_shared(exprs: list, names: _Names) -> tuple[list, list]:
+    """`emit` for expressions evaluated at one place, where the coordinates of one arg-max (the
+    row and column of a pooling window's maximum) come from one search, not one search each."""
+    stmts, found = [], {}
+    for a in sorted({a for e in exprs for a in e.atoms(ArgMax)}, key=str):
+        key = (a.function, a.limits)
+        if key not in found:
+            s, found[key] = _argmax_search(a, names)
+            stmts += s
+    exprs = [e.xreplace({a: found[(a.function, a.limits)][a.coordinate] for a in e.atoms(ArgMax)})
+             for e in exprs]
+    values = []
+    for e in exprs:
+        s, v = emit(e, names)
+        stmts += s
+        values.append(v)
+    return stmts, values
 
 
 def _with_cse(stmt, names: _Names) -> list:

@@ -15,6 +15,7 @@ from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, Sum
 from ..passes.contraction import extract_matmuls
+from ..passes.sums import merge_sibling_sums
 from . import scatter
 from .invariant import hoist_nested_reductions
 from .ir import Accumulate, If, Let, Loop, LoopProgram, MatMul, Nest, ScatterAdd, Store, Temp
@@ -66,6 +67,7 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         c = contractions[0]
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
                            (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
+    body = merge_sibling_sums(body)  # one pass for the regions of a piecewise derivative
     names = _Names(_taken(f, body))
     body, inv_temps, inv_nests = hoist_nested_reductions(f, body, names, emit, _with_cse)
     temps += inv_temps

@@ -38,6 +38,19 @@ def test_max_pooling_scatter_gradient_matches_numpy_with_ties(pool, strides, pad
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pool,strides,padding", POOLS[:2])
+def test_max_pooling_scatter_gradient_in_the_parallel_flavour(pool, strides, padding, monkeypatch):
+    """Threads over the batch loop (SYMDL_PARALLEL_WORK=1 makes every call parallel where numba has
+    two threads): each thread adds into its own images, so the result is the serial one."""
+    monkeypatch.setenv("SYMDL_PARALLEL_WORK", "1")
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 4, size=(6, 9, 7, 3)).astype(np.float64)
+    k = pool2d("max", pool, strides, padding, name="scatter_pool_parallel").compile()
+    s = strides or pool
+    G = rng.normal(size=k(x=x).shape)
+    np.testing.assert_allclose(k.vjp(G, x=x)["x"], numpy_pool_grad(x, G, "max", pool, s, padding), atol=1e-12)
+
+
 @pytest.mark.parametrize("pool,strides,padding", POOLS)
 def test_max_pooling_gradient_searches_each_window_once(pool, strides, padding):
     f = pool2d("max", pool, strides, padding, name="scatter_pool_trips")

@@ -64,7 +64,7 @@ def test_max_pooling_scatter_adds_overlapping_windows_without_races(pool, stride
     from symdl.loops.ir import Nest
 
     f = pool2d("max", pool, strides, padding, name="cuda_scatter_pool")
-    scatter = [s for s in lower(f.vjp()["x"]).steps if isinstance(s, Nest) and s.name == "scatter"][0]
+    scatter = next(s for s in lower(f.vjp()["x"]).steps if isinstance(s, Nest) and s.name == "scatter")
     assert [loop.var.name for loop in thread_map(scatter, f.dims).loops] == ["b"]
     rng = np.random.default_rng(3)
     x = rng.integers(0, 3, size=(3, 7, 6, 2)).astype(np.float64)

@@ -158,11 +158,13 @@ def test_pooling_forward_and_gradient_match_numpy(kind, pool, strides, padding):
 
 @pytest.mark.parametrize("kind", ["max", "average"])
 def test_pooling_gradient_trips_stay_within_a_constant_of_the_forward(kind):
-    """The gradient runs per input element (4 per 2x2 output) and, for max, finds the window's
-    arg-max again (4 reads): about 8x the forward's trips at every size, never a growing factor."""
+    """Max: zero the input's gradient, then each window finds its arg-max once (the forward's
+    reads) and adds into it; average: per input element, the windows covering it. About 2x the
+    forward's trips at every size (8x while max pooling searched every window per input), never a
+    growing factor."""
     f = pool2d(kind, (2, 2), name=f"pool_trips_{kind}")
     dims = lambda n: {"B": 2, "H": n, "W": n, "Cin": 3}  # noqa: E731
     g = lower(f.vjp()["x"])
     ratio = [trip_count(g, dims(n)) / trip_count(lower(f), dims(n)) for n in (16, 32, 64)]
-    assert max(ratio) <= 10, ratio
+    assert max(ratio) <= 2.5, ratio
     assert max(ratio) - min(ratio) <= 0.5, ratio

@@ -30,7 +30,7 @@ def statements(stmts, p: Printer, pad: str, parallel: bool = False) -> list[str]
         elif isinstance(s, Store):
             idx = ", ".join(p.index(i) for i in s.index)
             out.append(f"{pad}{py_name(s.tensor)}[{idx}] = {p.value(s.value)}")
-        elif isinstance(s, ScatterAdd):  # its loops are never parallel (the IR does not mark them)
+        elif isinstance(s, ScatterAdd):  # parallel only over its own whole indices (ir.ScatterAdd)
             idx = ", ".join(p.index(i) for i in s.index)
             out.append(f"{pad}{py_name(s.tensor)}[{idx}] += {p.value(s.value)}")
         elif isinstance(s, If):

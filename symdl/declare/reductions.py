@@ -41,7 +41,8 @@ class Sum(sp.Sum):
         return obj
 
     def _eval_derivative(self, s):
-        return Sum(sp.diff(self.function, s), *self.limits)
+        d = sp.diff(self.function, s)
+        return Sum(d, *self.limits) if d != 0 else sp.Integer(0)  # a zero term, not a loop adding 0
 
 
 def _keep_reductions_whole():

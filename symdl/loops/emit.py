@@ -66,15 +66,9 @@ def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
         stmts, value = emit(inner, names)
         loop = Loop(var, lo, hi + 1, tuple(stmts) + (Let(prod, prod * value),))
         return [Let(prod, sp.Integer(1)), loop], prod
-    if isinstance(expr, ArgMax):  # first maximiser: a strict > keeps the earliest on ties
-        best, args = names.new("best"), [names.new("arg", integer=True) for _ in expr.limits]
-        stmts, value = emit(expr.function, names)
-        body: tuple = tuple(stmts) + (If(value > best, (Let(best, value),) + tuple(
-            Let(a, v) for a, v in zip(args, expr.variables, strict=True))),)
-        for var, lo, hi in reversed(expr.limits):
-            body = (Loop(var, lo, hi + 1, body),)
-        init = [Let(best, -sp.oo)] + [Let(a, lo) for a, (_, lo, _) in zip(args, expr.limits, strict=True)]
-        return init + list(body), args[expr.coordinate]
+    if isinstance(expr, ArgMax):
+        stmts, args = _argmax_search(expr, names)
+        return stmts, args[expr.coordinate]
     if isinstance(expr, sp.Piecewise):
         t = names.new("t")
         pre, conds = [], []
@@ -94,6 +88,38 @@ def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
         stmts += s
         args.append(v)
     return stmts, expr.func(*args)
+
+
+def _argmax_search(expr: ArgMax, names: _Names) -> tuple[list, list]:
+    """Statements of the search for the first maximiser (a strict > keeps the earliest on ties),
+    and the symbols holding each of its coordinates."""
+    best, args = names.new("best"), [names.new("arg", integer=True) for _ in expr.limits]
+    stmts, value = emit(expr.function, names)
+    body: tuple = tuple(stmts) + (If(value > best, (Let(best, value),) + tuple(
+        Let(a, v) for a, v in zip(args, expr.variables, strict=True))),)
+    for var, lo, hi in reversed(expr.limits):
+        body = (Loop(var, lo, hi + 1, body),)
+    init = [Let(best, -sp.oo)] + [Let(a, lo) for a, (_, lo, _) in zip(args, expr.limits, strict=True)]
+    return init + list(body), args
+
+
+def emit_shared(exprs: list, names: _Names) -> tuple[list, list]:
+    """`emit` for expressions evaluated at one place, where the coordinates of one arg-max (the
+    row and column of a pooling window's maximum) come from one search, not one search each."""
+    stmts, found = [], {}
+    for a in sorted({a for e in exprs for a in e.atoms(ArgMax)}, key=str):
+        key = (a.function, a.limits)
+        if key not in found:
+            s, found[key] = _argmax_search(a, names)
+            stmts += s
+    exprs = [e.xreplace({a: found[(a.function, a.limits)][a.coordinate] for a in e.atoms(ArgMax)})
+             for e in exprs]
+    values = []
+    for e in exprs:
+        s, v = emit(e, names)
+        stmts += s
+        values.append(v)
+    return stmts, values
 
 
 def _with_cse(stmt, names: _Names) -> list:

@@ -9,9 +9,12 @@ pass takes the nested ones, those in a branch, and those only an inner output lo
 
 Under a guard on indices only reductions that use no enclosing index move (such a guard may be
 what keeps a read in range; a reduction that reads no enclosing index cannot depend on it); a test
-on values (relu's x > 0, an arg-max) guards nothing. A reduction moves only when every index it uses
-has a range no other index changes (the temporary is a box). Reductions nested in a moved one are
-moved out of its nest in turn.
+on values (relu's x > 0, an arg-max) guards nothing. A reduction moves when every index it uses has
+a range no other index changes (the temporary is a box), or a range that moves monotonically with
+other indices whose ranges are boxes: a window's, i in [max(0, p - M + 1), min(N - M, p)] in the
+gradient of exp(Σ_m x[i + m] w[m]). Then the temporary spans the window's hull, i from its lowest
+bound (p at its minimising end) to its highest: computed once per i instead of once per (p, i).
+Reductions nested in a moved one are moved out of its nest in turn.
 """
 from __future__ import annotations
 
@@ -37,14 +40,14 @@ def hoist_nested_reductions(f, body, names, emit, with_cse):
         if not set(enclosing) - used or guarded and used:
             return None  # it uses every enclosing index (computed once per iteration anyway), or a guarded one
         order = [i for i in enclosing if i in used]
-        boxes = [enclosing[i] for i in order]
-        if any((sp.sympify(lo).free_symbols | sp.sympify(hi).free_symbols) & set(enclosing) for lo, hi in boxes):
-            return None  # a range another index changes: not a box
+        boxes = [_hull(enclosing[i], enclosing) for i in order]
+        if any(box is None for box in boxes):
+            return None  # a range another index changes in no monotone way: no box holds it
         if e not in made:
             inner = rebuild(e, visit(e.function, dict(zip(order, boxes, strict=True)),
                                      {var: (lo, hi) for var, lo, hi in limits_of(e)}, False))
             name = names.new("inv").name
-            shape = tuple(hi - lo + 1 for lo, hi in boxes)
+            shape = tuple(sp.Max(0, hi - lo + 1) for lo, hi in boxes)
             position = tuple(i - lo for i, (lo, _) in zip(order, boxes, strict=True)) or (sp.Integer(0),)
             stmts, value = emit(inner, names)
             nest = tuple(stmts) + tuple(with_cse(Store(name, position, value), names))
@@ -91,6 +94,46 @@ def hoist_nested_reductions(f, body, names, emit, with_cse):
 def rebuild(e, function):
     """The reduction `e` over `function` (an ArgMax keeps its coordinate)."""
     return ArgMax(function, e.limits, e.coordinate) if isinstance(e, ArgMax) else e.func(function, *e.limits)
+
+
+def _hull(bounds: tuple, enclosing: dict):
+    """(lo, hi) free of the enclosing indices: `bounds` themselves when they are, else the lowest lo
+    and highest hi over the other indices' ranges (each a box), found at their ends when both bounds
+    move monotonically with each index (a window's). The hull is an interval from the lowest value
+    the index takes to the highest, so affine reads inside stay within the reads the nest makes.
+    None when a bound is not monotone or depends on an index whose range is not a box."""
+    lo, hi = (sp.sympify(b) for b in bounds)
+    for k in sorted((lo.free_symbols | hi.free_symbols) & set(enclosing), key=str):
+        k_lo, k_hi = (sp.sympify(b) for b in enclosing[k])
+        if (k_lo.free_symbols | k_hi.free_symbols) & set(enclosing):
+            return None
+        down, up = _direction(lo, k), _direction(hi, k)
+        if down is None or up is None:
+            return None
+        lo = lo.xreplace({k: k_lo if down >= 0 else k_hi})
+        hi = hi.xreplace({k: k_hi if up >= 0 else k_lo})
+    return lo, hi
+
+
+def _direction(e, k):
+    """+1 when `e` never decreases as the integer `k` grows, -1 when it never increases, 0 when it
+    does not depend on k, None when unknown (sums, products and floors of affine parts, Max, Min)."""
+    if k not in e.free_symbols:
+        return 0
+    if e == k:
+        return 1
+    if isinstance(e, sp.Mul):
+        coeff, rest = e.as_coeff_Mul()
+        d = _direction(rest, k) if coeff.is_Number and rest != e else None
+        return None if d is None else d * (1 if coeff > 0 else -1)
+    if isinstance(e, (sp.floor, sp.ceiling)):
+        return _direction(e.args[0], k)
+    if isinstance(e, (sp.Add, sp.Max, sp.Min)):
+        parts = {_direction(a, k) for a in e.args}
+        if None in parts or len(parts - {0}) > 1:
+            return None
+        return max(parts, key=abs)
+    return None
 
 
 def _innermost_only(e, outputs: list) -> bool:

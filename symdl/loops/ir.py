@@ -47,8 +47,9 @@ class Store:
 @dataclass(frozen=True)
 class ScatterAdd:
     """tensor[index] += value into a zeroed output: the gradient of a gather (index read from an
-    integer tensor) or a sum run row by row. Iterations may hit the same element, so the IR never
-    puts it in a parallel loop (a backend may also use atomics)."""
+    integer tensor or an arg-max) or a sum run row by row. Iterations may hit the same element, so
+    the IR puts it in a parallel loop only over a variable that is a whole index of it (a batch
+    index: each iteration adds into its own slice; a backend may also use atomics)."""
 
     tensor: str
     index: tuple

@@ -13,8 +13,9 @@ from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS
 from ..passes.contraction import extract_matmuls
+from ..passes.sums import merge_sibling_sums
 from . import rows, scatter
-from .emit import _Names, _taken, _with_cse, emit
+from .emit import _Names, _taken, _with_cse, emit, emit_shared
 from .invariant import hoist_nested_reductions
 from .ir import Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
@@ -32,7 +33,8 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         names = _Names(_taken(f, f.body))
         used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
         arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (f.output.name,)
-        steps = scatter.lower_scatter(f, hit, lambda e: emit(e, names), arrays)
+        steps = scatter.lower_scatter(f, hit, lambda es: emit_shared(es, names), arrays,
+                                      lambda: names.new("at", integer=True))
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
     body, contractions = extract_matmuls(f) if f.recurrence is None else (f.body, [])
     temps = [Temp(c.temp, c.shape) for c in contractions]
@@ -43,6 +45,7 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         c = contractions[0]
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
                            (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
+    body = merge_sibling_sums(body)  # one pass for the regions of a piecewise derivative
     names = _Names(_taken(f, body))
     body, inv_temps, inv_nests = hoist_nested_reductions(f, body, names, emit, _with_cse)
     temps += inv_temps

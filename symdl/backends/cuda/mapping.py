@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ...loops.ir import Accumulate, If, Let, Loop, Nest, Store
+from ...loops.ir import Accumulate, If, Let, Loop, Nest, ScatterAdd, Store
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,12 @@ def _only_accumulates(body, acc) -> bool:
 
 
 def _stores_use(body, variables: set) -> bool:
-    """Every store below uses all these loop variables: iterations write distinct elements."""
+    """Every store below uses all these loop variables: iterations write distinct elements. A
+    scatter-add counts only the variables that are whole indices of it (a batch index): another
+    loop's iterations may add into one element (pooling windows sharing an arg-max)."""
     return all(variables <= set().union(*[sp.sympify(i).free_symbols for i in s.index])
-               for s in _walk(body) if isinstance(s, Store))
+               for s in _walk(body) if isinstance(s, Store)) and all(
+        variables <= set(s.index) for s in _walk(body) if isinstance(s, ScatterAdd))
 
 
 def _walk(body):

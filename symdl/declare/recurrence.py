@@ -130,26 +130,45 @@ def _unguarded(e, out_name, step, guarded):
 
 def with_initial_state(name: str, out_name: str, indices: tuple, body, initial: dict):
     """h[t - d, rest] becomes Piecewise((h0[rest], t < d), (h[t - d, rest], True)): the initial
-    state stands for every step before the first."""
-    if set(initial) != {out_name}:
-        raise FormulaError(name, f"initial= must map the output {out_name!r} to its initial state, got "
-                                 f"keys {sorted(map(str, initial))}")
-    h0 = initial[out_name]
+    state stands for every step before the first. Besides the output, `initial` may name another
+    tensor the formula reads at an earlier step (a system of recurrences: c reads h[t - 1]), read
+    along the formula's own step index, or else the first output index it is read behind."""
+    own = step_axis(name, out_name, indices, body)
+    for key, h0 in initial.items():
+        key = str(key.label) if isinstance(key, sp.IndexedBase) else str(key)
+        h0 = _initial_tensor(name, key, h0)
+        swap = {}
+        for r in (r for r in body.atoms(sp.Indexed) if str(r.base.label) == key):
+            found = _behind(r, indices, [indices[own]] if own is not None else list(indices))
+            if found is None:
+                continue  # recurrence() words the error for the output; another tensor is read as is
+            a, step, d = found
+            rest = tuple(p for b, p in enumerate(r.indices) if b != a)
+            start = h0[rest] if rest else sp.Symbol(str(h0.label), real=True)
+            swap[r] = sp.Piecewise((start, sp.Lt(step, d)), (r, True))
+        if not swap:
+            raise FormulaError(name, f"initial= names {key!r} but the formula reads no earlier step of "
+                                     f"{key} (a read at t - 1 of an output index t)")
+        body = body.xreplace(swap)
+    return body
+
+
+def _initial_tensor(name, key, h0):
     if isinstance(h0, sp.Indexed):  # h0[b]: the reads' own indices say where it is read
-        raise FormulaError(name, f"initial={{{out_name!r}: {h0}}} gives an indexed read; pass the tensor "
-                                 f"itself, initial={{{out_name!r}: {h0.base}}} (the sympy.IndexedBase)")
+        raise FormulaError(name, f"initial={{{key!r}: {h0}}} gives an indexed read; pass the tensor "
+                                 f"itself, initial={{{key!r}: {h0.base}}} (the sympy.IndexedBase)")
     if not isinstance(h0, (sp.IndexedBase, sp.Symbol, str)):
-        raise FormulaError(name, f"initial={{{out_name!r}: ...}} must be a sympy.IndexedBase (or its "
+        raise FormulaError(name, f"initial={{{key!r}: ...}} must be a sympy.IndexedBase (or its "
                                  f"name), got {h0!r} ({type(h0).__name__})")
-    h0 = h0 if isinstance(h0, sp.IndexedBase) else sp.IndexedBase(str(h0))
-    a, swap = step_axis(name, out_name, indices, body), {}
-    for r in _self_reads(out_name, body):
-        d = _differences(name, r, indices)[a]
-        if d >= 0:
-            continue  # recurrence() words the error
-        rest = tuple(p for b, p in enumerate(r.indices) if b != a)
-        start = h0[rest] if rest else sp.Symbol(str(h0.label), real=True)
-        swap[r] = sp.Piecewise((start, sp.Lt(indices[a], -d)), (r, True))
-    if not swap:
-        raise FormulaError(name, f"initial= is given but the formula reads no earlier step of {out_name}")
-    return body.xreplace(swap)
+    return h0 if isinstance(h0, sp.IndexedBase) else sp.IndexedBase(str(h0))
+
+
+def _behind(read, indices, steps):
+    """(axis, step index, d) for the first step index t among `steps` that the read sits d > 0
+    steps behind (position t - d on one axis), else None."""
+    for t in steps:
+        for a, pos in enumerate(read.indices):
+            d = sp.expand(t - pos)
+            if d.is_Integer and d > 0:
+                return a, t, d
+    return None

@@ -24,6 +24,7 @@ class ProgramKernel:
         self.kernels = [kernel_for(f, backend, check_finite, check) for f in program.formulas]
         self.backend = get_backend(backend)
         self._grads: dict = {}
+        self.systems = system_kernels(program, self.kernels, check)  # recurrences stepping together
         self._fused = None  # independent elementwise formulas (an optimizer step): one loop nest
         if self.backend.fuses and not check_finite and fusable(program.formulas) and not any(
                 f.output_bound for f in program.formulas):
@@ -44,7 +45,7 @@ class ProgramKernel:
         if self._fused is not None:
             env.update(self._fused.run(env))
             return env
-        return run_formulas(self.program.formulas, self.kernels, env)
+        return run_formulas(self.program.formulas, self.kernels, env, systems=self.systems)
 
     def __call__(self, **arrays):
         env = self.run(**arrays)
@@ -94,14 +95,31 @@ def kernel_for(formula, backend="cpu", check_finite: bool = False, check: bool =
     return k
 
 
-def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scalars_to_host: bool = False) -> dict:
+def system_kernels(program, kernels, check: bool = True) -> dict:
+    """{each system's first state: its SystemKernel} for a Program's systems of recurrences."""
+    from .system import SystemKernel
+    by_output = {f.output.name: k for f, k in zip(program.formulas, kernels, strict=True)}
+    return {s.outputs[0]: SystemKernel([by_output[o] for o in s.outputs], s,
+                                       f"{program.name}.{'_'.join(s.outputs)}", check)
+            for s in program.systems}
+
+
+def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scalars_to_host: bool = False,
+                 systems: dict | None = None) -> dict:
     """Each formula's kernel in order, every output added to `env` (which holds the inputs).
     `buffers`: outputs reused by the next run with the same input shapes (callers copy what they
-    keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device."""
+    keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device;
+    `systems` (system_kernels): each system runs as one kernel where its first state comes."""
     dims, dtype = {}, arrays_dtype(env)
     for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):
-        args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
         name = f.output.name
+        if systems and name in systems:
+            env.update(systems[name].run(env))
+            dims.update(systems[name].last_dims)
+            continue
+        if name in env:
+            continue  # a state its system wrote
+        args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
         if f.body is sp.S.Zero:  # a gradient no path reaches: zeros of the program's dtype
             env[name] = np.zeros(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=dtype)
             continue

@@ -154,4 +154,7 @@ def _onto(g: Formula, indices: tuple):
                 names.add(f"{v.name}{k}")
                 clash[v] = sp.Symbol(f"{v.name}{k}", integer=True)
     body = g.body.xreplace(clash)
+    # a sum of zero (d/dr of a sum that does not read r) would still run its loops, and the
+    # full reduction it multiplies with them: drop it
+    body = body.replace(lambda e: isinstance(e, REDUCTIONS) and e.function == 0, lambda e: sp.Integer(0))
     return body.xreplace(dict(zip(g.indices, indices, strict=True)))

@@ -45,6 +45,8 @@ def declared(eq, name, zero_padded=(), initial=None) -> dict:
     body = pad_neighbour_reads(name, out_name, indices, ranges, rhs.xreplace(rename))
     if initial:
         body = with_initial_state(name, out_name, indices, body, initial)
+        more, _ = declared_tensors(body)  # initial states declared with a shape
+        shapes = dict(more, **shapes)
     return dict(name=name, out_name=out_name, indices=indices, ranges=ranges, body=body, declared=shapes,
                 integer=integer, strict=True, padded=tuple(zero_padded))
 

@@ -93,7 +93,7 @@ class SystemKernel:
             full = {t.name: shapes[t.name] if t.name in shapes else _shape(states[t.name], dims)
                     for t in k.formula.inputs if t.rank}
             full.update({t.name: () for t in k.formula.inputs if not t.rank})
-            for d, v in k.binder.bind(full, None, None).items():
+            for d, v in k.binder.bind(full, dims, None).items():
                 if dims.setdefault(d, v) != v:
                     raise ValueError(f"system {self.program.name!r}: dimension {d} is {dims[d]} for one "
                                      f"formula and {v} for {k.formula.name!r}")

@@ -105,20 +105,21 @@ def system_kernels(program, kernels, check: bool = True) -> dict:
 
 
 def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scalars_to_host: bool = False,
-                 systems: dict | None = None) -> dict:
+                 systems: dict | None = None, dims: dict | None = None) -> dict:
     """Each formula's kernel in order, every output added to `env` (which holds the inputs).
     `buffers`: outputs reused by the next run with the same input shapes (callers copy what they
     keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device;
-    `systems` (system_kernels): each system runs as one kernel where its first state comes."""
-    dims, dtype = {}, arrays_dtype(env)
+    `systems` (system_kernels): each system runs as one kernel where its first state comes;
+    `dims`: lengths bound by the runs that computed the values `env` holds already."""
+    dims, dtype = dict(dims or {}), arrays_dtype(env)
     for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):
         name = f.output.name
+        if name in env:
+            continue  # a state its system wrote, or a forward value the caller kept
         if systems and name in systems:
             env.update(systems[name].run(env))
             dims.update(systems[name].last_dims)
             continue
-        if name in env:
-            continue  # a state its system wrote
         args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
         if f.body is sp.S.Zero:  # a gradient no path reaches: zeros of the program's dtype
             env[name] = np.zeros(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=dtype)

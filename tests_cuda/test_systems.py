@@ -44,3 +44,25 @@ def test_gated_systems_on_cuda_match_the_cpu(name, gates, biases):
     want, got = cpu.vjp(G, **a), gpu.vjp(G, **a)
     for n in a:
         np.testing.assert_allclose(_host(got[n]), want[n], atol=1e-10, err_msg=n)
+
+
+@pytest.mark.parametrize("layer", ["LSTM", "GRU"])
+def test_gated_layers_train_on_the_device_as_on_the_cpu(layer):
+    """compile(device="cuda"): device arrays through the system kernels and the adjoint program."""
+    from symdl import nn
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 5, 3)).astype(np.float32)
+    y = rng.integers(0, 2, size=6)
+
+    def run(device):
+        cell = nn.LSTM(4) if layer == "LSTM" else nn.GRU(4, return_sequences=True)
+        tail = [nn.Flatten()] if layer == "GRU" else []
+        model = nn.Sequential([nn.Input((5, 3)), cell, *tail, nn.Dense(2, activation="softmax")], seed=1)
+        model.compile(optimizer=nn.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy", device=device)
+        hist = model.fit(x, y, batch_size=3, epochs=2, verbose=0)
+        return hist.history["loss"], model.get_weights()
+
+    (cpu_loss, cpu_w), (gpu_loss, gpu_w) = run("cpu"), run("cuda")
+    np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=1e-4)
+    for a, b in zip(gpu_w, cpu_w, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

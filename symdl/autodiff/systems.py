@@ -36,6 +36,7 @@ class SystemGradient:
         self.members, self.system, self.name = list(members), system, name
         self.states = {f.output.name: f for f in self.members}
         self.axis = {o: _step_axis(f, system.step) for o, f in self.states.items()}
+        self.stand_ins: dict = {}  # stand-in name -> (state, steps back)
         self.cells = {o: self._cell(f) for o, f in self.states.items()}
 
     def _delay(self, read, f) -> int:
@@ -51,6 +52,7 @@ class SystemGradient:
             if state in self.states and (d := self._delay(r, f)):
                 a, back = self.axis[state], d * self.system.direction
                 name = _stand_in(state, d)
+                self.stand_ins[name] = (state, d)
                 swap[r] = sp.IndexedBase(name, real=True)[tuple(p + back if b == a else p
                                                                 for b, p in enumerate(r.indices))]
                 shapes[name] = self.states[state].output.shape
@@ -59,21 +61,18 @@ class SystemGradient:
 
     def _restore(self, body):
         """Stand-ins back onto the forward states; every grad_<state> onto its adjoint."""
+        seeds = {grad_name(state): adjoint_name(state) for state in self.states}
         swap = {}
         for r in body.atoms(sp.Indexed):
             name = str(r.base.label)
-            for state in self.states:
-                for d in range(1, 64):
-                    if name == _stand_in(state, d):
-                        a, back = self.axis[state], d * self.system.direction
-                        swap[r] = sp.IndexedBase(state, real=True)[tuple(p - back if b == a else p
-                                                                         for b, p in enumerate(r.indices))]
-                if name == grad_name(state):
-                    swap[r] = sp.IndexedBase(adjoint_name(state), real=True)[r.indices]
+            if name in self.stand_ins:
+                state, d = self.stand_ins[name]
+                a, back = self.axis[state], d * self.system.direction
+                swap[r] = sp.IndexedBase(state, real=True)[tuple(p - back if b == a else p
+                                                                 for b, p in enumerate(r.indices))]
+            elif name in seeds:
+                swap[r] = sp.IndexedBase(seeds[name], real=True)[r.indices]
         return body.xreplace(swap)
-
-    def _stand_ins(self, cell) -> list:
-        return [t.name for t in cell.inputs if "__prev" in t.name or "__next" in t.name]
 
     def adjoints(self, upstream: dict) -> list:
         """The adjoint system's formulas, A_X for each state X; `upstream` maps a state to the
@@ -84,7 +83,7 @@ class SystemGradient:
             lo, hi = fx.ranges[t]
             total = sp.IndexedBase(upstream[x], real=True)[indices] if x in upstream else sp.Integer(0)
             for o, cell in self.cells.items():
-                wanted = [n for n in self._stand_ins(cell) if n.split("__")[0] == x]
+                wanted = [n for n in cell.input_names if self.stand_ins.get(n, ("",))[0] == x]
                 if x in cell.input_names:
                     wanted.append(x)
                 for n, g in vjp(cell, wanted, reuse_output=True).items():
@@ -92,7 +91,7 @@ class SystemGradient:
                         continue
                     body = _onto(g, indices)
                     if n != x:  # the stand-in read d steps back: it is step t + d's contribution
-                        later = t + int(n.rsplit("prev" if "prev" in n else "next", 1)[1]) * self.system.direction
+                        later = t + self.stand_ins[n][1] * self.system.direction
                         body = sp.Piecewise((body.xreplace({t: later}), sp.And(sp.Ge(later, lo), sp.Le(later, hi))),
                                             (0, True))
                     total += self._restore(body)

@@ -69,18 +69,19 @@ def schedule(name: str, formulas: list):
     delayed = {(f.output.name, t): delay(f, t) for f in formulas for t in reads[f.output.name]}
     same_step = {o: [t for t in ins if delayed[(o, t)] is None] for o, ins in reads.items()}
     order = _topological(name, [f.output.name for f in formulas], same_step)
-    groups = _components([f.output.name for f in formulas], reads)
-    systems, run = [], []
+    given = {f.output.name: n for n, f in enumerate(formulas)}
     position = {o: n for n, o in enumerate(order)}
-    group_of = {o: g for g in groups for o in g}
-    placed: set = set()
-    for o in _topological(name, [g[0] for g in groups], {g[0]: sorted({group_of[t][0] for m in g for t in reads[m]}
-                                                                       - {g[0]}) for g in groups}, condensed=True):
-        members = sorted(group_of[o], key=position.get)
-        if len(members) > 1:
-            systems.append(_system(name, members, by_output, delayed, reads))
-        run += [by_output[m] for m in members if m not in placed]
-        placed |= set(members)
+    # each group named by its first member as given; groups visited in the order given, as before
+    groups = sorted(_components(list(given), reads), key=lambda g: min(map(given.get, g)))
+    head = {o: min(g, key=given.get) for g in groups for o in g}
+    members_of = {head[g[0]]: sorted(g, key=position.get) for g in groups}
+    group_reads = {h: sorted({head[t] for m in ms for t in reads[m]} - {h}, key=given.get)
+                   for h, ms in members_of.items()}
+    systems, run = [], []
+    for h in _topological(name, list(members_of), group_reads, condensed=True):
+        if len(members_of[h]) > 1:
+            systems.append(_system(name, members_of[h], by_output, delayed, reads))
+        run += [by_output[m] for m in members_of[h]]
     return run, tuple(systems)
 
 

@@ -90,9 +90,10 @@ class FormulaOp:
             env = {n: to_device(a) if isinstance(a, np.ndarray) and a.ndim else a for n, a in env.items()}
         return run_formulas(self.formulas, self.kernels_on(on_device), env,
                             self._buffers if self.reuse_buffers else None, scalars_to_host=True,
-                            systems=self._systems_on(on_device))
+                            systems=self.systems_on(on_device))
 
-    def _systems_on(self, on_device: bool) -> dict:
+    def systems_on(self, on_device: bool) -> dict:
+        """{first state: SystemKernel} for a Program with systems of recurrences ({} otherwise)."""
         if not getattr(self.source, "systems", ()):
             return {}
         if on_device not in self._systems:
@@ -111,7 +112,7 @@ class FormulaOp:
         for o in missing:  # an output no loss reads: a zero upstream gradient
             feed[grad_name(o)] = zeros(np.shape(env[o]), arrays_dtype(env), on_device)
         dims = {}
-        for k in [*self.kernels_on(on_device), *self._systems_on(on_device).values()]:
+        for k in [*self.kernels_on(on_device), *self.systems_on(on_device).values()]:
             dims.update(k.last_dims)  # what the forward run bound
         out = run_formulas(gk.program.formulas, gk.kernels, feed, systems=gk.systems, dims=dims)
         return {n: out[o] for n, o in zip(wrt, gk.program.outputs, strict=True)}

@@ -11,6 +11,7 @@ import argparse
 import time
 
 from nn_data import load
+
 from symdl import nn
 
 

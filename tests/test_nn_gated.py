@@ -110,7 +110,7 @@ def test_gradients_match_finite_differences_in_float64(kind):
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 6, 2))
     G = rng.normal(size=(2, 6, 3))
-    out, ctx = layer.call(x)
+    _, ctx = layer.call(x)
     gx, wgrads = layer.backward(ctx, G)
     for target, got in zip([None, *layer.weights], [gx, *wgrads], strict=True):
         base = x if target is None else target.value

@@ -90,7 +90,10 @@ def test_offsets_on_two_other_axes_and_a_reverse_recurrence():
     assert f.recurrence.axis == 0 and f.recurrence.direction == -1
     rng = np.random.default_rng(3)
     zs, h0 = rng.normal(size=(5, 3, 4)), np.zeros((3, 4))
-    step = lambda p, zt: np.sin(zt + shifted(shifted(p, 1, 0), -1, 1))  # noqa: E731
+
+    def step(p, zt):
+        return np.sin(zt + shifted(shifted(p, 1, 0), -1, 1))
+
     want = run_numpy(step, h0, zs[::-1])[::-1]
     np.testing.assert_allclose(f.compile()(z=zs), want, atol=1e-12)
     symdl.verify.numeric(f, sizes={T: 3, N: 3, M: 2})

@@ -5,10 +5,10 @@ declaration's errors."""
 import numpy as np
 import pytest
 import sympy as sp
+from symdl.formulas.gated import gru, lstm
 
 import symdl
 from symdl import formulas
-from symdl.formulas.gated import gru, lstm
 
 
 def sigmoid(u):
@@ -39,15 +39,15 @@ def numpy_gru(x, W, U, bias, h0):
 
 
 def lstm_inputs(rng, b, t, k, h):
-    return dict(x=rng.normal(size=(b, t, k)), W=rng.normal(size=(k, 4 * h)) * 0.5,
-                U=rng.normal(size=(h, 4 * h)) * 0.4, bias=rng.normal(size=4 * h) * 0.2,
-                h0=rng.normal(size=(b, h)) * 0.5, c0=rng.normal(size=(b, h)) * 0.5)
+    return {"x": rng.normal(size=(b, t, k)), "W": rng.normal(size=(k, 4 * h)) * 0.5,
+            "U": rng.normal(size=(h, 4 * h)) * 0.4, "bias": rng.normal(size=4 * h) * 0.2,
+            "h0": rng.normal(size=(b, h)) * 0.5, "c0": rng.normal(size=(b, h)) * 0.5}
 
 
 def gru_inputs(rng, b, t, k, h):
-    return dict(x=rng.normal(size=(b, t, k)), W=rng.normal(size=(k, 3 * h)) * 0.5,
-                U=rng.normal(size=(h, 3 * h)) * 0.4, bias=rng.normal(size=(2, 3 * h)) * 0.2,
-                h0=rng.normal(size=(b, h)) * 0.5)
+    return {"x": rng.normal(size=(b, t, k)), "W": rng.normal(size=(k, 3 * h)) * 0.5,
+            "U": rng.normal(size=(h, 3 * h)) * 0.4, "bias": rng.normal(size=(2, 3 * h)) * 0.2,
+            "h0": rng.normal(size=(b, h)) * 0.5}
 
 
 def as_gates(a: dict, gates: int) -> dict:
@@ -88,7 +88,7 @@ def test_gated_cells_match_numpy_forward_and_finite_differences(cell, b, t, k, h
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_gated_cells_in_float32_follow_float64(cell):
-    build, numpy_forward, draw, gates = CELLS[cell]
+    build, _, draw, gates = CELLS[cell]
     rng = np.random.default_rng(9)
     a = as_gates(draw(rng, 3, 20, 4, 5), gates)
     kern = build().compile()
@@ -138,7 +138,7 @@ def test_a_coupled_system_with_neighbour_reads_matches_numpy():
     prog = coupled()
     assert [s.outputs for s in prog.systems] == [("u", "v")]
     rng = np.random.default_rng(2)
-    arrays = dict(a=rng.normal(size=(9, 5)), w=rng.normal(size=5), v0=rng.normal(size=5))
+    arrays = {"a": rng.normal(size=(9, 5)), "w": rng.normal(size=5), "v0": rng.normal(size=5)}
     kern = prog.compile()
     got = kern(**arrays)
     np.testing.assert_allclose(got, numpy_coupled(**arrays), atol=1e-12)

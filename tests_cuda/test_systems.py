@@ -19,7 +19,7 @@ def test_a_neighbour_read_of_an_earlier_step_runs_on_cuda():
     Y, x, y0 = sp.IndexedBase("Y"), sp.IndexedBase("x"), sp.IndexedBase("y0")
     f = symdl.Formula(sp.Eq(Y[t, i], Y[t - 1, i] + x[t, i] * Y[t - 1, i - 1]), name="nb", initial={"Y": y0})
     rng = np.random.default_rng(0)
-    a = dict(x=rng.uniform(-1, 1, (20, 4)), y0=rng.uniform(-1, 1, 4))
+    a = {"x": rng.uniform(-1, 1, (20, 4)), "y0": rng.uniform(-1, 1, 4)}
     cpu, gpu = f.compile(), f.compile(backend="cuda")
     np.testing.assert_allclose(_host(gpu(**a)), cpu(**a), atol=1e-12)
     G = rng.normal(size=(20, 4))
@@ -32,9 +32,9 @@ def test_a_neighbour_read_of_an_earlier_step_runs_on_cuda():
 def test_gated_systems_on_cuda_match_the_cpu(name, gates, biases):
     b, t, k, h = 2, 20, 3, 4
     rng = np.random.default_rng(1)
-    a = dict(x=rng.normal(size=(b, t, k)), W=rng.normal(size=(k, gates, h)) * 0.5,
-             U=rng.normal(size=(h, gates, h)) * 0.4, bias=rng.normal(size=(*biases, h)) * 0.2,
-             h0=rng.normal(size=(b, h)) * 0.5)
+    a = {"x": rng.normal(size=(b, t, k)), "W": rng.normal(size=(k, gates, h)) * 0.5,
+         "U": rng.normal(size=(h, gates, h)) * 0.4, "bias": rng.normal(size=(*biases, h)) * 0.2,
+         "h0": rng.normal(size=(b, h)) * 0.5}
     if name == "lstm":
         a["c0"] = rng.normal(size=(b, h)) * 0.5
     prog = formulas.get(name)

@@ -82,7 +82,7 @@ class SystemGradient:
             indices, t = fx.indices, fx.indices[self.axis[x]]
             lo, hi = fx.ranges[t]
             total = sp.IndexedBase(upstream[x], real=True)[indices] if x in upstream else sp.Integer(0)
-            for o, cell in self.cells.items():
+            for cell in self.cells.values():
                 wanted = [n for n in cell.input_names if self.stand_ins.get(n, ("",))[0] == x]
                 if x in cell.input_names:
                     wanted.append(x)

@@ -117,7 +117,9 @@ def check_system(system, module, dtype, parallel: bool, templates: dict | None =
     flavour = _flavour(b.name, parallel)
     if not enabled() or not _pending(module, flavour):
         return
-    reference = lambda formulas, inputs, dims: evaluate_system(formulas, system.system, inputs, dims)  # noqa: E731
+    def reference(formulas, inputs, dims):
+        return evaluate_system(formulas, system.system, inputs, dims)
+
     case = _case(system, system.kernels, reference)
     if case is None:
         return

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..version import __version__
 from ..debug import show
 from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
 from ..loops.lower import lower_system
+from ..version import __version__
 from .cache import load_module
 from .kernel import common_arguments
 from .plan import CallPlan

@@ -8,8 +8,9 @@ Part 1, the crossover: an elementwise nest (bias + relu) and a nest with a reduc
 sum) run serial and parallel at growing sizes (µs, median); where parallel wins is where
 backends/cpu/backend.py's PARALLEL_WORK and ELEMENTWISE_WORK belong.
 Part 2, the contract: each model's training step (symdl.nn, float32, Adam), median ms at
-symdl.set_num_threads(1) and (2), quiet and with a busy loop running in a second process;
-"2 / 1" must stay at or below 1.10 under load. Each row runs in its own subprocess.
+symdl.set_num_threads(1) and (2) and with the default that follows the load (runtime/threads.py:
+`adapt`), quiet and with a busy loop running in a second process; "auto / 1" must stay at or below
+1.10 under load. Each row runs in its own subprocess.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ STEP = textwrap.dedent('''
     import symdl
     from symdl import nn
     layers, shape, threads, steps = {layers}, {shape}, {threads}, {steps}
-    symdl.set_num_threads(threads)
+    if threads:
+        symdl.set_num_threads(threads)
     rng = np.random.default_rng(0)
     x = rng.random(shape, dtype=np.float32)
     y = rng.integers(0, 10, shape[0])
@@ -102,7 +104,8 @@ def main() -> None:
         print("| nest | iterations | serial µs | parallel µs | parallel wins |\n|---|---:|---:|---:|---|")
         for kind, n, ser, par in child(CROSSOVER.format()):
             print(f"| {kind} | 2^{n.bit_length() - 1} | {ser:.1f} | {par:.1f} | {'yes' if par < ser else 'no'} |")
-    print("\n| model | quiet 1 | quiet 2 | 2 / 1 | loaded 1 | loaded 2 | 2 / 1 |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| model | quiet 1 | quiet 2 | quiet auto | auto / 1 | loaded 1 | loaded 2 | loaded auto | auto / 1 |"
+          "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         layers, shape = MODELS[name]
         row = []
@@ -112,12 +115,13 @@ def main() -> None:
             if proc:
                 proc.start()
             try:
-                t1, t2 = (child(STEP.format(layers=layers, shape=shape, threads=n, steps=args.steps)) for n in (1, 2))
+                t1, t2, auto = (child(STEP.format(layers=layers, shape=shape, threads=n, steps=args.steps))
+                                for n in (1, 2, 0))
             finally:
                 if proc:
                     stop.set()
                     proc.join()
-            row += [f"{t1:.2f}", f"{t2:.2f}", f"{t2 / t1:.2f}"]
+            row += [f"{t1:.2f}", f"{t2:.2f}", f"{auto:.2f}", f"{auto / t1:.2f}"]
         print(f"| {name} | " + " | ".join(row) + " |")
 
 

@@ -70,8 +70,8 @@ def verify(target, sizes: dict | None = None, backend: str = "cpu", seed: int = 
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for numba's parallel loops and NumPy's BLAS (symdl.runtime.threads); 1 is often
-    fastest on a machine shared with other work."""
+    """Fix the threads of numba's parallel loops and NumPy's BLAS (symdl.runtime.threads); by
+    default symdl.nn follows the load, using the cores other processes leave free."""
     from .runtime.threads import set_num_threads as run
     run(n)
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 
@@ -179,6 +180,10 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--seed", type=int, default=0, help="initial weights and shuffling (default 0)")
     train.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     train.add_argument("--plot", metavar="PATH", help="write the training curves (needs matplotlib)")
+    train.add_argument("--ranks", type=int, help="train data-parallel on N processes of this machine "
+                       "(mpiexec; batch size per rank; needs symdl[mpi], docs/distributed.md)")
+    train.add_argument("--distributed", action="store_true",
+                       help="train data-parallel under an MPI launcher you started (mpiexec, srun)")
 
 
 def _fail(message: str, code: int) -> int:
@@ -187,7 +192,6 @@ def _fail(message: str, code: int) -> int:
 
 
 def _train(args) -> int:
-    import importlib.util
     if args.example not in TRAIN_EXAMPLES:
         return _fail(f"unknown example {args.example!r}; choose one of {', '.join(TRAIN_EXAMPLES)}", 2)
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
@@ -195,6 +199,16 @@ def _train(args) -> int:
             return _fail(f"{flag} must be at least 1, got {value}", 2)
     if args.plot and importlib.util.find_spec("matplotlib") is None:  # before training, not after
         return _fail("--plot needs matplotlib, which symdl does not install: pip install 'symdl[plot]'", 2)
+    if args.ranks is not None:
+        return _launch(args)
+    dist = None
+    if args.distributed:
+        from symdl import nn
+        try:
+            dist = nn.Distributed()
+        except RuntimeError as e:  # no mpi4py
+            return _fail(str(e), 2)
+    say = _silent if dist and dist.rank else print  # one voice: rank 0 prints, the others train silently
     from symdl.datasets import DownloadError
     from symdl.nn import zoo
     spec = zoo.get(args.example)
@@ -222,34 +236,58 @@ def _train(args) -> int:
         return _fail(str(e), 1)
     epochs = args.epochs or spec.epochs
     batch = args.batch_size or spec.batch_size
-    print(f"{spec.name}: {spec.summary}")
-    print(f"data: {data_name}, {len(xtr)} training and {len(xte)} test samples of shape {xtr.shape[1:]}; "
-          f"{model.count_params()} parameters; {epochs} epochs, batch {batch}, "
-          f"{type(model.optimizer).__name__} lr {model.optimizer.learning_rate:g}, {spec.loss}, {args.device}",
-          flush=True)
+    say(f"{spec.name}: {spec.summary}")
+    ranks = f" per rank x {dist.size} ranks" if dist else ""
+    say(f"data: {data_name}, {len(xtr)} training and {len(xte)} test samples of shape {xtr.shape[1:]}; "
+        f"{model.count_params()} parameters; {epochs} epochs, batch {batch}{ranks}, "
+        f"{type(model.optimizer).__name__} lr {model.optimizer.learning_rate:g}, {spec.loss}, {args.device}",
+        flush=True)
     # one line per epoch (verbose 2), at most ~20 lines for E3's 1000 epochs
     every = max(1, epochs // 20)
     hist = model.fit(xtr, ytr, epochs=epochs, batch_size=batch, verbose=2 if every == 1 else 0,
-                     callbacks=[] if every == 1 else [_every_n_epochs(every, epochs)])
+                     callbacks=[] if every == 1 else [_every_n_epochs(every, epochs, say)], distributed=dist or False)
     trained = time.perf_counter() - start
     done = f"{len(hist.epoch)} epoch{'s' if len(hist.epoch) != 1 else ''} in {trained:.1f} s"
     result = model.evaluate(xte, yte, batch_size=max(batch, 256), verbose=0, return_dict=True)
     metrics = ", ".join(f"test {k} {v:.4f}" for k, v in result.items())
     if "accuracy" in result:
-        print(f"test accuracy: {result['accuracy']:.2%} ({metrics}); {done}")
+        say(f"test accuracy: {result['accuracy']:.2%} ({metrics}); {done}")
     else:
-        print(f"test loss: {result['loss']:.6f}; {done}")
+        say(f"test loss: {result['loss']:.6f}; {done}")
     if spec.name == "e3":
         W, b = model.get_weights()
-        print(f"learned w = {W.ravel().astype(float).round(3).tolist()}, "
-              f"b = {b.astype(float).round(3).tolist()} (true [2.0, -3.0], [0.5])")
-    if args.plot:
+        say(f"learned w = {W.ravel().astype(float).round(3).tolist()}, "
+            f"b = {b.astype(float).round(3).tolist()} (true [2.0, -3.0], [0.5])")
+    if args.plot and not (dist and dist.rank):
         hist.plot(args.plot)
-        print(f"training curves written to {args.plot}")
+        say(f"training curves written to {args.plot}")
     return 130 if hist.interrupted else 0
 
 
-def _every_n_epochs(every: int, epochs: int):
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _launch(args) -> int:
+    """`symdl train ... --ranks N`: the same command on N ranks under mpiexec (symdl.launch)."""
+    from symdl import launch
+    if args.ranks < 1:
+        return _fail(f"--ranks must be at least 1, got {args.ranks}", 2)
+    if importlib.util.find_spec("mpi4py") is None:
+        return _fail(f"--ranks needs mpi4py and an MPI library: {launch.INSTALL}", 2)
+    child = [sys.executable, "-m", "symdl.cli", "train", args.example, "--dataset", args.dataset,
+             "--seed", str(args.seed), "--device", args.device, "--distributed"]
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),
+                        ("--plot", args.plot)):
+        if value is not None:
+            child += [flag, str(value)]
+    try:
+        return launch.run(args.ranks, child)
+    except RuntimeError as e:  # no mpiexec
+        return _fail(str(e), 2)
+
+
+def _every_n_epochs(every: int, epochs: int, say=print):
     """A callback printing the first and every n-th epoch's logs (E3 runs 1000 one-batch epochs)."""
     from symdl.nn import Callback
 
@@ -257,7 +295,7 @@ def _every_n_epochs(every: int, epochs: int):
         def on_epoch_end(self, epoch, logs=None):
             if (epoch + 1) % every == 0 or epoch == 0:
                 shown = " - ".join(f"{k}: {v:.6f}" for k, v in (logs or {}).items())
-                print(f"Epoch {epoch + 1}/{epochs} - {shown}", flush=True)
+                say(f"Epoch {epoch + 1}/{epochs} - {shown}", flush=True)
     return EveryN()
 
 

@@ -26,7 +26,7 @@ LAYERS = [
     {"formulas", "datasets"},                  # the catalog and the bundled data
     {"nn"},                                    # 7 models
     {"verify"},                                # verification across all stages
-    {"api", "cli", "bench", "symdl"},          # the verbs, the command line and its bench, the facade
+    {"api", "cli", "bench", "launch", "symdl"},  # the verbs, the command line, its bench and MPI launcher, the facade
 ]
 LEVEL = {unit: n for n, units in enumerate(LAYERS) for unit in units}
 MAX_LINES = 450

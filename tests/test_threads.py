@@ -5,6 +5,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import time
 
 import numba
 import numpy as np
@@ -84,3 +85,77 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_says(given):
     code = "import os, symdl.backends.cpu.backend; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == (given or "PASSIVE")
+
+
+@pytest.fixture
+def following(monkeypatch, restore_threads):
+    """A fresh load follower reading a scripted /proc/stat: (wall s, all busy s, own s) per look."""
+    load = threads._Load()
+    monkeypatch.setattr(threads, "_LOAD", load)
+    monkeypatch.setattr(threads, "_cores", lambda: 2)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    monkeypatch.delenv("SYMDL_THREADS", raising=False)
+    looks = []
+    monkeypatch.setattr(load, "sample", lambda: looks.pop(0))
+    return load, looks
+
+
+def test_adapt_leaves_a_core_to_a_competing_process_and_takes_it_back(following):
+    load, looks = following
+    numba.set_num_threads(2)
+    # quiet: this process alone was busy (1.5 of 1.5 busy seconds are its own)
+    looks += [(0.0, 10.0, 1.0), (1.0, 11.5, 2.5)]
+    threads.adapt()   # the first look only starts the clock
+    threads.adapt()
+    assert numba.get_num_threads() == 2
+    # another process kept one core busy: 1 s of 2 busy seconds were not ours
+    looks += [(2.0, 13.5, 3.5)]
+    threads.adapt()
+    assert numba.get_num_threads() == load.threads == 1
+    looks += [(3.0, 14.5, 4.5)]   # it ended
+    threads.adapt()
+    assert numba.get_num_threads() == 2
+
+
+def test_adapt_looks_at_most_four_times_a_second(following, monkeypatch):
+    load, looks = following
+    looks += [(0.0, 0.0, 0.0)]
+    threads.adapt()
+    monkeypatch.setattr(threads.time, "monotonic", lambda: 0.1)
+    threads.adapt()   # too soon: no look (an empty script would raise IndexError)
+    assert looks == []
+
+
+def test_a_fixed_count_is_never_changed_by_the_load(following):
+    load, looks = following
+    symdl.set_num_threads(2)
+    looks += [(0.0, 0.0, 0.0), (1.0, 2.0, 0.0)]   # two other busy cores
+    threads.adapt()
+    threads.adapt()
+    assert numba.get_num_threads() == 2 and len(looks) == 2
+
+
+def test_symdl_threads_fixes_the_count_or_names_a_bad_value(following, monkeypatch):
+    load, looks = following
+    monkeypatch.setenv("SYMDL_THREADS", "1")
+    threads.adapt()
+    assert load.fixed and numba.get_num_threads() == 1
+    monkeypatch.setattr(threads, "_LOAD", threads._Load())
+    monkeypatch.setenv("SYMDL_THREADS", "lots")
+    with pytest.raises(ValueError, match="SYMDL_THREADS must be 'auto' or a thread count"):
+        threads.adapt()
+
+
+def test_the_real_proc_stat_counts_this_processs_work_among_the_machines():
+    load = threads._Load()
+    first = load.sample()
+    if first is None:
+        pytest.skip("no /proc/stat here")
+    end = time.monotonic() + 0.3   # the counters tick every 10 ms: look over an interval adapt would use
+    while time.monotonic() < end:
+        pass
+    wall, busy, own = (b - a for a, b in zip(first, load.sample()))
+    assert own >= 0.2 * wall                          # our spinning, from os.times
+    assert busy >= own - 0.05                         # the machine's busy time (idle excluded) holds it
+    assert busy <= wall * os.cpu_count() + 0.05       # and no more than every core for the interval

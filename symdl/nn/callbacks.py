@@ -129,7 +129,8 @@ class TerminateOnNaN(Callback):
 class ModelCheckpoint(Callback):
     """Save the model after each epoch (or only when `monitor` improves, `save_best_only`) with
     the same atomic write as `model.save`: a crash or Ctrl-C during a save leaves the previous
-    file intact. `filepath` may use {epoch} and log keys, as Keras:
+    file intact (in a data-parallel fit, rank 0 writes). `filepath` may use {epoch} and log keys,
+    as Keras:
     "ckpt-{epoch:02d}-{val_loss:.3f}.symdl". A NaN `monitor` never counts as an improvement."""
 
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
@@ -150,8 +151,15 @@ class ModelCheckpoint(Callback):
                                  f"{sorted(logs)}")
             if not self.improved(value, self.best, 0.0):
                 return
-            if self.verbose:
+            if self.verbose and _writes_files(self.model):
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to {value:.5f}, "
                       f"saving model to {path}")
             self.best = value
-        (self.model.save_weights if self.save_weights_only else self.model.save)(path)
+        if _writes_files(self.model):
+            (self.model.save_weights if self.save_weights_only else self.model.save)(path)
+
+
+def _writes_files(model) -> bool:
+    """In a data-parallel fit only rank 0 writes (every rank holds the same weights)."""
+    dist = getattr(model, "_distributed", None)
+    return dist is None or dist.rank == 0

@@ -140,7 +140,8 @@ class FormulaOp:
             g = np.asarray(g, dtype=dtype) if np.ndim(g) == 0 else g
             if on_device and isinstance(g, np.ndarray) and g.ndim:
                 g = to_device(g)
-            for name, gx in k.vjp(g, wrt=want, **args).items():
+            kept = env.get(f.output.name) if f.recurrence is not None else None  # its states: not run again
+            for name, gx in k.vjp(g, wrt=want, forward=kept, **args).items():
                 acc[name] = add(acc[name], gx) if name in acc else gx
         return {n: acc[n] if n in acc else zeros(np.shape(env[n]), arrays_dtype(env), on_device)
                 for n in wrt}

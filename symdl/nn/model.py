@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from symdl.runtime.threads import adapt as adapt_threads
+
 from . import saving
 from .device import check_device, is_device_array, to_device, to_host
 from .layers import LAYERS, FormulaLayer, Input, Layer
@@ -129,6 +131,7 @@ class Sequential(Trainer):
         "cuda" the batch is copied in once and the output is a device array."""
         if self.device == "cuda":
             x = to_device(x)
+        adapt_threads()  # as many threads as other processes leave cores free (runtime/threads.py)
         for layer in self.layers:
             x, ctx = layer.call(x, training=training)
             if tape is not None:

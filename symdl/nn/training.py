@@ -35,6 +35,7 @@ class Trainer:
         self._device_optimizer: DeviceOptimizer | None = None
         self._nonfinite_warned = False  # fit warns once per call when the loss turns NaN or inf
         self._compiling: CompileProgress | None = None  # counts the first batch's compiles (fit)
+        self._distributed = None  # the Distributed context of a data-parallel fit (nn/distributed.py)
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device: str = "cpu") -> None:
         """optimizer/loss: Keras names or symdl.nn objects; metrics: names ("accuracy", "mae");
@@ -76,22 +77,37 @@ class Trainer:
         return self._step(x, y, sample_weights("train_on_batch", y, sample_weight, class_weight))[0]
 
     def _step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
+        loss, out, grads = self._gradients(x, y, w)
+        self._apply(grads)
+        return loss, out
+
+    def _gradients(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
+        """(batch loss, model output, gradients of `trainable_weights`) for one batch."""
         tape: list = []
         out = self.forward(x, training=True, tape=tape)
         loss, grad = self.loss.value_and_grad(y, out)
         if w is not None:  # Keras: mean over the batch of w_i * loss_i; its gradient scales row i by w_i
             loss, grad = weighted_loss(self.loss, y, out, w), scale_rows(grad, w)
         grads = self.backward(tape, grad)
-        pairs = [(v, g) for v, g in zip(self.weights, grads, strict=True) if v.trainable]
-        if pairs:
-            opt = self._device_optimizer or self.optimizer
-            opt.apply([v for v, _ in pairs], [g for _, g in pairs])
-        return loss, out
+        return loss, out, [g for v, g in zip(self.weights, grads, strict=True) if v.trainable]
+
+    def _apply(self, grads: list) -> None:
+        """One optimizer step on every trainable weight."""
+        variables = self.trainable_weights
+        if variables:
+            (self._device_optimizer or self.optimizer).apply(variables, grads)
+
+    def _train_batch(self, x, y, w, idx) -> tuple[float, list]:
+        """One step on the samples `idx`: (batch loss, batch metrics)."""
+        yb = y[idx]
+        loss, out = self._step(x[idx], yb, None if w is None else w[idx])
+        out = to_host(out) if self.metric_fns else out  # metrics are NumPy: predictions come out
+        return loss, [fn(yb, out) for _, fn in self.metric_fns]
 
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, x, y, batch_size: int | None = 32, epochs: int = 1, verbose: int | str = "auto",
             callbacks=None, validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
-            initial_epoch: int = 0, sample_weight=None, class_weight=None) -> History:
+            initial_epoch: int = 0, sample_weight=None, class_weight=None, distributed=False) -> History:
         """Train for `epochs`; returns History (`.history["loss"]`, metrics, `val_*`). A loss that
         turns NaN or inf warns once (RuntimeWarning) and shows as such in the logs;
         `callbacks=[nn.TerminateOnNaN()]` stops there.
@@ -102,9 +118,19 @@ class Trainer:
         unweighted (Keras' `metrics`, not `weighted_metrics`). `validation_data` may be
         (x_val, y_val, sample_weight_val).
 
+        `distributed=True` (or an `nn.Distributed`) trains data-parallel over MPI when launched with
+        `mpiexec -n N`: each step takes a global batch of batch_size × N samples, each rank
+        computes its shard, gradients are averaged with one Allreduce (docs/distributed.md).
+
         With verbose=1 or 2, a first batch that compiles kernels (an empty kernel cache) shows one
         line counting them; nothing is printed when every kernel is cached."""
         self._require_compiled("fit")
+        if distributed is not False and distributed is not None:
+            from .distributed import context
+            with context(distributed).running(self) as dist:  # a failing rank ends the job
+                return self.fit(x, y, batch_size, epochs, 0 if dist.rank else verbose, callbacks,
+                                validation_split, validation_data, shuffle, initial_epoch, sample_weight,
+                                class_weight)
         # every argument is checked before the data is converted and before any kernel runs
         batch_size = check_batch_size("fit", batch_size)
         epochs = check_count("fit", "epochs", epochs, 0)
@@ -139,12 +165,14 @@ class Trainer:
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:], vw)
             w = None if w is None else w[:cut]
         self._ensure_built()
+        if self._distributed is not None:  # rank 0's weights and optimizer state everywhere
+            self._distributed.broadcast_state(self)
         self.history = History()
         self._nonfinite_warned = False
         cbs: list[Callback] = [self.history, *callbacks]
         for cb in cbs:
             cb.set_model(self)
-        steps = -(-len(x) // batch_size)
+        steps = -(-len(x) // (batch_size * (self._distributed.size if self._distributed else 1)))
         progress = Progress(verbose, epochs, steps)
         # the first batch compiles what the cache lacks: one line counts it (numba's compile events)
         compiles = verbose and epochs > initial_epoch
@@ -162,16 +190,17 @@ class Trainer:
                 progress.epoch_begin(epoch, defer_bar=self._compiling is not None)
                 logs = self._train_epoch(x, y, w, batch_size, shuffle, cbs, progress, epoch)
                 if validation_data is not None:
-                    vx, vy, vw = validation_data
-                    vals = self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True,
-                                         sample_weight=vw)
-                    logs.update({f"val_{k}": v for k, v in vals.items()})
+                    logs.update({f"val_{k}": v for k, v in self._validate(*validation_data, batch_size).items()})
+                if self._distributed is not None:  # callbacks decide on rank 0's logs everywhere
+                    logs = self._distributed.broadcast(logs)
                 progress.epoch_end(epoch, logs)
                 for cb in cbs:
                     cb.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
         except KeyboardInterrupt:
+            if self._distributed is not None and self._distributed.size > 1:  # ranks cannot stop apart: end the job
+                raise
             # Ctrl-C stops training, not the program: the completed epochs stay in History (the
             # interrupted one is not recorded; the weights hold its updates so far) and
             # on_train_end still runs (EarlyStopping restores, files are closed)
@@ -187,6 +216,16 @@ class Trainer:
         for cb in cbs:
             cb.on_train_end()
         return self.history
+
+    def _validate(self, vx, vy, vw, batch_size: int) -> dict:
+        """Loss and metrics on the validation data (sharded across ranks when data-parallel)."""
+        dist = self._distributed
+        if dist is None:
+            return self.evaluate(vx, vy, batch_size=batch_size, verbose=0, return_dict=True, sample_weight=vw)
+        mine = dist.shard(np.arange(len(vx)))
+        totals = self._totals(vx[mine], vy[mine], None if vw is None else vw[mine], batch_size)
+        values = dist.sum(totals) / len(vx)
+        return dict(zip(self._log_names(), map(float, values), strict=True))
 
     def _end_compiling(self, progress: Progress, open_bar: bool = True) -> None:
         """After the first batch: stop counting compiles, end the compile line, open the bar."""
@@ -231,26 +270,31 @@ class Trainer:
         check_targets(self.loss, y, tuple(self.output_shape), where)
 
     def _train_epoch(self, x, y, w, batch_size, shuffle, cbs, progress, epoch: int) -> dict:
-        order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
+        dist = self._distributed  # data-parallel: a global batch is batch_size per rank
+        if dist is None:
+            order, train_batch = self.rng.permutation(len(x)) if shuffle else np.arange(len(x)), self._train_batch
+        else:
+            order, train_batch = dist.order(self.rng, len(x), shuffle), dist.train_batch_of(self)
+            batch_size *= dist.size
         totals = np.zeros(1 + len(self.metric_fns))
         seen = 0
         for b, lo in enumerate(range(0, len(x), batch_size)):
             for cb in cbs:
                 cb.on_batch_begin(b)
             idx = order[lo:lo + batch_size]
-            xb, yb = x[idx], y[idx]
-            loss, out = self._step(xb, yb, None if w is None else w[idx])
+            loss, values = train_batch(x, y, w, idx)
             if self._compiling is not None:
                 self._end_compiling(progress)
             if not math.isfinite(loss):
                 self._warn_nonfinite(loss, epoch, b)
-            out = to_host(out) if self.metric_fns else out  # metrics are NumPy: predictions come out
-            totals += len(idx) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
+            totals += len(idx) * np.array([loss, *values])
             seen += len(idx)
             logs = dict(zip(self._log_names(), totals / seen, strict=True))
             progress.batch_end(logs)
             for cb in cbs:
                 cb.on_batch_end(b, logs)
+            if dist is not None:  # every rank stops where rank 0's callbacks stop
+                self.stop_training = dist.agree(self.stop_training)
             if self.stop_training:  # Keras: a callback may stop within the epoch (TerminateOnNaN)
                 break
         return {k: float(v) for k, v in logs.items()}
@@ -282,6 +326,16 @@ class Trainer:
             self.input_shape = x.shape[1:]
         self._check_data(x, y, "evaluate")
         w = sample_weights("evaluate", y, sample_weight, None)
+        values = self._totals(x, y, w, batch_size) / max(len(x), 1)
+        result = dict(zip(self._log_names(), map(float, values), strict=True))
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
+        if return_dict:
+            return result
+        return result["loss"] if len(result) == 1 else list(result.values())
+
+    def _totals(self, x, y, w, batch_size: int) -> np.ndarray:
+        """[Σ loss, Σ metric...] over the batches of (x, y), each batch mean weighted by its size."""
         totals = np.zeros(1 + len(self.metric_fns))
         for lo in range(0, len(x), batch_size):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
@@ -290,13 +344,7 @@ class Trainer:
             loss = self.loss(yb, out) if wb is None else weighted_loss(self.loss, yb, out, wb)
             out = to_host(out) if self.metric_fns else out
             totals += len(xb) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
-        values = totals / max(len(x), 1)
-        result = dict(zip(self._log_names(), map(float, values), strict=True))
-        if verbose:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
-        if return_dict:
-            return result
-        return result["loss"] if len(result) == 1 else list(result.values())
+        return totals
 
     def predict(self, x, batch_size: int | None = 32, verbose: int | str = 0) -> np.ndarray:
         """Model outputs for x, computed in batches (a new array)."""

@@ -213,15 +213,18 @@ class Kernel:
                                            self.check)
         return k
 
-    def vjp(self, grad, *positional, wrt=None, dims: dict | None = None, **arrays) -> dict:
+    def vjp(self, grad, *positional, wrt=None, dims: dict | None = None, forward=None, **arrays) -> dict:
         """{input name: gradient} for the upstream gradient `grad` (the output's shape and dtype; a
         scalar output's may be a number or a 0-d array, as the forward call takes scalars). Native
-        (device) arrays in give native arrays out, as for a call."""
+        (device) arrays in give native arrays out, as for a call. `forward`: this kernel's output
+        for these inputs, when the caller kept it: a recurrence's gradient then reads its states
+        instead of running the recurrence again."""
         f, b = self.formula, self.backend
         if positional:
             self._refuse_positional(positional, "kern.vjp(grad, ", " after grad")
         if f.recurrence is not None:  # the adjoint recurrence, then the gradients: a program
-            return self._recurrence_program().vjp(grad, wrt=wrt, **arrays)
+            given = None if forward is None else {f.output.name: forward}
+            return self._recurrence_program().vjp(grad, wrt=wrt, given=given, **arrays)
         keep = any(b.is_native(a) for a in arrays.values()) or b.is_native(grad)
         stand, native = b.split(arrays, self._needs_values(None))
         args, dtype = self._arguments(stand, None)

@@ -34,30 +34,36 @@ class ProgramKernel:
     def __repr__(self) -> str:
         return f"ProgramKernel({self.program.name}, {len(self.kernels)} kernels)"
 
-    def run(self, **arrays) -> dict:
-        """All tensors the program computes, by name (inputs included)."""
+    def run(self, given: dict | None = None, **arrays) -> dict:
+        """All tensors the program computes, by name (inputs included). `given`: values of some
+        outputs the caller already has (not computed again)."""
         names = set(self.program.input_names)
         if arrays.keys() != names:
             missing, extra = sorted(names - arrays.keys()), sorted(arrays.keys() - names)
             raise ValueError(f"program {self.program.name!r}: missing {missing}, unexpected {extra}; "
                              f"it takes {sorted(names)}")
         env = dict(arrays)
-        if self._fused is not None:
+        if self._fused is not None and not given:
             env.update(self._fused.run(env))
             return env
-        return run_formulas(self.program.formulas, self.kernels, env, systems=self.systems)
+        if not given:
+            return run_formulas(self.program.formulas, self.kernels, env, systems=self.systems)
+        kept = [(f, k) for f, k in zip(self.program.formulas, self.kernels, strict=True) if f.output.name not in given]
+        env.update(given)
+        return run_formulas([f for f, _ in kept], [k for _, k in kept], env, systems=self.systems)
 
     def __call__(self, **arrays):
         env = self.run(**arrays)
         outs = self.program.outputs
         return env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
 
-    def vjp(self, grad, wrt=None, **arrays) -> dict:
+    def vjp(self, grad, wrt=None, given: dict | None = None, **arrays) -> dict:
         """{input name: gradient}; `grad` is the upstream gradient of the single output, or a dict
-        {output name: gradient}; `wrt` limits the inputs differentiated."""
-        return self.value_and_grad(grad, wrt=wrt, **arrays)[1]
+        {output name: gradient}; `wrt` limits the inputs differentiated; `given`: forward outputs
+        the caller kept for these inputs ({name: array}), read instead of computed again."""
+        return self.value_and_grad(grad, wrt=wrt, given=given, **arrays)[1]
 
-    def value_and_grad(self, grad, wrt=None, **arrays) -> tuple:
+    def value_and_grad(self, grad, wrt=None, given: dict | None = None, **arrays) -> tuple:
         """(outputs, {input name: gradient}) from one run of the gradient program: the forward
         values come for free with the gradients (a training step needs both)."""
         wanted = tuple(t.name for t in self.program.inputs if not t.integer) if wrt is None else tuple(wrt)
@@ -75,8 +81,11 @@ class ProgramKernel:
         unknown = sorted(set(feed) - set(names) - {t.name for t in self.program.inputs})
         if unknown:
             raise ValueError(f"program {self.program.name!r}: unexpected inputs {unknown}")
-        env = gk.run(**{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
-                                                                       if n not in feed})
+        if given and set(given) - set(outs):
+            raise ValueError(f"program {self.program.name!r}: given= takes outputs {list(outs)}, got "
+                             f"{sorted(set(given) - set(outs))}")
+        env = gk.run(given, **{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
+                                                                               if n not in feed})
         values = env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
         # the gradient program's outputs are the wanted gradients, in order
         return values, {n: env[o] for n, o in zip(wanted, gk.program.outputs, strict=True)}
@@ -96,12 +105,14 @@ def kernel_for(formula, backend="cpu", check_finite: bool = False, check: bool =
 
 
 def system_kernels(program, kernels, check: bool = True) -> dict:
-    """{each system's first state: its SystemKernel} for a Program's systems of recurrences."""
+    """{each state: the SystemKernel of its system} for a Program's systems of recurrences."""
     from .system import SystemKernel
     by_output = {f.output.name: k for f, k in zip(program.formulas, kernels, strict=True)}
-    return {s.outputs[0]: SystemKernel([by_output[o] for o in s.outputs], s,
-                                       f"{program.name}.{'_'.join(s.outputs)}", check)
-            for s in program.systems}
+    out = {}
+    for s in program.systems:
+        sk = SystemKernel([by_output[o] for o in s.outputs], s, f"{program.name}.{'_'.join(s.outputs)}", check)
+        out.update(dict.fromkeys(s.outputs, sk))
+    return out
 
 
 def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scalars_to_host: bool = False,
@@ -109,7 +120,8 @@ def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scal
     """Each formula's kernel in order, every output added to `env` (which holds the inputs).
     `buffers`: outputs reused by the next run with the same input shapes (callers copy what they
     keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device;
-    `systems` (system_kernels): each system runs as one kernel where its first state comes;
+    `systems` (system_kernels): each system runs as one kernel where its first state not yet
+    in `env` comes;
     `dims`: lengths bound by the runs that computed the values `env` holds already."""
     dims, dtype = dict(dims or {}), arrays_dtype(env)
     for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):

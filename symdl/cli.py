@@ -81,7 +81,7 @@ def _show(args) -> int:
         grad = target.vjp()
         print("\n\n".join(g.pretty() for g in grad.formulas[len(parts):]))
     _cost([f for f in parts if f.output.name not in states])
-    for system in (target.compile().systems.values() if states else ()):
+    for system in ({id(k): k for k in target.compile().systems.values()}.values() if states else ()):
         _section(f"loop IR and generated source: the system {', '.join(system.outputs)} ({args.dtype})")
         print(format_ir(system.program))
         print()

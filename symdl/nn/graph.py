@@ -93,7 +93,7 @@ class FormulaOp:
                             systems=self.systems_on(on_device))
 
     def systems_on(self, on_device: bool) -> dict:
-        """{first state: SystemKernel} for a Program with systems of recurrences ({} otherwise)."""
+        """{state: its SystemKernel} for a Program with systems of recurrences ({} otherwise)."""
         if not getattr(self.source, "systems", ()):
             return {}
         if on_device not in self._systems:

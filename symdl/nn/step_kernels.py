@@ -55,7 +55,7 @@ def _op_kernels(op: FormulaOp, wrt: list) -> list:
     if getattr(op.source, "systems", ()):  # forward: its system kernels; the adjoint program is left out
         states = {o for s in op.source.systems for o in s.outputs}
         return [k for f, k in zip(op.formulas, op.kernels, strict=True) if f.output.name not in states] + list(
-            op.systems_on(False).values())
+            {id(k): k for k in op.systems_on(False).values()}.values())
     live = set(wrt)
     for f in op.formulas:
         if any(t.name in live for t in f.inputs):

@@ -58,13 +58,11 @@ def delay(f, tensor: str):
 def schedule(name: str, formulas: list):
     """(formulas in run order, Systems): every tensor is written before a formula reads its same
     step; FormulaError for a cycle that no delayed read breaks, or a system without one step axis."""
-    by_output = {f.output.name: f for f in formulas}
-    if len(by_output) != len(formulas):
-        seen = set()
-        for f in formulas:
-            if f.output.name in seen:
-                raise FormulaError(name, f"tensor {f.output.name!r} is produced by two formulas")
-            seen.add(f.output.name)
+    by_output: dict = {}
+    for f in formulas:
+        if f.output.name in by_output:
+            raise FormulaError(name, f"tensor {f.output.name!r} is produced by two formulas")
+        by_output[f.output.name] = f
     reads = {f.output.name: [t for t in f.input_names if t in by_output] for f in formulas}
     delayed = {(f.output.name, t): delay(f, t) for f in formulas for t in reads[f.output.name]}
     same_step = {o: [t for t in ins if delayed[(o, t)] is None] for o, ins in reads.items()}

@@ -48,10 +48,14 @@ def run(ranks: int, command: list[str], out=None) -> int:
             del seen[:-65536]
         code = proc.wait()
         if code != 0:
-            culprit = _killed_rank(seen.decode(errors="replace"), _rank_pids(folder))
+            said = seen.decode(errors="replace")
+            culprit = _killed_rank(said, _rank_pids(folder))
             if culprit:
                 out.write(f"symdl: {culprit}; mpiexec ended the other ranks (exit status {code})\n")
-                out.flush()
+            elif "symdl: rank" not in said:  # a rank said why, but mpiexec dropped it: its file
+                for path in sorted(Path(folder).glob("abort-*")):
+                    out.write(path.read_text())
+            out.flush()
     return code
 
 

@@ -189,16 +189,21 @@ def test_affine_read_with_declared_shape_is_accepted():
     assert {t.name: t.shape for t in f.inputs} == {"W": (K,), "x": (L,)}
 
 
-def test_dimension_no_input_carries():
+def test_dimension_no_input_carries_is_given_at_call_time():
+    # issue 11: a length no input carries is the caller's (dims=); without it the call names it
     im = sp.Idx("i", M)
-    build = lambda: Formula(sp.Eq(y[im], sp.Sum(x[k], k)), name="unbound_M")  # noqa: E731
-    raises_formula_error(build, "unbound_M", "M")
+    kern = Formula(sp.Eq(y[im], sp.Sum(x[k], k)), name="unbound_M").compile()
+    with pytest.raises(ValueError, match=r"dimension M .* dims=\{'M'"):
+        kern(x=np.ones(3))
+    np.testing.assert_allclose(kern(x=np.arange(3.0), dims={"M": 4}), np.full(4, 3.0))
 
 
-def test_dimension_only_in_a_sum_limit():
+def test_dimension_only_in_a_sum_limit_is_given_at_call_time():
     km = sp.Idx("k", M)
-    build = lambda: Formula(sp.Eq(y[i], x[i] * sp.Sum(sp.Integer(1), km)), name="unbound_sum")  # noqa: E731
-    raises_formula_error(build, "unbound_sum", "M")
+    kern = Formula(sp.Eq(y[i], x[i] * sp.Sum(sp.Integer(1), km)), name="unbound_sum").compile()
+    with pytest.raises(ValueError, match="dimension M"):
+        kern(x=np.ones(3))
+    np.testing.assert_allclose(kern(x=np.arange(3.0), dims={"M": 5}), 5 * np.arange(3.0))
 
 
 def test_tensor_read_with_two_ranks():

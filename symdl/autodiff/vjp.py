@@ -6,7 +6,7 @@ import sympy as sp
 from ..declare.formula import Formula, display_math
 from ..declare.functions import heaviside_to_step, max_min_to_piecewise
 from ..declare.program import Program
-from ..declare.reductions import ReduceMax
+from ..declare.reductions import VALUE_REDUCTIONS
 from ..errors import FormulaError
 from .eliminate import build, eliminate_deltas
 from .terms import NotDifferentiable, base_name, flatten, fresh_index
@@ -141,7 +141,7 @@ def _tidy(expr, names: dict, f: Formula):
     original name unless taken."""
     taken = set(names.values()) | {str(d) for d in f.dims} | {t.name for t in f.inputs}
     mapping = {p: sp.Symbol(n, integer=True) for p, n in names.items()}
-    for s in [*expr.atoms(sp.Sum), *expr.atoms(ReduceMax)]:
+    for s in [a for a in sp.preorder_traversal(expr) if isinstance(a, VALUE_REDUCTIONS)]:
         for var, _, _ in s.limits:
             if var in mapping:
                 continue

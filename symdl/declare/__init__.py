@@ -2,7 +2,7 @@
 from .formula import Formula, Tensor
 from .functions import relu, sigmoid, softplus, step
 from .program import Program
-from .reductions import ArgMax, Max, ReduceMax
+from .reductions import ArgMax, Max, Min, Product, ReduceMax, ReduceProduct
 
-__all__ = ["ArgMax", "Formula", "Max", "Program", "ReduceMax", "Tensor", "relu", "sigmoid", "softplus",
-           "step"]
+__all__ = ["ArgMax", "Formula", "Max", "Min", "Product", "Program", "ReduceMax", "ReduceProduct", "Tensor", "relu",
+           "sigmoid", "softplus", "step"]

@@ -21,7 +21,7 @@ from .indexing import affine, free_indices, index_symbol
 from .names import check_distinct, check_spelling
 from .reads import bindable_dims, guard_padded_reads, read_checks, reads_of, shape_rules
 from .recurrence import pad_neighbour_reads, recurrence, with_initial_state
-from .reductions import REDUCTIONS, ArgMax, ReduceMax, as_symdl_sums, limits_of
+from .reductions import REDUCTIONS, VALUE_REDUCTIONS, ArgMax, ReduceMax, ReduceProduct, as_symdl_sums, limits_of
 from .value import Tensor
 
 # Expression nodes a formula may use; anything else is rejected at declaration.
@@ -30,6 +30,7 @@ SUPPORTED = (
     sp.Sum, sp.Tuple, *ELEMENTWISE.values(), sp.Piecewise, sp.KroneckerDelta, sp.floor,
     sp.ceiling, sp.Mod, sp.logic.boolalg.BooleanAtom, sp.And, sp.Or, sp.Not, sp.ITE,
     sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair, ReduceMax, ArgMax,
+    ReduceProduct,
 )
 
 
@@ -80,7 +81,7 @@ def canonical_indices(name, eq, out_idx):
         seen[sym] = idx
         rename[idx] = sym
         ranges[sym] = (sp.sympify(idx.lower), sp.sympify(idx.upper))
-    for s in [*eq.atoms(sp.Sum), *eq.atoms(ReduceMax)]:
+    for s in [a for a in sp.preorder_traversal(eq) if isinstance(a, VALUE_REDUCTIONS)]:
         for var, _, _ in s.limits:
             if not isinstance(var, sp.Idx) and var not in rename:
                 rename[var] = index_symbol(str(var))
@@ -119,12 +120,12 @@ def canonical(name, out_name, indices, ranges, body, declared=None, integer=(), 
     check_index_scope(name, body, out_name, indices, ranges, all_indices)
     rec, reads = own_reads(name, out_name, indices, body)
     check_index_expressions(name, reads_of(body) if rec else reads, integer, all_indices)  # own reads too
-    rules = axis_rules(body, out_ranges, declared, reads, out_name, strict)
+    rules = axis_rules(body, out_ranges, declared, reads, out_name, strict, padded)
     shapes = input_shapes(name, reads, rules)
     body = zero_padding(name, body, padded, shapes, all_indices)
     checks = [c for c in read_checks(body, out_ranges, all_indices) if not (rec and c[0] == out_name)]
     dims = dimensions(shapes, out_ranges, body, all_indices)
-    output_bound = binding(name, dims, rules, out_ranges, strict)
+    output_bound = binding(dims, rules)
     body, scalars = real_scalars(body, all_indices, dims)
     inputs, output = tensors(name, out_name, shapes, integer, scalars, out_ranges)
     used = check_names(name, body, inputs, output, scalars, all_indices, dims, strict)
@@ -164,8 +165,8 @@ def check_nodes(name, body) -> None:
         if not isinstance(node, SUPPORTED):
             raise FormulaError(name, f"unsupported term {node} ({type(node).__name__}); supported: "
                                      f"+ - * / **, sqrt, {', '.join(ELEMENTWISE)}, Piecewise, "
-                                     f"KroneckerDelta, Sum, ReduceMax and ArgMax over indices; floor, "
-                                     f"ceiling and Mod in index arithmetic")
+                                     f"KroneckerDelta, Sum, Max, Min, Product and ArgMax over indices; "
+                                     f"floor, ceiling and Mod in index arithmetic")
 
 
 def reduction_indices(name, expr, outer: set, found: set | None = None) -> set:
@@ -229,11 +230,12 @@ def check_index_expressions(name, reads, integer, all_indices) -> None:
                 refuse_non_integer(read, r)
 
 
-def axis_rules(body, out_ranges, declared, reads, out_name, strict) -> dict:
+def axis_rules(body, out_ranges, declared, reads, out_name, strict, padded=()) -> dict:
     """(input, axis) -> candidate lengths (reads.shape_rules), for the tensors the formula reads:
     how a call binds dimensions from its arrays."""
     read_names = {str(r.base.label) for r in reads}
-    rules = shape_rules(body, out_ranges, {t: d for t, d in declared.items() if t in read_names}, strict)
+    rules = shape_rules(body, out_ranges, {t: d for t, d in declared.items() if t in read_names}, strict,
+                        padded)
     return {k: v for k, v in rules.items() if k[0] != out_name}
 
 
@@ -266,32 +268,28 @@ def zero_padding(name, body, padded, shapes, all_indices):
 
 
 def dimensions(shapes, out_ranges, body, all_indices) -> tuple:
-    """The dimension symbols (B, N, ...): in input shapes, output ranges and reduction limits."""
-    dims = set()
+    """The dimension symbols (B, N, ...): in input shapes, output ranges and reduction limits, and
+    the integer symbols a body uses as values (N·Σ_k a[k]; its gradient N·grad_y names no range)."""
+    tensor_names = {str(b.label) for b in body.atoms(sp.IndexedBase)}
+    dims = {s for s in _bare_symbols(body) if s.is_integer and s not in all_indices
+            and s.name not in tensor_names}
     for shape in shapes.values():
         for d in shape:
             dims |= d.free_symbols
     for lo, hi in out_ranges.values():
         dims |= lo.free_symbols | hi.free_symbols
-    for s in [*body.atoms(sp.Sum), *body.atoms(ReduceMax)]:
+    for s in [a for a in sp.preorder_traversal(body) if isinstance(a, VALUE_REDUCTIONS)]:
         for _, lo, hi in s.limits:
             dims |= (lo.free_symbols | hi.free_symbols) - all_indices
     return tuple(sorted(dims, key=str))
 
 
-def binding(name, dims, rules, out_ranges, strict) -> tuple:
+def binding(dims, rules) -> tuple:
     """The dimensions a call cannot bind from its inputs (the output_bound: the caller passes them,
-    Kernel(..., dims=) or out=). A user's formula must bind every dimension from its inputs; a
-    gradient formula may take a length only from its output (grad_w of a convolution), and the
-    other formulas autodiff makes may take lengths only their caller knows."""
+    Kernel(..., dims=) or out=): a loop length the user gives at call time, a gradient's length
+    taken only from its output (grad_w of a convolution), or one only the program knows."""
     bindable = bindable_dims(rules)
-    out_bare = {hi + 1 for lo, hi in out_ranges.values()}
-    unbound = [d for d in dims if d not in bindable]
-    if unbound and strict:
-        raise FormulaError(name, f"dimension {unbound[0]} is not the length of any input axis, so a "
-                                 f"call cannot bind it; write output ranges as expressions of input "
-                                 f"dimensions")
-    return tuple(unbound) if not strict else tuple(d for d in unbound if d in out_bare)
+    return tuple(d for d in dims if d not in bindable)
 
 
 def real_scalars(body, all_indices, dims):

@@ -1,7 +1,7 @@
 """Elementwise functions SymPy lacks, with their derivatives (the rule lives with the function)."""
 import sympy as sp
 
-from .reductions import ArgMax, ReduceMax
+from .reductions import REDUCTIONS
 
 
 class sigmoid(sp.Function):
@@ -68,7 +68,7 @@ def max_min_to_piecewise(expr: sp.Expr) -> sp.Expr:
     if isinstance(expr, (sp.Indexed, sp.core.relational.Relational, sp.logic.boolalg.Boolean)) \
             or not expr.args:
         return expr  # conditions are never differentiated: leave them as written
-    if isinstance(expr, (sp.Sum, ReduceMax, ArgMax)):  # limits are index arithmetic
+    if isinstance(expr, REDUCTIONS):  # limits are index arithmetic
         return expr.func(max_min_to_piecewise(expr.function), *expr.args[1:])
     args = [max_min_to_piecewise(a) for a in expr.args]
     if isinstance(expr, sp.Abs) and args[0].is_extended_real is not True:

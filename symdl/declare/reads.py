@@ -54,10 +54,11 @@ def _on_indices(cond, scope) -> bool:
     return cond is not sp.true and bool(cond.free_symbols & set(scope))
 
 
-def shape_rules(body, ranges, declared, strict: bool = True) -> dict:
+def shape_rules(body, ranges, declared, strict: bool = True, padded=()) -> dict:
     """(tensor, axis) -> candidate length expressions: the declared shape, then the ranges of lone
-    indices that start at 0 and do not depend on other indices. Formulas made by autodiff declare
-    every shape and may sum over part of an axis (t in [0, 0]): only their declarations count."""
+    indices that start at 0 and do not depend on other indices, widened to the end of the reads at
+    an offset (`widen`). Formulas made by autodiff declare every shape and may sum over part of an
+    axis (t in [0, 0]): only their declarations count."""
     rules: dict = {}
     for t, shape in declared.items():
         for a, d in enumerate(shape):
@@ -72,7 +73,47 @@ def shape_rules(body, ranges, declared, strict: bool = True) -> dict:
                     cands = rules.setdefault((str(read.base.label), a), [])
                     if hi + 1 not in cands:
                         cands.append(hi + 1)
+    if strict:
+        widen(rules, shift_extents(body, ranges, set(padded)), declared)
     return rules
+
+
+def shift_extents(body, ranges, skip: set) -> dict:
+    """(tensor, axis) -> the ends (last position + 1) of its unguarded reads at `index + offset`
+    (s[t + 1], w[B + b], x[t - 1]) whose index range depends on no other index; tensors in `skip`
+    (zero-padded: read as 0 past their end) keep their lengths."""
+    ends: dict = {}
+    for read, scope, guarded in walk_reads(body, ranges):
+        if guarded or str(read.base.label) in skip:
+            continue
+        for a, pos in enumerate(read.indices):
+            aff = affine(pos, set(scope))
+            if aff is None or aff.reads or len(aff.coeffs) != 1:
+                continue
+            (v, c), = aff.coeffs.items()
+            hi = scope[v][1]
+            if c == 1 and not (hi.free_symbols & set(scope)):
+                ends.setdefault((str(read.base.label), a), set()).add(sp.expand(hi + aff.const + 1))
+    return ends
+
+
+def widen(rules: dict, ends: dict, declared: dict) -> None:
+    """A length a lone index gives (s[t], t < C - 1) is only where that read ends: when reads at an
+    offset of the same axis provably end later (s[t + 1] at C - 1), the axis is as long as the
+    latest end; an axis read only at offsets (x[t - 1], t from 1 to T - 1) is as long as its latest
+    end. A declared length stays, and lone lengths provably shorter than it or than another read
+    are reads of a part. Incomparable ends (N + K against 2·N) change nothing: the call's read
+    checks decide."""
+    for key in set(rules) | set(ends):
+        cands, found = rules.get(key, []), ends.get(key, set())
+        if key[0] in declared and cands:  # lone lengths that provably end before another read are parts
+            rules[key] = cands[:1] + [c for c in cands[1:] if not any(
+                sp.expand(e - c).is_positive for e in found | {cands[0]})]
+            continue
+        last = [e for e in found if all(sp.expand(e - o).is_nonnegative for o in found | set(cands))]
+        if last:
+            rules[key] = list(dict.fromkeys(last[0] if sp.expand(last[0] - c).is_positive else c
+                                            for c in cands)) or [last[0]]
 
 
 def read_checks(body, ranges, all_indices) -> list:

@@ -1,10 +1,15 @@
-"""Max reductions over indices, besides SymPy's Sum: max pooling, row maxima for stable softmax.
+"""Reductions over indices besides SymPy's Sum: maxima (max pooling, row maxima for stable
+softmax), minima and products.
 
     symdl.Max(x[b, 2*i + m], (m, 0, 1))      # ReduceMax: the largest value over m
+    symdl.Min(x[i, k], k)                    # -ReduceMax(-x[i, k]): the smallest, the same routing
     ArgMax(f, limits, k)                     # coordinate k of the first maximiser (integer-valued)
+    symdl.Product(x[i, k], k)                # ReduceProduct: Π_k x[i, k]
 
 The derivative of a max is routed to its arg-max: d max_m f(m) = Σ_m [m = argmax] df(m). Ties go to
-the first maximiser in the order of the limits (lexicographic), as in the frameworks.
+the first maximiser in the order of the limits (lexicographic), as in the frameworks. The derivative
+of a product is the product of the other factors, written so that it stays right when a factor is 0
+and costs O(1) per factor (ReduceProduct._eval_derivative).
 """
 from __future__ import annotations
 
@@ -69,7 +74,9 @@ def _keep_reductions_whole():
 
 
 def as_symdl_sums(expr):
-    """Every SymPy Sum in `expr` as a symdl Sum (limits normalised to (var, lo, hi))."""
+    """Every SymPy Sum (Product) in `expr` as a symdl Sum (ReduceProduct), limits normalised to
+    (var, lo, hi)."""
+    expr = expr.replace(lambda e: type(e) is sp.Product, lambda e: ReduceProduct(e.function, *e.limits))
     return expr.replace(lambda e: type(e) is sp.Sum, lambda e: Sum(e.function, *e.limits))
 
 
@@ -139,12 +146,58 @@ class ArgMax(_Reduction):
         return sp.Integer(0)
 
 
+class ReduceProduct(_Reduction):
+    """The product of `function` over the index ranges in `limits` ((var, lo, hi), inclusive)."""
+
+    is_real = True
+
+    def __new__(cls, function, *limits):
+        return sp.Expr.__new__(cls, sp.sympify(function), *_limits(limits))
+
+    @property
+    def limits(self):
+        return self.args[1:]
+
+    def _eval_derivative(self, s):
+        # d Π_k f(k) = Σ_k (Π_{m≠k} f(m)) df(k). Not P / f(k): that divides by 0. The product of the
+        # others is 0 when another factor is 0, else the product of the non-zero factors divided by
+        # f(k) when f(k) is not 0: one product and one count of zeros, both independent of k (the
+        # lowering computes them once), so the gradient costs what the forward does.
+        own = {v: sp.Symbol(f"{v.name}__p{next(_fresh)}", integer=True) for v in self.variables}
+        limits = [(own[v], lo.xreplace(own), hi.xreplace(own)) for v, lo, hi in self.limits]
+        g, f = self.function.xreplace(own), self.function
+        non_zero = ReduceProduct(sp.Piecewise((g, sp.Ne(g, 0)), (1, True)), *limits)
+        zeros = Sum(sp.Piecewise((1, sp.Eq(g, 0)), (0, True)), *limits)
+        none_among_others = sp.Or(sp.Eq(zeros, 0), sp.And(sp.Eq(zeros, 1), sp.Eq(f, 0)))
+        others = non_zero * sp.Piecewise((1 / sp.Piecewise((f, sp.Ne(f, 0)), (1, True)), none_among_others),
+                                         (0, True))
+        return Sum(others * sp.diff(f, s), *self.limits)
+
+    def _latex(self, printer):
+        below = ", ".join(f"{printer._print(v)}={printer._print(lo)}..{printer._print(hi)}"
+                          for v, lo, hi in self.limits)
+        return rf"\prod_{{{below}}} {printer._print(self.function)}"
+
+
 def Max(function, *limits) -> ReduceMax:
     """The maximum of `function` over index ranges: `symdl.Max(x[i, k], (k, 0, N - 1))` or an Idx."""
     return ReduceMax(function, *limits)
 
 
-REDUCTIONS = (sp.Sum, ReduceMax, ArgMax)
+def Min(function, *limits) -> sp.Expr:
+    """The minimum of `function` over index ranges, as -max(-function): ties and the gradient go to
+    the first minimiser, as for Max. `symdl.Min(x[i, k], (k, 0, N - 1))` or an Idx."""
+    return -ReduceMax(-sp.sympify(function), *limits)
+
+
+def Product(function, *limits) -> ReduceProduct:
+    """The product of `function` over index ranges: `symdl.Product(x[i, k], (k, 0, N - 1))` or an
+    Idx; its gradient is the product of the other factors, right where a factor is 0."""
+    return ReduceProduct(function, *limits)
+
+
+REDUCTIONS = (sp.Sum, ReduceMax, ArgMax, ReduceProduct)
+VALUE_REDUCTIONS = (sp.Sum, ReduceMax, ReduceProduct)  # those whose limits a formula's indices name
 
 
 def limits_of(e) -> list:

@@ -10,7 +10,7 @@ import itertools
 import sympy as sp
 
 from ..declare.formula import Formula
-from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, Sum
+from ..declare.reductions import REDUCTIONS, ArgMax, ReduceMax, ReduceProduct, Sum
 from .ir import Accumulate, If, Let, Loop
 
 
@@ -59,6 +59,13 @@ def emit(expr: sp.Expr, names: _Names) -> tuple[list, sp.Expr]:
         stmts, value = emit(inner, names)
         loop = Loop(var, lo, hi + 1, tuple(stmts) + (Let(best, sp.Max(best, value)),))
         return [Let(best, -sp.oo), loop], best
+    if isinstance(expr, ReduceProduct):
+        (var, lo, hi), *rest = expr.limits
+        inner = ReduceProduct(expr.function, *rest) if rest else expr.function
+        prod = names.new("pr")
+        stmts, value = emit(inner, names)
+        loop = Loop(var, lo, hi + 1, tuple(stmts) + (Let(prod, prod * value),))
+        return [Let(prod, sp.Integer(1)), loop], prod
     if isinstance(expr, ArgMax):  # first maximiser: a strict > keeps the earliest on ties
         best, args = names.new("best"), [names.new("arg", integer=True) for _ in expr.limits]
         stmts, value = emit(expr.function, names)

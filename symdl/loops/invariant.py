@@ -18,7 +18,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..declare.indexing import free_indices
-from ..declare.reductions import ArgMax, ReduceMax, Sum, limits_of
+from ..declare.reductions import ArgMax, ReduceMax, ReduceProduct, Sum, limits_of
 from .ir import Loop, Nest, Store, Temp
 
 
@@ -41,8 +41,8 @@ def hoist_nested_reductions(f, body, names, emit, with_cse):
         if any((sp.sympify(lo).free_symbols | sp.sympify(hi).free_symbols) & set(enclosing) for lo, hi in boxes):
             return None  # a range another index changes: not a box
         if e not in made:
-            inner = e.func(visit(e.function, dict(zip(order, boxes, strict=True)),
-                                 {var: (lo, hi) for var, lo, hi in limits_of(e)}, False), *e.limits)
+            inner = rebuild(e, visit(e.function, dict(zip(order, boxes, strict=True)),
+                                     {var: (lo, hi) for var, lo, hi in limits_of(e)}, False))
             name = names.new("inv").name
             shape = tuple(hi - lo + 1 for lo, hi in boxes)
             position = tuple(i - lo for i, (lo, _) in zip(order, boxes, strict=True)) or (sp.Integer(0),)
@@ -68,7 +68,7 @@ def hoist_nested_reductions(f, body, names, emit, with_cse):
                 on_index = on_index or _on_indices(c, set(loops) | set(scope))
                 out.append((visit(v, loops, scope, on_index, True), c_new))
             return sp.Piecewise(*out)
-        if isinstance(e, (Sum, ReduceMax)):
+        if isinstance(e, (Sum, ReduceMax, ReduceProduct)):
             # lower._hoist_reductions moves the others to scalars, but out of no branch
             if scope or branch or _innermost_only(e, list(loops)):
                 read = hoist(e, loops, scope, guarded)
@@ -76,9 +76,21 @@ def hoist_nested_reductions(f, body, names, emit, with_cse):
                     return read
             inner = {**scope, **{var: (lo, hi) for var, lo, hi in limits_of(e)}}
             return e.func(visit(e.function, loops, inner, guarded, branch), *e.limits)
+        if isinstance(e, ArgMax):  # a max of sums' gradient compares m with the arg-max of each row
+            if scope or branch:  # an integer-valued temporary (positions in a float are exact)
+                read = hoist(e, loops, scope, guarded)
+                if read is not None:
+                    return read
+            inner = {**scope, **{var: (lo, hi) for var, lo, hi in limits_of(e)}}
+            return rebuild(e, visit(e.function, loops, inner, guarded, branch))
         return e.func(*[visit(a, loops, scope, guarded, branch) for a in e.args])
 
     return visit(body, {i: f.ranges[i] for i in f.indices}, {}, False), temps, nests
+
+
+def rebuild(e, function):
+    """The reduction `e` over `function` (an ArgMax keeps its coordinate)."""
+    return ArgMax(function, e.limits, e.coordinate) if isinstance(e, ArgMax) else e.func(function, *e.limits)
 
 
 def _innermost_only(e, outputs: list) -> bool:

@@ -184,9 +184,15 @@ class Distributed:
 
     def abort(self, what: str, details: str = "") -> None:
         """Print why this rank ends the job (stderr) and abort every rank."""
-        sys.stderr.write(f"{details}symdl: rank {self.rank} of {self.size} (pid {os.getpid()} on "
-                         f"{socket.gethostname()}) {what}; ending the job\n")
+        message = (f"symdl: rank {self.rank} of {self.size} (pid {os.getpid()} on {socket.gethostname()}) "
+                   f"{what}; ending the job\n")
+        sys.stderr.write(details + message)
         sys.stderr.flush()
+        folder = os.environ.get("SYMDL_RANK_DIR")
+        if folder:  # the launcher prints it should mpiexec drop this rank's last output
+            from symdl.files import atomic_write
+            atomic_write(os.path.join(folder, f"abort-{self.rank}"), lambda f: f.write(message.encode()))
+        time.sleep(0.5)  # mpiexec forwards output asynchronously: aborting at once can lose the message
         self.comm.Abort(1)
 
     def _terminated(self, signum, frame) -> None:

@@ -71,11 +71,13 @@ def _match(s: sp.Sum, f: Formula, order):
         if other not in f.ranges:
             return None
         ops.append((r, other, r.indices[0] == k))
-    for r, _, k_first in ops:  # the Sum must run over the whole k axis of both operands
-        axis = 0 if k_first else 1
-        lengths = f.shape_rules.get((str(r.base.label), axis), [])
-        if not lengths or any(sp.expand(n - (hi + 1)) != 0 for n in lengths):
-            return None
+    for r, other, k_first in ops:  # the Sum must run over the whole k axis of both operands, and
+        # the other index over the whole other axis (w[k, j] of a packed (K, 4H) w is a slice)
+        whole = {0 if k_first else 1: hi + 1, 1 if k_first else 0: f.ranges[other][1] + 1}
+        for axis, want in whole.items():
+            lengths = f.shape_rules.get((str(r.base.label), axis), [])
+            if not lengths or any(sp.expand(n - want) != 0 for n in lengths):
+                return None
     (ra, u, ta), (rb, v, tb_first) = sorted(ops, key=lambda o: order.index(o[1]))
     if u == v:
         return None

@@ -13,7 +13,7 @@ import numpy as np
 import sympy as sp
 
 from ..declare.functions import sigmoid, softplus
-from ..declare.reductions import ArgMax, ReduceMax, Sum
+from ..declare.reductions import ArgMax, ReduceMax, ReduceProduct, Sum
 
 FUNCTIONS = {
     sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sin: np.sin, sp.cos: np.cos,
@@ -122,6 +122,8 @@ class _Evaluator:
             return self.maximum(e, env)
         if isinstance(e, ArgMax):
             return self.argmax(e, env)
+        if isinstance(e, ReduceProduct):
+            return self.product(e, env)
         if isinstance(e, sp.Add):
             return functools.reduce(np.add, [self.eval(a, env) for a in e.args])
         if isinstance(e, sp.Mul):
@@ -232,6 +234,14 @@ class _Evaluator:
         body = np.where(mask, self.eval(inner, {**env, var: values}), -np.inf)
         body = np.broadcast_to(body, np.broadcast_shapes(np.shape(body), mask.shape))
         return body.max(axis=self.axes[var], keepdims=True)
+
+    def product(self, e, env):
+        (var, lo, hi), *rest = e.limits
+        inner = ReduceProduct(e.function, *rest) if rest else e.function
+        values, mask = self._window(var, lo, hi, env)
+        body = np.where(mask, self.eval(inner, {**env, var: values}), 1.0)
+        body = np.broadcast_to(body, np.broadcast_shapes(np.shape(body), mask.shape))
+        return body.prod(axis=self.axes[var], keepdims=True)
 
     def argmax(self, e, env):
         """Coordinate k of the first maximiser in the lexicographic order of the limits."""

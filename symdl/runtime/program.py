@@ -34,9 +34,10 @@ class ProgramKernel:
     def __repr__(self) -> str:
         return f"ProgramKernel({self.program.name}, {len(self.kernels)} kernels)"
 
-    def run(self, given: dict | None = None, **arrays) -> dict:
-        """All tensors the program computes, by name (inputs included). `given`: values of some
-        outputs the caller already has (not computed again)."""
+    def run(self, dims: dict | None = None, given: dict | None = None, **arrays) -> dict:
+        """All tensors the program computes, by name (inputs included); `dims`: the lengths no
+        input carries (Kernel's dims=); `given`: values of some outputs the caller already has
+        (not computed again)."""
         names = set(self.program.input_names)
         if arrays.keys() != names:
             missing, extra = sorted(names - arrays.keys()), sorted(arrays.keys() - names)
@@ -47,23 +48,24 @@ class ProgramKernel:
             env.update(self._fused.run(env))
             return env
         if not given:
-            return run_formulas(self.program.formulas, self.kernels, env, systems=self.systems)
+            return run_formulas(self.program.formulas, self.kernels, env, dims=dims, systems=self.systems)
         kept = [(f, k) for f, k in zip(self.program.formulas, self.kernels, strict=True) if f.output.name not in given]
         env.update(given)
-        return run_formulas([f for f, _ in kept], [k for _, k in kept], env, systems=self.systems)
+        return run_formulas([f for f, _ in kept], [k for _, k in kept], env, dims=dims, systems=self.systems)
 
-    def __call__(self, **arrays):
-        env = self.run(**arrays)
+    def __call__(self, dims: dict | None = None, **arrays):
+        env = self.run(dims, **arrays)
         outs = self.program.outputs
         return env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
 
-    def vjp(self, grad, wrt=None, given: dict | None = None, **arrays) -> dict:
+    def vjp(self, grad, wrt=None, dims: dict | None = None, given: dict | None = None, **arrays) -> dict:
         """{input name: gradient}; `grad` is the upstream gradient of the single output, or a dict
         {output name: gradient}; `wrt` limits the inputs differentiated; `given`: forward outputs
         the caller kept for these inputs ({name: array}), read instead of computed again."""
-        return self.value_and_grad(grad, wrt=wrt, given=given, **arrays)[1]
+        return self.value_and_grad(grad, wrt=wrt, dims=dims, given=given, **arrays)[1]
 
-    def value_and_grad(self, grad, wrt=None, given: dict | None = None, **arrays) -> tuple:
+    def value_and_grad(self, grad, wrt=None, dims: dict | None = None, given: dict | None = None,
+                       **arrays) -> tuple:
         """(outputs, {input name: gradient}) from one run of the gradient program: the forward
         values come for free with the gradients (a training step needs both)."""
         wanted = tuple(t.name for t in self.program.inputs if not t.integer) if wrt is None else tuple(wrt)
@@ -84,8 +86,8 @@ class ProgramKernel:
         if given and set(given) - set(outs):
             raise ValueError(f"program {self.program.name!r}: given= takes outputs {list(outs)}, got "
                              f"{sorted(set(given) - set(outs))}")
-        env = gk.run(given, **{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
-                                                                               if n not in feed})
+        env = gk.run(dims, given, **{n: feed[n] for n in names if n in feed}, **{n: feed[n] for n in names
+                                                                                     if n not in feed})
         values = env[outs[0]] if len(outs) == 1 else {o: env[o] for o in outs}
         # the gradient program's outputs are the wanted gradients, in order
         return values, {n: env[o] for n, o in zip(wanted, gk.program.outputs, strict=True)}
@@ -116,14 +118,14 @@ def system_kernels(program, kernels, check: bool = True) -> dict:
 
 
 def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scalars_to_host: bool = False,
-                 systems: dict | None = None, dims: dict | None = None) -> dict:
+                 dims: dict | None = None, systems: dict | None = None) -> dict:
     """Each formula's kernel in order, every output added to `env` (which holds the inputs).
     `buffers`: outputs reused by the next run with the same input shapes (callers copy what they
     keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device;
-    `systems` (system_kernels): each system runs as one kernel where its first state not yet
-    in `env` comes;
-    `dims`: lengths bound by the runs that computed the values `env` holds already."""
-    dims, dtype = dict(dims or {}), arrays_dtype(env)
+    `dims`: lengths the caller gives (those no input carries, or those the runs that computed the
+    values `env` holds already bound); `systems` (system_kernels): each system runs as one kernel
+    where its first state not yet in `env` comes."""
+    dims, dtype = {k: int(v) for k, v in (dims or {}).items()}, arrays_dtype(env)
     for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):
         name = f.output.name
         if name in env:

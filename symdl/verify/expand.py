@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..declare.functions import heaviside_to_step, max_min_to_piecewise
-from ..declare.reductions import ArgMax, ReduceMax, Sum
+from ..declare.reductions import ArgMax, ReduceMax, ReduceProduct, Sum
 
 
 def element(name: str, index: tuple) -> sp.Symbol:
@@ -112,6 +112,11 @@ def _ex(e, env, tensors):
         return sp.Add(*[_ex(inner, {**env, var: sp.Integer(n)}, tensors) for n in range(lo, hi + 1)])
     if isinstance(e, (ReduceMax, ArgMax)):
         return _first_maximiser(e, env, tensors)
+    if isinstance(e, ReduceProduct):
+        (var, lo, hi), *rest = e.limits
+        inner = ReduceProduct(e.function, *rest) if rest else e.function
+        lo, hi = int(_ex(lo, env, tensors)), int(_ex(hi, env, tensors))
+        return sp.Mul(*[_ex(inner, {**env, var: sp.Integer(n)}, tensors) for n in range(lo, hi + 1)])
     if isinstance(e, sp.core.relational.Relational):
         lhs, rhs = _ex(e.lhs, env, tensors), _ex(e.rhs, env, tensors)
         if isinstance(lhs, sp.Piecewise) or isinstance(rhs, sp.Piecewise):  # an arg-max compared

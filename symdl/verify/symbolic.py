@@ -316,12 +316,14 @@ SYMDL_FUNCTIONS = {"sigmoid": lambda x: 0.5 * (1 + np.tanh(0.5 * x)),
                    "softplus": lambda x: np.logaddexp(0.0, x)}
 
 
-def _zero(diff, exact=None) -> bool:
+def _zero(diff, exact=None, depth: int = 0) -> bool:
     """Exact zero test. A difference of Piecewise expressions is zero when it vanishes exactly in
     every region its conditions carve out. The regions are found by witnesses: random points
     classify every condition (`e > 0` or `e >= 0`, e's sign fixed); each region seen is then
     substituted and must simplify to exactly 0. Ties (e = 0) have measure zero and are the
-    frameworks' convention, not a property of the derivative, so they are not required to agree."""
+    frameworks' convention, not a property of the derivative, so they are not required to agree;
+    but an explicit test `e == 0` (a product's zero factor) is what the formula is about: each such
+    zero set is substituted (e solved for one symbol) and checked too, up to three deep."""
     if diff == 0:
         return True
     rels = list(diff.atoms(sp.core.relational.Relational))
@@ -342,13 +344,17 @@ def _zero(diff, exact=None) -> bool:
                 values = evaluate(*point)
                 if not np.all(np.isfinite(values)):  # outside the domain: no region to witness
                     continue
-                regions.add(tuple(bool(v > 0) if op == ">" else bool(v >= 0)
+                regions.add(tuple(bool(v > 0) if op == ">" else bool(v >= 0) if op == ">=" else bool(v == 0)
                                   for v, (_, op) in zip(values, keys, strict=True)))
     for region in regions:
         truth = dict(zip(keys, region, strict=True))
         piece = diff.xreplace({r: sp.true if truth[k] == positive else sp.false
                                for r, (k, positive) in canon.items()})
         if not exact(sp.piecewise_fold(piece)):
+            return False
+    for e, op in keys if depth < 3 else ():
+        linear = [v for v in sorted(e.free_symbols, key=str) if op == "==" and sp.degree(e, v) == 1]
+        if linear and not _zero(diff.subs(linear[0], sp.solve(e, linear[0])[0]), exact, depth + 1):
             return False
     return True
 
@@ -394,8 +400,8 @@ def _canonical(rel):
     """(key, positive): `rel` holds iff key holds (positive) or fails; key is (e, '>' or '>=')."""
     e = sp.expand(rel.lhs - rel.rhs)
     op = rel.rel_op
-    if op in ("==", "!="):
-        return ((e, op), True)
+    if op in ("==", "!="):  # e != 0 <=> not (e == 0), and -e == 0 <=> e == 0
+        return ((-e if e.could_extract_minus_sign() else e, "=="), op == "==")
     strict = {">": True, ">=": False, "<": False, "<=": True}[op]  # a < b <=> not (a - b >= 0)
     positive = op in (">", ">=")
     if e.could_extract_minus_sign():  # e > 0 <=> not (-e >= 0)

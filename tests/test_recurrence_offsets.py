@@ -119,3 +119,20 @@ def test_a_read_of_the_same_step_or_both_ways_is_still_refused():
                       initial={"Y": y0})
     with pytest.raises(symdl.FormulaError, match="initial state"):
         symdl.Formula(sp.Eq(Y[t, i], x[t, i] * Y[t - 1, i - 1]), name="no_initial")
+
+
+def test_the_issue_reproducer_with_its_length_given_at_the_call():
+    """Y[t, i] = Y[t-1, i] + x[i] Y[t-1, i-1] exactly as issue 11 writes it: no input carries T,
+    so the call gives it (dims=), forward and gradient."""
+    f = symdl.Formula(sp.Eq(Y[t, i], Y[t - 1, i] + x[i] * Y[t - 1, i - 1]), name="issue_nb", initial={"Y": y0})
+    rng = np.random.default_rng(8)
+    xs, h0, G = rng.normal(size=4), rng.normal(size=4), rng.normal(size=(6, 4))
+
+    def numpy_forward(xv, hv):
+        return run_numpy(lambda p, _: p + xv * shifted(p, 1, 0), hv, range(6))
+
+    kern = f.compile()
+    np.testing.assert_allclose(kern(x=xs, y0=h0, dims={"T": 6}), numpy_forward(xs, h0), atol=1e-12)
+    got = kern.vjp(G, x=xs, y0=h0, dims={"T": 6})
+    np.testing.assert_allclose(got["x"], central_differences(lambda a: numpy_forward(a, h0), xs, G), atol=1e-7)
+    np.testing.assert_allclose(got["y0"], central_differences(lambda a: numpy_forward(xs, a), h0, G), atol=1e-7)

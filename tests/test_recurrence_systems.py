@@ -179,3 +179,24 @@ def test_catalog_entries_are_systems():
         assert len(prog.systems) == 1 and states <= set(prog.systems[0].outputs)
         grad = prog.vjp()
         assert [s.direction for s in grad.systems] == [1, -1]  # the adjoint system runs backwards
+
+
+def test_a_system_whose_length_the_call_gives():
+    """No input carries T: the system kernel and its adjoint take dims= like any kernel."""
+    fu = symdl.Formula(sp.Eq(u[t, i], sp.tanh(w[i] + V[t - 1, i])), name="u", initial={"v": v0})
+    fv = symdl.Formula(sp.Eq(v[t, i], u[t, i] * w[i] + v[t - 1, i] / 2), name="v", initial={"v": v0})
+    kern = symdl.Program([fu, fv], name="coupled_dims", outputs=["v"]).compile()
+    rng = np.random.default_rng(6)
+    wv, start = rng.normal(size=3), rng.normal(size=3)
+
+    def numpy_forward(w, v0):
+        prev, out = v0, []
+        for _ in range(5):
+            prev = np.tanh(w + prev) * w + prev / 2
+            out.append(prev)
+        return np.stack(out)
+
+    np.testing.assert_allclose(kern(dims={"T": 5}, w=wv, v0=start), numpy_forward(wv, start), atol=1e-12)
+    G = rng.normal(size=(5, 3))
+    got = kern.vjp(G, dims={"T": 5}, w=wv, v0=start)
+    directional_check(numpy_forward, {"w": wv, "v0": start}, got, G, rng, 1e-6)

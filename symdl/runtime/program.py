@@ -131,7 +131,7 @@ def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scal
         if name in env:
             continue  # a state its system wrote, or a forward value the caller kept
         if systems and name in systems:
-            env.update(systems[name].run(env))
+            env.update(systems[name].run(env, dims))
             dims.update(systems[name].last_dims)
             continue
         args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
@@ -140,6 +140,10 @@ def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scal
             continue
         if f.output_bound:  # lengths only the program knows (a gradient's broadcast axis)
             known = {str(d): dims[str(d)] for d in f.dims if str(d) in dims}
+            if {s.name for d in f.output.shape for s in sp.sympify(d).free_symbols} - set(dims):
+                # the rest from its inputs (a recurrence whose length the caller gave: T, with N from x)
+                known = k.binder.bind({t.name: np.shape(args[t.name]) for t in f.inputs}, known, None)
+                dims.update(known)
             out = np.empty(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=arrays_dtype(args))
             env[name] = _as_program_dtype(k(out=out, dims=known, **args), f, dtype)
         elif not f.output.rank:

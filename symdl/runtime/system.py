@@ -50,17 +50,19 @@ class SystemKernel:
             self._modules[dtype] = load_module(self.source(dtype))
         return self._modules[dtype]
 
-    def run(self, env: dict) -> dict:
+    def run(self, env: dict, dims: dict | None = None) -> dict:
+        """{state: array} from the inputs in `env`; `dims`: lengths no input carries."""
         b = self.backend
         external = {s[0]: env[s[0]] for s in self._specs}
         stand, native = b.split(external, lambda name: False)
         fast = common_arguments(self._specs, stand)
         args, dtype = (dict(zip((s[0] for s in self._specs), fast[0])), fast[1]) if fast is not None \
             else self._checked(stand)
-        key = (dtype, tuple(np.shape(args[s[0]]) for s in self._specs))
+        given = {d: int(v) for d, v in (dims or {}).items() if d in {str(s) for s in self.program.dims}}
+        key = (dtype, tuple(np.shape(args[s[0]]) for s in self._specs), tuple(sorted(given.items())))
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = self._plan(args, dtype)
+            plan = self._plans[key] = self._plan(args, dtype, given)
         self.last_dims = plan.bound
         outs = [b.empty(shape, dtype) for _, shape in plan.outputs]
         names = [t.name for t in self.program.inputs]
@@ -69,8 +71,8 @@ class SystemKernel:
         keep = bool(native)
         return {n: b.result(o, shape, keep) for (n, shape), o in zip(plan.outputs, outs, strict=True)}
 
-    def _plan(self, args: dict, dtype) -> CallPlan:
-        dims = self.bind({n: np.shape(a) for n, a in args.items()})
+    def _plan(self, args: dict, dtype, given: dict) -> CallPlan:
+        dims = self.bind({n: np.shape(a) for n, a in args.items()}, given)
         outs = tuple((k.formula.output.name, _shape(k.formula.output.shape, dims)) for k in self.kernels)
         b = self.backend
         parallel = b.parallel(self.program, dims)
@@ -80,10 +82,11 @@ class SystemKernel:
         values = tuple(dims[str(d)] for d in self.program.dims)
         return CallPlan(dims, outs, values, parallel, module.run)
 
-    def bind(self, shapes: dict) -> dict:
-        """The dimensions, from the inputs' shapes: each state's shape follows from the lengths its
-        formula binds, and every member binds (and checks) with the others' states in place."""
-        dims: dict = {}
+    def bind(self, shapes: dict, given: dict | None = None) -> dict:
+        """The dimensions, from the inputs' shapes (and `given`, lengths no input carries): each
+        state's shape follows from the lengths its formula binds, and every member binds (and
+        checks) with the others' states in place."""
+        dims: dict = dict(given or {})
         for k in self.kernels:  # lone lengths of the inputs first: enough for the states' shapes
             for t, a, d in k.binder.bare:
                 if t in shapes:

@@ -61,5 +61,5 @@ def entries() -> list[Entry]:
 
 
 def _load():
-    from . import (activations, attention, autoencoder, conv, dense, gan, losses,  # noqa: F401
+    from . import (activations, attention, autoencoder, conv, dense, gan, gated, losses,  # noqa: F401
                    optimizers, pooling, regression, regularizers, rnn, tensor_ops)

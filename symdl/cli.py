@@ -65,16 +65,30 @@ def _show(args) -> int:
         _section("stability rewrites (proven equal by symdl.verify.equivalent)")
         for rewrite in stability.rewrites:
             print(f"  {rewrite}")
+    states = {o for s in getattr(target, "systems", ()) for o in s.outputs}
     for f in parts:
         _section(f"formula {f.name}")
         print(f.pretty())
         print(f"\nLaTeX: {f.latex()}")
+        if f.output.name in states:  # differentiated with its system, below
+            continue
         for name, g in f.vjp().items():
             _section(f"gradient with respect to {name}: {g.name}")
             print(g.pretty())
             print(f"\nLaTeX: {g.latex()}")
-    _cost(parts)
+    if states:
+        _section(f"gradient: the adjoint system{'s' if len(target.systems) > 1 else ''}, then the inputs' gradients")
+        grad = target.vjp()
+        print("\n\n".join(g.pretty() for g in grad.formulas[len(parts):]))
+    _cost([f for f in parts if f.output.name not in states])
+    for system in ({id(k): k for k in target.compile().systems.values()}.values() if states else ()):
+        _section(f"loop IR and generated source: the system {', '.join(system.outputs)} ({args.dtype})")
+        print(format_ir(system.program))
+        print()
+        print(system.source(args.dtype))
     for f in parts:
+        if f.output.name in states:
+            continue
         for g in [f, *f.vjp().values()]:
             _section(f"loop IR and generated source: {g.name} ({args.dtype})")
             print(format_ir(lower(g)))

@@ -37,8 +37,9 @@ def ratios(f, dims: dict) -> dict:
 
 
 def check(target, sizes: dict) -> None:
+    states = {o for s in getattr(target, "systems", ()) for o in s.outputs}  # a system's cost: below
     for f in formulas_of(target):
-        if f.recurrence is not None:
+        if f.recurrence is not None or f.output.name in states:
             continue
         small, large = (ratios(f, {str(k): s * v for k, v in sizes.items()}) for s in (3, 6))
         for name in small:
@@ -126,3 +127,33 @@ def test_program_vjp_drops_paths_no_wanted_input_reaches():
     np.testing.assert_allclose(kern.vjp(1.0, wrt=["w"], x=xv, c=cv, w=wv)["w"], (xv[:, None] - cv[None, :]) ** 2)
     np.testing.assert_allclose(kern.vjp(1.0, wrt=["c"], x=xv, c=cv, w=wv)["c"],
                                (-2 * wv * (xv[:, None] - cv[None, :])).sum(axis=0))
+
+
+def _units_work(program, start: int, dims: dict) -> int:
+    """Trip counts of a program's kernels from formula `start` on, each system as its one kernel."""
+    from symdl.loops.lower import lower_system
+    systems = {s.outputs[0]: s for s in program.systems}
+    done, work = set(), 0
+    for f in program.formulas[start:]:
+        if f.output.name in systems:
+            s = systems[f.output.name]
+            work += trip_count(lower_system([program.producer(o) for o in s.outputs], "s", s.step, s.direction), dims)
+            done |= set(s.outputs)
+        elif f.output.name not in done:
+            work += trip_count(lower(f), dims)
+    return work
+
+
+@pytest.mark.parametrize("name", [n for n in formulas.names() if getattr(formulas.get(n), "systems", ())])
+def test_systems_of_recurrences_gradients_keep_the_forward_cost(name):
+    """A system's whole gradient (the adjoint system, then every input's gradient) against its
+    forward kernel: at most BOUND times, and the ratio does not grow with the sizes (the gates are
+    states the gradient reads, not sums it recomputes)."""
+    prog = formulas.get(name)
+    grad = prog.vjp()
+    ratio = {}
+    for s in (4, 8):
+        dims = {"B": s, "T": 5 * s, "K": 2 * s, "H": 4 * s}
+        ratio[s] = _units_work(grad, len(prog.formulas), dims) / _units_work(prog, 0, dims)
+    assert ratio[8] <= BOUND, ratio
+    assert ratio[8] <= 1.25 * ratio[4], ratio

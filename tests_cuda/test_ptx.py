@@ -31,6 +31,7 @@ from symdl import __version__, formulas  # noqa: E402
 from symdl.backends.cuda import generate  # noqa: E402
 from symdl.backends.cuda.signatures import signatures  # noqa: E402
 from symdl.loops import lower  # noqa: E402
+from symdl.loops.lower import lower_system  # noqa: E402
 from symdl.runtime.cache import load_module  # noqa: E402
 
 CCS = ((8, 0), (9, 0))
@@ -93,9 +94,11 @@ def _formulas(x) -> list:
 
 def _programs(target):
     grads = target.vjp()  # a formula's gradient of a recurrence is itself a program: flatten
-    parts = _formulas(target) + [f for g in (grads.values() if isinstance(grads, dict) else [grads])
-                                 for f in _formulas(g)]
-    return [lower(f) for f in parts]
+    programs = [target, *(grads.values() if isinstance(grads, dict) else [grads])]
+    parts = _formulas(target) + [f for g in programs[1:] for f in _formulas(g)]
+    systems = [lower_system([p.producer(o) for o in s.outputs], f"{p.name}.{s.outputs[0]}", s.step, s.direction)
+               for p in programs for s in getattr(p, "systems", ())]  # each system's one kernel too
+    return [lower(f) for f in parts] + systems
 
 
 @pytest.mark.parametrize("name", formulas.names())

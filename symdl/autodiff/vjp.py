@@ -179,12 +179,18 @@ def program_vjp(prog: Program, wrt=None) -> Program:
     contributions: dict[str, list] = {o: [grad_name(o)] for o in prog.outputs}
     # dead paths: a computed tensor that no wanted input reaches needs no gradient
     live = set(wanted)
-    for f in prog.formulas:
-        if any(t in live for t in f.input_names):
-            live.add(f.output.name)
+    for _ in range(1 + len(prog.systems)):  # a system's states reach each other through later steps
+        for f in prog.formulas:
+            if any(t in live for t in f.input_names):
+                live.add(f.output.name)
+    system_of = {o: s for s in prog.systems for o in s.outputs}
     shapes = {t.name: t.shape for t in prog.inputs}
     shapes.update({f.output.name: f.output.shape for f in prog.formulas})
     for f in reversed(prog.formulas):
+        if f.output.name in system_of:  # the adjoint system, once, where its last state comes
+            if f.output.name == system_of[f.output.name].outputs[-1]:
+                _system_vjp(prog, system_of[f.output.name], formulas, contributions, live, shapes, consumers)
+            continue
         parts = contributions.get(f.output.name)
         if not parts or f.output.name not in live:
             continue  # does not reach an output, or no wanted input reaches it
@@ -215,6 +221,32 @@ def program_vjp(prog: Program, wrt=None) -> Program:
         parts = contributions.get(n) or []
         outs.append(_accumulate(formulas, n, parts, shapes[n], None))
     return Program(formulas, name=f"{prog.name}.vjp", outputs=outs)
+
+
+def _system_vjp(prog, system, formulas, contributions, live, shapes, consumers) -> None:
+    """The adjoint system of a system of recurrences (autodiff/systems.py) and the gradients of
+    its inputs, appended to `formulas`; contributions as for any formula."""
+    from .systems import SystemGradient
+    members = [prog.producer(o) for o in system.outputs]
+    if not any(o in live for o in system.outputs):
+        return
+    sg = SystemGradient(members, system, f"{prog.name}.{'_'.join(system.outputs)}")
+    upstream = {o: _accumulate(formulas, o, contributions[o], shapes[o], None)
+                for o in system.outputs if contributions.get(o)}
+    formulas += sg.adjoints(upstream)
+    inputs = {t.name: t for f in members for t in f.inputs if t.name not in system.outputs}
+    for x in inputs.values():
+        if x.integer or x.name not in live:
+            continue
+        gf = sg.input_gradient(x.name)
+        if gf is None:
+            continue
+        k = len(contributions.setdefault(x.name, []))
+        outside = sum(1 for f in prog.formulas if x.name in f.input_names and f.output.name not in system.outputs)
+        alone = outside == 0 and x.name not in prog.outputs
+        target = grad_name(x.name) if alone else f"{grad_name(x.name)}__{k}"
+        formulas.append(rename(gf, {grad_name(x.name): target}) if target != gf.output.name else gf)
+        contributions[x.name].append(target)
 
 
 def _accumulate(formulas, tensor, parts, shape, _f):

@@ -20,7 +20,7 @@ from .functions import ELEMENTWISE
 from .indexing import affine, free_indices, index_symbol
 from .names import check_distinct, check_spelling
 from .reads import bindable_dims, guard_padded_reads, read_checks, reads_of, shape_rules
-from .recurrence import recurrence, with_initial_state
+from .recurrence import pad_neighbour_reads, recurrence, with_initial_state
 from .reductions import REDUCTIONS, VALUE_REDUCTIONS, ArgMax, ReduceMax, ReduceProduct, as_symdl_sums, limits_of
 from .value import Tensor
 
@@ -43,9 +43,11 @@ def declared(eq, name, zero_padded=(), initial=None) -> dict:
     rename, ranges = canonical_indices(name, eq, out_idx)
     indices = output_indices(name, out_idx, rename)
     shapes, integer = declared_tensors(eq)
-    body = rhs.xreplace(rename)
+    body = pad_neighbour_reads(name, out_name, indices, ranges, rhs.xreplace(rename))
     if initial:
         body = with_initial_state(name, out_name, indices, body, initial)
+        more, _ = declared_tensors(body)  # initial states declared with a shape
+        shapes = dict(more, **shapes)
     return dict(name=name, out_name=out_name, indices=indices, ranges=ranges, body=body, declared=shapes,
                 integer=integer, strict=True, padded=tuple(zero_padded))
 
@@ -117,7 +119,7 @@ def canonical(name, out_name, indices, ranges, body, declared=None, integer=(), 
     all_indices = set(indices) | reduction
     check_index_scope(name, body, out_name, indices, ranges, all_indices)
     rec, reads = own_reads(name, out_name, indices, body)
-    check_index_expressions(name, reads, integer, all_indices)
+    check_index_expressions(name, reads_of(body) if rec else reads, integer, all_indices)  # own reads too
     rules = axis_rules(body, out_ranges, declared, reads, out_name, strict, padded)
     shapes = input_shapes(name, reads, rules)
     body = zero_padding(name, body, padded, shapes, all_indices)

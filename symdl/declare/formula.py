@@ -31,7 +31,8 @@ class Formula(Frozen):
     `domains` maps input names to the (low, high) interval random test inputs are drawn from
     (defaults: (-1, 1), or (0.2, 1) for tensors under log/sqrt/negative powers); `sizes` maps
     dimension symbols to the small sizes verification uses; `zero_padded` names the inputs read as
-    zero outside their extent; `initial` maps a recurrence's output to its initial state.
+    zero outside their extent; `initial` maps a recurrence's output (or another tensor the formula
+    reads at an earlier step: a system of recurrences, declare/systems.py) to its initial state.
 
     Fields (canonical.canonical says how each is found): name, body, indices, ranges (of the output
     indices), reduction_indices, all_indices, recurrence, reads, shape_rules, read_checks, dims,

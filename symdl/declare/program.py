@@ -7,21 +7,26 @@ from ..errors import FormulaError
 from . import verbs
 from .formula import Formula, Tensor, display_math
 from .names import check_distinct
+from .systems import schedule
 from .value import Frozen
 
 
 class Program(Frozen):
     """Formulas in dependency order. Inputs are the tensors no formula produces; outputs default
-    to the tensors no formula consumes. An immutable value, like Formula.
+    to the tensors no formula consumes. An immutable value, like Formula. Formulas that read each
+    other's earlier steps (c reads h[t-1], h reads c[t]: an LSTM) form a `System` (systems.py),
+    listed in `systems` and run as one kernel.
 
         >>> prog = symdl.Program([exp_f, sum_f, div_f], name="softmax")
         >>> prog.compile()(z=Z)            # -> the output array
     """
 
     def __init__(self, formulas, name: str = "program", outputs=None):
-        formulas = _topological(name, list(formulas))
+        formulas, systems = schedule(name, list(formulas))
         produced = {f.output.name: f for f in formulas}
-        consumed = {t for f in formulas for t in f.input_names}
+        system_of = {o: s for s in systems for o in s.outputs}  # a system's own reads leave outputs be
+        consumed = {t for f in formulas for t in f.input_names
+                    if system_of.get(t) is None or system_of.get(t) is not system_of.get(f.output.name)}
         outputs = tuple(outputs) if outputs else tuple(
             f.output.name for f in formulas if f.output.name not in consumed)
         for o in outputs:
@@ -42,7 +47,7 @@ class Program(Frozen):
         for f in formulas:
             sizes.update(f.sizes)
         self._assign(dict(
-            name=name, formulas=tuple(formulas), outputs=outputs, inputs=tuple(inputs.values()), domains=domains,
+            name=name, formulas=tuple(formulas), systems=systems, outputs=outputs, inputs=tuple(inputs.values()), domains=domains,
             sizes=sizes, dims=tuple(sorted({d for f in formulas for d in f.dims}, key=str)),
             scalars=tuple(sp.Symbol(t.name) for t in inputs.values() if t.rank == 0)))
 
@@ -120,29 +125,3 @@ def _check_names(name, formulas, inputs, outputs):
         if t.name.startswith("grad_") and t.name[5:] in outputs:  # autodiff.grad_name
             raise FormulaError(name, f"input name {t.name!r} is the name Program.vjp gives the gradient "
                                      f"of the output {t.name[5:]!r}; rename it")
-
-
-def _topological(name, formulas):
-    by_output: dict[str, Formula] = {}
-    for f in formulas:
-        if f.output.name in by_output:
-            raise FormulaError(name, f"tensor {f.output.name!r} is produced by two formulas")
-        by_output[f.output.name] = f
-    order, state = [], {}
-
-    def visit(f, path):  # keyed by output tensor: unique, unlike formula names
-        key = f.output.name
-        if state.get(key) == "done":
-            return
-        if state.get(key) == "active":
-            raise FormulaError(name, f"cycle through {' -> '.join(path + [key])}")
-        state[key] = "active"
-        for t in f.input_names:
-            if t in by_output:
-                visit(by_output[t], path + [key])
-        state[key] = "done"
-        order.append(f)
-
-    for f in formulas:
-        visit(f, [])
-    return order

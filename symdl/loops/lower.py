@@ -114,6 +114,41 @@ def lower_fused(formulas, name: str) -> LoopProgram:
                        (Nest("loops", nest, arrays, work),), tuple(f.output for f in formulas[1:]))
 
 
+def lower_system(formulas, name: str, step: str, direction: int) -> LoopProgram:
+    """One kernel for a system of recurrences (declare/systems.py): the step loop outermost (run
+    backwards for a reverse system), inside it each formula's nest over its other indices, in the
+    order a step writes them, so each reads only states already written."""
+    formulas = list(formulas)
+    names = _Names(set().union(*(_taken(f, f.body) for f in formulas)))
+    t = next(i for i in formulas[0].indices if i.name == step)
+    lo, hi = formulas[0].ranges[t]
+    inner: list = []
+    for f in formulas:
+        own = next(i for i in f.indices if i.name == step)
+        body, order = f.body.xreplace({own: t}), [i for i in f.indices if i != own]
+        body, hoisted = _hoist_reductions(body, order, names)
+        stmts, value = emit(body, names)
+        index = tuple(t if i == own else i for i in f.indices)
+        nest = tuple(stmts) + tuple(_with_cse(Store(f.output.name, index, value), names))
+        for depth, i in reversed(list(enumerate(order))):
+            nest = (Loop(i, f.ranges[i][0], f.ranges[i][1] + 1, tuple(hoisted.get(depth + 1, ())) + nest,
+                         parallel=depth == 0),)
+        inner += [*hoisted.get(0, ()), *nest]
+    if direction < 0:
+        back = names.new("r", integer=True)  # a reverse system counts its steps down
+        loop = Loop(back, lo, hi + 1, (Let(t, hi + lo - back), *inner))
+    else:
+        loop = Loop(t, lo, hi + 1, tuple(inner))
+    outputs = {f.output.name for f in formulas}
+    inputs = [x for x in {x.name: x for f in formulas for x in f.inputs}.values() if x.name not in outputs]
+    arrays = tuple(x.name for x in inputs if x.rank) + tuple(f.output.name for f in formulas)
+    work = sum((sp.Mul(*[r + 1 for _, r in f.ranges.values()]) * (8 if f.body.has(*REDUCTIONS) else 1)
+                for f in formulas), sp.Integer(0))
+    dims = tuple(sorted({d for f in formulas for d in f.dims}, key=str))
+    return LoopProgram(name, "\n".join(str(f) for f in formulas), tuple(inputs), formulas[0].output, dims, (),
+                       (Nest("loops", (loop,), arrays, work),), tuple(f.output for f in formulas[1:]))
+
+
 def loop_order(f: Formula) -> list:
     """Output indices outermost first: the left side's order (stores contiguous), except that a
     recurrence's step index comes first."""

@@ -16,7 +16,9 @@ import numpy as np
 
 from symdl.declare import Formula, Program
 from symdl.formulas.tensor_ops import flat_elementwise as elementwise
-from symdl.runtime.program import arrays_dtype, kernel_for, run_formulas, scalar_argument
+from symdl.autodiff import grad_name
+from symdl.runtime.program import (ProgramKernel, arrays_dtype, kernel_for, run_formulas, scalar_argument,
+                                   system_kernels)
 
 from .device import is_device_array, to_device, zeros
 
@@ -61,6 +63,8 @@ class FormulaOp:
         self.source = formula_or_program
         self.kernels = [kernel_for(f) for f in self.formulas]
         self._cuda_kernels: list | None = None  # built on the first call with device arrays
+        self._systems: dict = {}  # on device -> system_kernels (a Program with systems of recurrences)
+        self._gradients: dict = {}  # (wrt, on device) -> the gradient ProgramKernel (systems only)
         self.reuse_buffers = reuse_buffers
         self._buffers: dict = {}  # (formula position, on device, input shapes) -> the output to reuse
 
@@ -85,7 +89,33 @@ class FormulaOp:
         if on_device:  # host arrays (labels): one copy in, so that every kernel sees device arrays
             env = {n: to_device(a) if isinstance(a, np.ndarray) and a.ndim else a for n, a in env.items()}
         return run_formulas(self.formulas, self.kernels_on(on_device), env,
-                            self._buffers if self.reuse_buffers else None, scalars_to_host=True)
+                            self._buffers if self.reuse_buffers else None, scalars_to_host=True,
+                            systems=self.systems_on(on_device))
+
+    def systems_on(self, on_device: bool) -> dict:
+        """{state: its SystemKernel} for a Program with systems of recurrences ({} otherwise)."""
+        if not getattr(self.source, "systems", ()):
+            return {}
+        if on_device not in self._systems:
+            self._systems[on_device] = system_kernels(self.source, self.kernels_on(on_device))
+        return self._systems[on_device]
+
+    def _system_backward(self, env: dict, grads: dict, wrt: list, on_device: bool) -> dict:
+        """A system's gradient is the adjoint system, not per-formula VJPs: the gradient program's
+        kernels after the forward's, on the forward values kept in `env`."""
+        key = (tuple(wrt), on_device)
+        if key not in self._gradients:
+            self._gradients[key] = ProgramKernel(self.source.vjp(wrt), "cuda" if on_device else "cpu")
+        gk = self._gradients[key]
+        feed = dict(env, **{grad_name(o): g for o, g in grads.items()})
+        missing = [o for o in self.outputs if grad_name(o) not in feed]
+        for o in missing:  # an output no loss reads: a zero upstream gradient
+            feed[grad_name(o)] = zeros(np.shape(env[o]), arrays_dtype(env), on_device)
+        dims = {}
+        for k in [*self.kernels_on(on_device), *self.systems_on(on_device).values()]:
+            dims.update(k.last_dims)  # what the forward run bound
+        out = run_formulas(gk.program.formulas, gk.kernels, feed, systems=gk.systems, dims=dims)
+        return {n: out[o] for n, o in zip(wrt, gk.program.outputs, strict=True)}
 
     def backward(self, env: dict, grads: dict, wrt) -> dict:
         """{name: gradient} for the tensors in `wrt`, given the forward `env` and the upstream
@@ -97,6 +127,8 @@ class FormulaOp:
                 live.add(f.output.name)
         acc = dict(grads)
         on_device = any(is_device_array(a) for a in env.values())
+        if getattr(self.source, "systems", ()):
+            return self._system_backward(env, grads, wrt, on_device)
         kernels = self.kernels_on(on_device)
         for f, k in zip(reversed(self.formulas), reversed(kernels), strict=True):
             g = acc.pop(f.output.name, None)

@@ -52,6 +52,10 @@ def _formula_ops(obj, seen: set, owner=None):
 def _op_kernels(op: FormulaOp, wrt: list) -> list:
     """op's forward kernels and the gradient kernels FormulaOp.backward calls for `wrt` (and the
     add kernel where two formulas send gradient to one tensor)."""
+    if getattr(op.source, "systems", ()):  # forward: its system kernels; the adjoint program is left out
+        states = {o for s in op.source.systems for o in s.outputs}
+        return [k for f, k in zip(op.formulas, op.kernels, strict=True) if f.output.name not in states] + list(
+            {id(k): k for k in op.systems_on(False).values()}.values())
     live = set(wrt)
     for f in op.formulas:
         if any(t.name in live for t in f.inputs):

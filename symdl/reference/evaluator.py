@@ -31,14 +31,7 @@ def evaluate(formula, arrays: dict, dims: dict | None = None) -> np.ndarray:
         from ..binding import Binder
         shapes = {t.name: np.shape(arrays[t.name]) for t in formula.inputs}
         dims = Binder(formula).bind(shapes, None, None)
-    names = {str(d): int(v) for d, v in dims.items()}
-    symbols = [*formula.indices, *sorted(formula.reduction_indices, key=str)]
-    ev = _Evaluator({s: a for a, s in enumerate(symbols)}, len(symbols), dict(arrays), names)
-    env = {}
-    for a, i in enumerate(formula.indices):
-        lo, hi = formula.ranges[i]
-        env[i] = ev.place(np.arange(int(ev.scalar(lo, env)), int(ev.scalar(hi, env)) + 1), a)
-    shape = tuple(int(ev.scalar(hi, env)) + 1 for _, hi in formula.ranges.values())
+    ev, env, shape = _setup(formula, dict(arrays), dims)
     if formula.recurrence is None:
         return _block(ev.eval(formula.body, env), shape)
     # a recurrence: one step of its axis at a time, each reading the steps already written
@@ -46,11 +39,45 @@ def evaluate(formula, arrays: dict, dims: dict | None = None) -> np.ndarray:
     out = ev.arrays[formula.output.name] = np.zeros(shape)
     steps = range(shape[rec.axis]) if rec.direction > 0 else reversed(range(shape[rec.axis]))
     for step in steps:
-        at = ev.place(np.array([step]), rec.axis)
-        where = tuple(slice(step, step + 1) if a == rec.axis else slice(None) for a in range(len(shape)))
-        out[where] = _block(ev.eval(formula.body, {**env, formula.indices[rec.axis]: at}),
-                            out[where].shape)
+        _step(ev, env, formula, rec.axis, step, out)
     return out
+
+
+def evaluate_system(formulas, system, arrays: dict, dims: dict) -> dict:
+    """{state: array} for a system of recurrences (declare/systems.py): step by step, each step
+    evaluating the formulas in order, each reading the states written so far (zero elsewhere)."""
+    arrays, setups, outs = dict(arrays), [], {}
+    for f in formulas:
+        ev, env, shape = _setup(f, arrays, dims)
+        ev.arrays = arrays  # one dictionary: every formula sees every state
+        outs[f.output.name] = arrays[f.output.name] = np.zeros(shape)
+        axis = next(a for a, i in enumerate(f.indices) if i.name == system.step)
+        setups.append((f, ev, env, axis))
+    n = outs[formulas[0].output.name].shape[setups[0][3]]
+    for step in (range(n) if system.direction > 0 else reversed(range(n))):
+        for f, ev, env, axis in setups:
+            _step(ev, env, f, axis, step, outs[f.output.name])
+    return outs
+
+
+def _setup(formula, arrays: dict, dims: dict):
+    """(evaluator, environment of the output indices, output shape)."""
+    names = {str(d): int(v) for d, v in dims.items()}
+    symbols = [*formula.indices, *sorted(formula.reduction_indices, key=str)]
+    ev = _Evaluator({s: a for a, s in enumerate(symbols)}, len(symbols), arrays, names)
+    env = {}
+    for a, i in enumerate(formula.indices):
+        lo, hi = formula.ranges[i]
+        env[i] = ev.place(np.arange(int(ev.scalar(lo, env)), int(ev.scalar(hi, env)) + 1), a)
+    shape = tuple(int(ev.scalar(hi, env)) + 1 for _, hi in formula.ranges.values())
+    return ev, env, shape
+
+
+def _step(ev, env, formula, axis: int, step: int, out) -> None:
+    """out at one step of `axis`, from the body with that step's index."""
+    at = ev.place(np.array([step]), axis)
+    where = tuple(slice(step, step + 1) if a == axis else slice(None) for a in range(out.ndim))
+    out[where] = _block(ev.eval(formula.body, {**env, formula.indices[axis]: at}), out[where].shape)
 
 
 def _block(value, shape) -> np.ndarray:

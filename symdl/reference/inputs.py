@@ -39,6 +39,9 @@ def valid(target, sizes: dict) -> bool:
         if any(n < 1 for s in shapes.values() for n in s):
             return False
         known = dict(shapes)
+        for s in getattr(target, "systems", ()):  # a system's states read each other: known up front
+            known.update({o: tuple(dim_value(d, sizes_by_name(sizes)) for d in target.producer(o).output.shape)
+                          for o in s.outputs})
         for f in formulas_of(target):
             dims = Binder(f).bind({t.name: known[t.name] for t in f.inputs}, sizes_by_name(sizes), None)
             known[f.output.name] = tuple(dim_value(d, dims) for d in f.output.shape)

@@ -224,7 +224,7 @@ class Kernel:
             self._refuse_positional(positional, "kern.vjp(grad, ", " after grad")
         if f.recurrence is not None:  # the adjoint recurrence, then the gradients: a program
             given = None if forward is None else {f.output.name: forward}
-            return self._recurrence_program().vjp(grad, wrt=wrt, given=given, **arrays)
+            return self._recurrence_program().vjp(grad, wrt=wrt, dims=dims, given=given, **arrays)
         keep = any(b.is_native(a) for a in arrays.values()) or b.is_native(grad)
         stand, native = b.split(arrays, self._needs_values(None))
         args, dtype = self._arguments(stand, None)

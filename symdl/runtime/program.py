@@ -24,6 +24,7 @@ class ProgramKernel:
         self.kernels = [kernel_for(f, backend, check_finite, check) for f in program.formulas]
         self.backend = get_backend(backend)
         self._grads: dict = {}
+        self.systems = system_kernels(program, self.kernels, check)  # recurrences stepping together
         self._fused = None  # independent elementwise formulas (an optimizer step): one loop nest
         if self.backend.fuses and not check_finite and fusable(program.formulas) and not any(
                 f.output_bound for f in program.formulas):
@@ -47,10 +48,10 @@ class ProgramKernel:
             env.update(self._fused.run(env))
             return env
         if not given:
-            return run_formulas(self.program.formulas, self.kernels, env, dims=dims)
+            return run_formulas(self.program.formulas, self.kernels, env, dims=dims, systems=self.systems)
         kept = [(f, k) for f, k in zip(self.program.formulas, self.kernels, strict=True) if f.output.name not in given]
         env.update(given)
-        return run_formulas([f for f, _ in kept], [k for _, k in kept], env, dims=dims)
+        return run_formulas([f for f, _ in kept], [k for _, k in kept], env, dims=dims, systems=self.systems)
 
     def __call__(self, dims: dict | None = None, **arrays):
         env = self.run(dims, **arrays)
@@ -105,21 +106,44 @@ def kernel_for(formula, backend="cpu", check_finite: bool = False, check: bool =
     return k
 
 
+def system_kernels(program, kernels, check: bool = True) -> dict:
+    """{each state: the SystemKernel of its system} for a Program's systems of recurrences."""
+    from .system import SystemKernel
+    by_output = {f.output.name: k for f, k in zip(program.formulas, kernels, strict=True)}
+    out = {}
+    for s in program.systems:
+        sk = SystemKernel([by_output[o] for o in s.outputs], s, f"{program.name}.{'_'.join(s.outputs)}", check)
+        out.update(dict.fromkeys(s.outputs, sk))
+    return out
+
+
 def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scalars_to_host: bool = False,
-                 dims: dict | None = None) -> dict:
+                 dims: dict | None = None, systems: dict | None = None) -> dict:
     """Each formula's kernel in order, every output added to `env` (which holds the inputs).
     `buffers`: outputs reused by the next run with the same input shapes (callers copy what they
     keep); `scalars_to_host`: rank-0 results (a loss) come back as NumPy, even from a device;
-    `dims`: lengths the caller gives (those no input carries)."""
+    `dims`: lengths the caller gives (those no input carries, or those the runs that computed the
+    values `env` holds already bound); `systems` (system_kernels): each system runs as one kernel
+    where its first state not yet in `env` comes."""
     dims, dtype = {k: int(v) for k, v in (dims or {}).items()}, arrays_dtype(env)
     for n, (f, k) in enumerate(zip(formulas, kernels, strict=True)):
-        args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
         name = f.output.name
+        if name in env:
+            continue  # a state its system wrote, or a forward value the caller kept
+        if systems and name in systems:
+            env.update(systems[name].run(env, dims))
+            dims.update(systems[name].last_dims)
+            continue
+        args = {t.name: scalar_argument(env[t.name], t.rank) for t in f.inputs}
         if f.body is sp.S.Zero:  # a gradient no path reaches: zeros of the program's dtype
             env[name] = np.zeros(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=dtype)
             continue
         if f.output_bound:  # lengths only the program knows (a gradient's broadcast axis)
             known = {str(d): dims[str(d)] for d in f.dims if str(d) in dims}
+            if {s.name for d in f.output.shape for s in sp.sympify(d).free_symbols} - set(dims):
+                # the rest from its inputs (a recurrence whose length the caller gave: T, with N from x)
+                known = k.binder.bind({t.name: np.shape(args[t.name]) for t in f.inputs}, known, None)
+                dims.update(known)
             out = np.empty(tuple(_dim(d, dims, k) for d in f.output.shape), dtype=arrays_dtype(args))
             env[name] = _as_program_dtype(k(out=out, dims=known, **args), f, dtype)
         elif not f.output.rank:

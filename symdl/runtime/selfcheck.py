@@ -110,6 +110,31 @@ def check_fused(fused, module, dtype, parallel: bool, templates: dict | None = N
     _passed(module, flavour)
 
 
+def check_system(system, module, dtype, parallel: bool, templates: dict | None = None) -> None:
+    """Check a SystemKernel's module: every state against the reference of the whole system."""
+    from ..reference import evaluate_system
+    b = system.backend
+    flavour = _flavour(b.name, parallel)
+    if not enabled() or not _pending(module, flavour):
+        return
+    def reference(formulas, inputs, dims):
+        return evaluate_system(formulas, system.system, inputs, dims)
+
+    case = _case(system, system.kernels, reference)
+    if case is None:
+        return
+    args = [_argument(case.inputs[t.name], t, dtype, (templates or {}).get(t.name))
+            for t in system.program.inputs]
+    values = [case.dims[str(d)] for d in system.program.dims]
+    outs = [b.empty(case.out_shapes[n], dtype) for n in system.outputs]
+    b.launch(module.run, outs[0], [*outs[1:], *b.place([t.name for t in system.program.inputs], args, {})],
+             values, parallel)
+    for k, got in zip(system.kernels, outs, strict=True):
+        got = b.to_host(b.result(got, case.out_shapes[k.formula.output.name], False))
+        _compare(k.formula.name, k.formula.output.name, got, case, dtype, b.name)
+    _passed(module, flavour)
+
+
 # -- memo: in the process, and a marker file per module in the cache ------------------------------
 
 def _flavour(backend: str, parallel: bool) -> str:
@@ -153,16 +178,22 @@ def _note(text: str) -> None:
 
 # -- the case: sizes, inputs, reference ----------------------------------------------------------
 
-def _case(owner, kernels) -> Case | None:
+def _case(owner, kernels, reference=None) -> Case | None:
     """The owner's case, built once (None when it cannot be: skipped with a note)."""
     case = owner.__dict__.get("_check_case")
     if case is None:
-        case = owner._check_case = _build_case(kernels) or _SKIP
+        case = owner._check_case = _build_case(kernels, reference) or _SKIP
     return None if case is _SKIP else case
 
 
-def _build_case(kernels) -> Case | None:
+def _each(formulas, inputs, dims) -> dict:
+    """Every formula's reference value from the drawn inputs."""
     from ..reference import evaluate
+    return {f.output.name: evaluate(f, {t.name: inputs[t.name] for t in f.inputs},
+                                    {str(d): dims[str(d)] for d in f.dims}) for f in formulas}
+
+
+def _build_case(kernels, reference=None) -> Case | None:
 
     formulas = [k.formula for k in kernels]
     name = formulas[0].name if len(formulas) == 1 else "+".join(f.name for f in formulas)
@@ -176,9 +207,7 @@ def _build_case(kernels) -> Case | None:
         dims, inputs, out_shapes = drawn
         try:
             with np.errstate(all="ignore"):
-                wants = {f.output.name: evaluate(f, {t.name: inputs[t.name] for t in f.inputs},
-                                                 {str(d): dims[str(d)] for d in f.dims})
-                         for f in formulas}
+                wants = (reference or _each)(formulas, inputs, dims)
         except Exception as err:  # noqa: BLE001 (the reference cannot evaluate it: no check, no alarm)
             _note(f"{name}: not checked, the reference evaluator fails: {type(err).__name__}: {err}")
             return None

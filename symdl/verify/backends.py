@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff import grad_name
-from ..reference import evaluate
+from ..reference import evaluate, evaluate_system
 from ..reference.inputs import as_program_if_recurrent, default_sizes, formulas_of, has_kinks, random_inputs
 from .numeric import sizes_text
 
@@ -73,8 +73,8 @@ def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "c
                     env.pop(g.output.name, None)
                     worst = max(worst, _compare(g, env, backend, dtype, sizes, tied))
             else:
-                for f in gradient.formulas[len(formulas_of(target)):]:
-                    worst = max(worst, _compare(f, env, backend, dtype, sizes, tied))
+                for unit in _units(gradient, len(formulas_of(target))):
+                    worst = max(worst, _compare(unit, env, backend, dtype, sizes, tied))
             errors[np.dtype(dtype).name] = max(worst, *outs.values())
     # forward formulas and gradient formulas: a Program's gradient program holds both
     kernels = (len(formulas_of(target)) + len(gradient) if isinstance(gradient, dict)
@@ -94,9 +94,44 @@ def _upstream(rng, shape, dtype, tied):
 
 def _run(target, env, backend, sizes, tied=False):
     errs = {}
-    for f in formulas_of(target):
-        errs[f.output.name] = _compare(f, env, backend, env_dtype(env), sizes, tied)
+    for unit in _units(target, 0):
+        errs[unit.output.name] = _compare(unit, env, backend, env_dtype(env), sizes, tied)
     return errs
+
+
+def _units(target, start: int) -> list:
+    """The formulas of `target` from position `start`, each system of recurrences as one
+    _System (it compiles and evaluates as one)."""
+    systems = {s.outputs[0]: s for s in getattr(target, "systems", ())}
+    skip, out = set(), []
+    for f in formulas_of(target)[start:]:
+        if f.output.name in systems:
+            out.append(_System([target.producer(o) for o in systems[f.output.name].outputs],
+                               systems[f.output.name]))
+            skip |= set(systems[f.output.name].outputs)
+        elif f.output.name not in skip:
+            out.append(f)
+    return out
+
+
+class _System:
+    """A system of recurrences, checked like a formula: its kernel against evaluate_system."""
+
+    def __init__(self, members, system):
+        self.members, self.system = members, system
+        self.output, self.name = members[-1].output, "+".join(f.name for f in members)
+        self.dims = tuple(sorted({d for f in members for d in f.dims}, key=str))
+        states = {f.output.name for f in members}
+        self.inputs = tuple({t.name: t for f in members for t in f.inputs if t.name not in states}.values())
+
+    def run(self, backend, args, dims):
+        from ..runtime.program import kernel_for
+        from ..runtime.system import SystemKernel
+        kernels = [kernel_for(f, backend) for f in self.members]
+        got = SystemKernel(kernels, self.system, self.name).run(dict(args))
+        want = evaluate_system(self.members, self.system, args, dims or SystemKernel(
+            kernels, self.system, self.name, check=False).bind({n: np.shape(a) for n, a in args.items()}))
+        return got, want
 
 
 def env_dtype(env):
@@ -110,8 +145,18 @@ def _compare(f, env, backend, dtype, sizes, tied=False) -> float:
     """Compile and evaluate `f` on `env`, store the compiled result in env, return the error."""
     args = {t.name: _arg(env[t.name], t) for t in f.inputs}
     dims = {str(k): v for k, v in sizes.items()} if sizes else None
-    got = f.compile(backend=backend)(dims=dims, **args)
-    want = evaluate(f, args, {d: dims[d] for d in map(str, f.dims)} if dims else None)
+    if isinstance(f, _System):
+        got, want = f.run(backend, args, dims)
+        for o in list(got)[:-1]:  # every state but the last (stored below, like a formula's output)
+            env[o] = np.asarray(got[o]).astype(dtype)
+            w = np.asarray(want[o], dtype=np.float64)
+            if not np.allclose(got[o], w, rtol=0, atol=TOLERANCE[np.dtype(dtype).type] * max(1.0, np.abs(w).max())):
+                raise AssertionError(f"{f.name}: the {backend} kernel differs from the NumPy reference in {o}"
+                                     f"{_first_difference(np.asarray(got[o], dtype=np.float64), w)}")
+        got, want = got[f.output.name], want[f.output.name]
+    else:
+        got = f.compile(backend=backend)(dims=dims, **args)
+        want = evaluate(f, args, {d: dims[d] for d in map(str, f.dims)} if dims else None)
     g64, w64 = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     if not np.size(w64):
         err = 0.0

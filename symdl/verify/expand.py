@@ -35,21 +35,50 @@ class Tensors:
 
 def expand(f, dims: dict, tensors: Tensors) -> dict:
     """{output index tuple: scalar expression} for formula `f` at the dimension values `dims`."""
-    env0 = {sp.Symbol(k, integer=True, positive=True): sp.Integer(v) for k, v in dims.items()}
-    ranges = [range(int(_ex(lo, env0, tensors)), int(_ex(hi, env0, tensors)) + 1)
-              for lo, hi in f.ranges.values()]
-    out = {}
-    body = max_min_to_piecewise(f.body)  # the tie rule autodiff uses, in the formula's argument order
-    tensors.shapes[f.output.name] = tuple(len(r) for r in ranges)
-    tensors.values[f.output.name] = out  # a recurrence reads the steps already expanded
-    order = list(_product(ranges))
+    env0, body, out, order = _prepare(f, dims, tensors)
     if f.recurrence is not None:
         rec = f.recurrence
         order.sort(key=lambda index: rec.direction * index[rec.axis])
     for index in order:
-        env = {**env0, **dict(zip(f.indices, map(sp.Integer, index), strict=True))}
-        out[index] = _ex(body, env, tensors)
+        out[index] = _ex(body, {**env0, **dict(zip(f.indices, map(sp.Integer, index), strict=True))}, tensors)
     return out
+
+
+def expand_program(target, dims: dict, tensors: Tensors) -> None:
+    """Every formula of `target` (a Formula or Program) into `tensors`, in order; a system of
+    recurrences step by step, all its states at one step before the next."""
+    systems = {s.outputs[0]: s for s in getattr(target, "systems", ())}
+    done: set = set()
+    for f in getattr(target, "formulas", [target]):
+        if f.output.name in systems:
+            s = systems[f.output.name]
+            _expand_system([target.producer(o) for o in s.outputs], s, dims, tensors)
+            done |= set(s.outputs)
+        elif f.output.name not in done:
+            expand(f, dims, tensors)
+
+
+def _expand_system(members, system, dims, tensors) -> None:
+    work = []
+    for n, f in enumerate(members):
+        env0, body, out, order = _prepare(f, dims, tensors)
+        axis = next(a for a, i in enumerate(f.indices) if i.name == system.step)
+        work += [(system.direction * index[axis], n, index, f, env0, body, out) for index in order]
+    work.sort(key=lambda w: w[:2])
+    for _, _, index, f, env0, body, out in work:
+        out[index] = _ex(body, {**env0, **dict(zip(f.indices, map(sp.Integer, index), strict=True))}, tensors)
+
+
+def _prepare(f, dims, tensors):
+    """(dimension values, body, the output's (empty) expansion, its indices in order)."""
+    env0 = {sp.Symbol(k, integer=True, positive=True): sp.Integer(v) for k, v in dims.items()}
+    ranges = [range(int(_ex(lo, env0, tensors)), int(_ex(hi, env0, tensors)) + 1)
+              for lo, hi in f.ranges.values()]
+    out: dict = {}
+    tensors.shapes[f.output.name] = tuple(len(r) for r in ranges)
+    tensors.values[f.output.name] = out  # a recurrence reads the steps already expanded
+    # the tie rule autodiff uses, in the formula's argument order
+    return env0, max_min_to_piecewise(f.body), out, list(_product(ranges))
 
 
 def _product(ranges):

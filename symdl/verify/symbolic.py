@@ -12,8 +12,8 @@ import numpy as np
 import sympy as sp
 
 from ..autodiff import grad_name
-from .expand import Tensors, element, expand, normalise
-from ..reference.inputs import input_shapes, as_program_if_recurrent, default_sizes, formulas_of, random_inputs
+from .expand import Tensors, element, expand, expand_program, normalise
+from ..reference.inputs import input_shapes, as_program_if_recurrent, default_sizes, random_inputs
 
 
 class Undecided(AssertionError):
@@ -80,8 +80,7 @@ def symbolic(target, sizes: dict | None = None, wrt=None, seed: int = 0, time_li
     ints = {t.name: v for t, v in ((t, random_inputs(target, sizes, rng).get(t.name))
                                    for t in target.inputs) if t.integer}
     forward = Tensors(shapes, ints)
-    for f in formulas_of(target):
-        expand(f, sizes, forward)
+    expand_program(target, sizes, forward)
     outs = getattr(target, "outputs", None) or (target.output.name,)
     gshapes = dict(shapes)
     for o in outs:
@@ -419,9 +418,7 @@ def derived_gradients(target, wrt, sizes, gshapes, ints) -> dict:
     `target.vjp()` (the mutation tests replace the derived formulas here)."""
     tensors = Tensors(gshapes, ints)
     if hasattr(target, "formulas"):
-        gprog = target.vjp(wrt)
-        for f in gprog.formulas:
-            expand(f, sizes, tensors)
+        expand_program(target.vjp(wrt), sizes, tensors)
         return {t.name: tensors.values[grad_name(t.name)] for t in target.inputs
                 if not t.integer and (wrt is None or t.name in wrt)}
     out = {}

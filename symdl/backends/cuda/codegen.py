@@ -24,7 +24,9 @@ LAUNCH = "from symdl.backends.cuda.launch import RED_THREADS, launch_grid, matmu
 
 def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     """The module source for one LoopProgram at one float dtype."""
-    if prog.extra_outputs:  # fused programs (runtime/fused.py) are compiled for the cpu only
+    if prog.extra_outputs and any(thread_map(s, prog.dims) for s in prog.steps if not isinstance(s, MatMul)):
+        # fused programs (runtime/fused.py) are compiled for the cpu only; a system of recurrences
+        # (loops.lower_system) runs its step loop serially, writing every state from one thread
         raise ValueError(f"{prog.name}: the cuda backend prints one output per kernel, not a fused program")
     p = CudaPrinter(prog.dims, [t.name for t in prog.inputs if t.integer], dtype)
     scalars = [py_name(t.name) for t in prog.inputs if t.rank == 0]

@@ -22,7 +22,8 @@ def signatures(prog: LoopProgram, module, dtype: str) -> dict:
     f = getattr(types, dtype)
     arrays = {py_name(t.name): types.Array(types.int64 if t.integer else f, t.rank, "C")
               for t in prog.inputs if t.rank}
-    arrays[py_name(prog.output.name)] = types.Array(f, max(1, prog.output.rank), "C")  # scalars: 1 element
+    for t in (prog.output, *prog.extra_outputs):  # a system of recurrences writes several
+        arrays[py_name(t.name)] = types.Array(f, max(1, t.rank), "C")  # scalars: 1 element
     arrays.update({py_name(t.name): types.Array(f, len(t.shape), "C") for t in prog.temps})
     arrays["_part_"] = types.Array(f, 2, "C")
     scalars = {py_name(t.name) for t in prog.inputs if t.rank == 0}

@@ -98,8 +98,8 @@ class _Reduction(sp.Expr):
         return free
 
 
-class ReduceMax(_Reduction):
-    """max of `function` over the index ranges in `limits` ((var, lo, hi), inclusive)."""
+class _RangeReduction(_Reduction):
+    """A reduction of `function` over the index ranges in `limits` ((var, lo, hi), inclusive)."""
 
     is_real = True
 
@@ -109,6 +109,10 @@ class ReduceMax(_Reduction):
     @property
     def limits(self):
         return self.args[1:]
+
+
+class ReduceMax(_RangeReduction):
+    """max of `function` over the index ranges in `limits` ((var, lo, hi), inclusive)."""
 
     def _eval_derivative(self, s):
         # the arg-max gets its own bound variables: substituting the Sum's variables later (delta
@@ -147,17 +151,8 @@ class ArgMax(_Reduction):
         return sp.Integer(0)
 
 
-class ReduceProduct(_Reduction):
+class ReduceProduct(_RangeReduction):
     """The product of `function` over the index ranges in `limits` ((var, lo, hi), inclusive)."""
-
-    is_real = True
-
-    def __new__(cls, function, *limits):
-        return sp.Expr.__new__(cls, sp.sympify(function), *_limits(limits))
-
-    @property
-    def limits(self):
-        return self.args[1:]
 
     def _eval_derivative(self, s):
         # d Π_k f(k) = Σ_k (Π_{m≠k} f(m)) df(k). Not P / f(k): that divides by 0. The product of the

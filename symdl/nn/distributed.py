@@ -169,7 +169,8 @@ class Distributed:
         self._set_threads()
         self._write_rank_file()
         self._start_watchdog()
-        previous = _on_sigterm(self._terminated) if threading.current_thread() is threading.main_thread() else None
+        on_main = threading.current_thread() is threading.main_thread()  # where Python takes signals
+        previous = signal.signal(signal.SIGTERM, self._terminated) if on_main else None
         model._distributed = self
         try:
             yield self
@@ -231,7 +232,3 @@ class Distributed:
             if waiting is not None and time.monotonic() - waiting[1] > self.timeout:
                 self.abort(f"waited more than {self.timeout:g} s in {waiting[0]} for the other ranks: "
                            f"one of them died or hangs (SYMDL_MPI_TIMEOUT sets the limit)")
-
-
-def _on_sigterm(handler):
-    return signal.signal(signal.SIGTERM, handler)

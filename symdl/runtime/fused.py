@@ -19,20 +19,20 @@ from .plan import CallPlan
 from .selfcheck import check_fused
 
 
-class FusedKernel:
-    """Runs the formulas of `kernels` (their Kernels, on a backend that fuses: argument checks and
-    dimension binding) as one generated function; `run(env)` returns {output name: array}. With
-    `check` (the default) the fused module is run against each formula's NumPy reference before
-    its first use."""
+class GroupKernel:
+    """Several formulas' Kernels (argument checks, dimension binding) run as one generated module
+    from the LoopProgram `program`; the inputs are the members' inputs less `internal` (tensors the
+    group writes itself). FusedKernel and runtime/system.py's SystemKernel are the two kinds."""
 
-    def __init__(self, kernels, name: str, check: bool = True):
+    def __init__(self, kernels, program, what: str, check: bool = True, internal=()):
         self.kernels, self.check = list(kernels), check
         self.backend = self.kernels[0].backend
-        specs = {spec[0]: spec for k in self.kernels for spec in k._specs}  # one name, one declaration
+        specs = {spec[0]: spec for k in self.kernels for spec in k._specs  # one name, one declaration
+                 if spec[0] not in internal}
         self._specs = tuple(specs.values())
-        self.program = lower_fused([k.formula for k in self.kernels], name)
-        check_ir(self.program)
-        show("fused loop IR", format_ir(self.program))
+        self.program = program
+        check_ir(program)
+        show(f"{what} loop IR", format_ir(program))
         self._modules: dict = {}
         self._plans: dict = {}
 
@@ -43,6 +43,16 @@ class FusedKernel:
         if dtype not in self._modules:
             self._modules[dtype] = load_module(self.source(dtype))
         return self._modules[dtype]
+
+
+class FusedKernel(GroupKernel):
+    """Runs the formulas of `kernels` (their Kernels, on a backend that fuses) as one generated
+    function; `run(env)` returns {output name: array}. With `check` (the default) the fused
+    module is run against each formula's NumPy reference before its first use."""
+
+    def __init__(self, kernels, name: str, check: bool = True):
+        kernels = list(kernels)
+        super().__init__(kernels, lower_fused([k.formula for k in kernels], name), "fused", check)
 
     def run(self, env: dict) -> dict:
         fast = common_arguments(self._specs, env)  # the common call: every input checked once

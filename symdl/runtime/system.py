@@ -11,44 +11,27 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..debug import show
-from ..loops.ir import check as check_ir
-from ..loops.ir import format_ir
 from ..loops.lower import lower_system
-from ..version import __version__
-from .cache import load_module
+from .fused import GroupKernel
 from .kernel import common_arguments
 from .plan import CallPlan
 from .selfcheck import check_system
 
 
-class SystemKernel:
+class SystemKernel(GroupKernel):
     """`run(env)` returns {output name: array} for every state of the system; `kernels` are the
     member formulas' Kernels (in step order), `system` the declare.System."""
 
     def __init__(self, kernels, system, name: str, check: bool = True):
-        self.kernels, self.system, self.check = list(kernels), system, check
-        self.backend = self.kernels[0].backend
-        self.outputs = tuple(k.formula.output.name for k in self.kernels)
-        specs = {spec[0]: spec for k in self.kernels for spec in k._specs if spec[0] not in self.outputs}
-        self._specs = tuple(specs.values())
-        self.program = lower_system([k.formula for k in self.kernels], name, system.step, system.direction)
-        check_ir(self.program)
-        show("system loop IR", format_ir(self.program))
-        self._modules: dict = {}
-        self._plans: dict = {}
+        kernels = list(kernels)
+        self.system = system
+        self.outputs = tuple(k.formula.output.name for k in kernels)
+        program = lower_system([k.formula for k in kernels], name, system.step, system.direction)
+        super().__init__(kernels, program, "system", check, internal=self.outputs)
         self.last_dims: dict = {}
 
     def __repr__(self) -> str:
         return f"SystemKernel({self.program.name}: {', '.join(self.outputs)})"
-
-    def source(self, dtype="float32") -> str:
-        return self.backend.generate(self.program, np.dtype(dtype).name, __version__)
-
-    def _module(self, dtype):
-        if dtype not in self._modules:
-            self._modules[dtype] = load_module(self.source(dtype))
-        return self._modules[dtype]
 
     def run(self, env: dict, dims: dict | None = None) -> dict:
         """{state: array} from the inputs in `env`; `dims`: lengths no input carries."""

@@ -7,53 +7,20 @@ import numpy as np
 
 from symdl.formulas.gated import gru, lstm
 
-from .. import initializers
 from ..device import is_device_array, zeros
 from ..graph import FormulaOp
-from .base import Layer
-from .core import positive
+from .recurrent import Recurrent
 
 
-class _Gated(Layer):
-    """What LSTM and GRU share: Keras' arguments and weights (kernel (features, G·units),
-    recurrent_kernel (units, G·units), bias), zero initial states, inputs (batch, time, features)."""
+class _Gated(Recurrent):
+    """What LSTM and GRU share beyond a recurrent layer: Keras' default activations only, the gate
+    blocks of the packed weights passed to the formula as (features, G, units), zero initial states."""
 
-    GATES = 0
-    KIND = ""
-
-    def __init__(self, units: int, activation: str = "tanh", recurrent_activation: str = "sigmoid",
-                 use_bias: bool = True, return_sequences: bool = False, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros", **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, units: int, activation: str = "tanh", recurrent_activation: str = "sigmoid", **kwargs):
         if activation != "tanh" or recurrent_activation != "sigmoid":
             raise ValueError(f"{self.KIND} supports Keras' default activations (activation='tanh', "
                              f"recurrent_activation='sigmoid'), got {activation!r}, {recurrent_activation!r}")
-        self.units = positive(units, self.KIND, "units")
-        self.use_bias, self.return_sequences = bool(use_bias), bool(return_sequences)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.recurrent_initializer = initializers.get(recurrent_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.out_name = "h" if self.return_sequences else "h_last"
-
-    def compute_output_shape(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(f"{self.KIND} expects inputs (batch, time, features), got input shape "
-                             f"{tuple(input_shape)} (without the batch axis)")
-        return (input_shape[0], self.units) if self.return_sequences else (self.units,)
-
-    def build(self, input_shape, rng):
-        super().build(input_shape, rng)
-        g, u = self.GATES, self.units
-        self.kernel = self.add_weight("kernel", self.kernel_initializer((input_shape[-1], g * u), rng))
-        self.recurrent_kernel = self.add_weight("recurrent_kernel", self.recurrent_initializer((u, g * u), rng))
-        if self.use_bias:
-            self.bias = self.add_weight("bias", self._initial_bias(rng))
-
-    def _initial_bias(self, rng):
-        return self.bias_initializer(self._bias_shape(), rng)
-
-    def _bias_shape(self) -> tuple:
-        return (self.GATES * self.units,)
+        super().__init__(units, **kwargs)
 
     def _args(self, x) -> dict:
         dtype, on_device = np.dtype(x.dtype), is_device_array(x)
@@ -64,22 +31,11 @@ class _Gated(Layer):
                 "bias": bias.reshape(*shape[:-1], g, u), "h0": zeros((len(x), u), dtype, on_device)}
         return args
 
-    def call(self, x, training=False):
-        env = self.op.forward(**self._args(x if is_device_array(x) else np.ascontiguousarray(x)))
-        return env[self.out_name], env
-
     def backward(self, ctx, grad, need_input_grad=True):
         wrt = (["x"] if need_input_grad else []) + ["W", "U"] + (["bias"] if self.use_bias else [])
         g = self.op.backward(ctx, {self.out_name: grad}, wrt)
         shapes = {"W": self.kernel.value.shape, "U": self.recurrent_kernel.value.shape, "bias": self._bias_shape()}
         return g.get("x"), [g[n].reshape(shapes[n]) for n in wrt if n != "x"]
-
-    def get_config(self):
-        return {"name": self.name, "units": self.units, "use_bias": self.use_bias,
-                "return_sequences": self.return_sequences,
-                "kernel_initializer": self.kernel_initializer.get_config(),
-                "recurrent_initializer": self.recurrent_initializer.get_config(),
-                "bias_initializer": self.bias_initializer.get_config()}
 
 
 class LSTM(_Gated):

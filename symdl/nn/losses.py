@@ -41,18 +41,24 @@ class Loss:
         """(targets, predictions) in the formula's layout."""
         return np.ascontiguousarray(y_true, dtype=y_pred.dtype).reshape(y_pred.shape), y_pred
 
-    def _feed(self, y_true, y_pred):
+    def feed(self, y_true, y_pred) -> dict:
+        """The loss formula's inputs: the targets checked and converted (an array of their own,
+        never a view of the caller's, so that a recorded step can be fed new targets) and y_pred."""
         t, p = self.prepare(np.asarray(y_true), y_pred)
-        return {self.pred_name: p, self.true_name: t}
+        return {self.pred_name: p, self.true_name: t if t.base is None else t.copy()}
 
     def __call__(self, y_true, y_pred) -> float:
-        return float(self.op.forward(**self._feed(y_true, y_pred))["L"])
+        return float(self.op.forward(**self.feed(y_true, y_pred))["L"])
 
     def value_and_grad(self, y_true, y_pred) -> tuple[float, np.ndarray]:
-        feed = self._feed(y_true, y_pred)
+        loss, g = self.on_feed(self.feed(y_true, y_pred), np.shape(y_pred))
+        return float(loss), g
+
+    def on_feed(self, feed: dict, pred_shape: tuple) -> tuple:
+        """(the batch loss as a 0-d array the next call overwrites, d loss / d y_pred) for a `feed`."""
         env = self.op.forward(**feed)
         g = self.op.backward(env, {"L": 1.0}, [self.pred_name])[self.pred_name]
-        return float(env["L"]), g.reshape(y_pred.shape)
+        return env["L"], g.reshape(pred_shape)
 
     def get_config(self) -> dict:
         return {"name": self.name, "from_logits": self.from_logits}

@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+from symdl.runtime import trace
+
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
@@ -17,6 +19,7 @@ from .callbacks import Callback, History
 from .checks import (check_batch_axis, check_batch_size, check_callbacks, check_count, check_fraction,
                      check_targets, check_verbose)
 from .device import DeviceOptimizer, check_device, to_host
+from .replay import StepReplay
 from .progress import CompileProgress, Progress, uncached_modules
 from .step_kernels import step_kernels
 from .utils import as_float32
@@ -36,6 +39,7 @@ class Trainer:
         self._nonfinite_warned = False  # fit warns once per call when the loss turns NaN or inf
         self._compiling: CompileProgress | None = None  # counts the first batch's compiles (fit)
         self._distributed = None  # the Distributed context of a data-parallel fit (nn/distributed.py)
+        self._replay = None  # the recorded training steps (nn/replay.py), made by compile
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device: str = "cpu") -> None:
         """optimizer/loss: Keras names or symdl.nn objects; metrics: names ("accuracy", "mae");
@@ -51,6 +55,7 @@ class Trainer:
         self.optimizer, self.loss = optimizer, loss
         self._metric_names = list(metrics or [])
         self._device_optimizer = DeviceOptimizer(self.optimizer) if device == "cuda" else None
+        self._replay = StepReplay(self)  # a new loss or optimizer: nothing recorded before counts
         self.place(device)
 
     def sync_optimizer_state(self) -> None:
@@ -77,15 +82,29 @@ class Trainer:
         return self._step(x, y, sample_weights("train_on_batch", y, sample_weight, class_weight))[0]
 
     def _step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
-        loss, out, grads = self._gradients(x, y, w)
+        if w is None and self._replay is not None and self.device == "cpu" and self._distributed is None:
+            return self._replay.step(x, y)  # the recorded step, once it has been checked (nn/replay.py)
+        return self._plain_step(x, y, w)
+
+    def _plain_step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, parts: dict | None = None):
+        """(batch loss, model output): layer by layer, as the tape says. `parts` (a dict) receives
+        what a recording of the step needs: the loss's feed, its 0-d loss array, the launch count
+        where the optimizer's update begins."""
+        loss, out, grads = self._gradients(x, y, w, parts)
+        if parts is not None:
+            parts["update_from"] = len(trace.RECORDING)
         self._apply(grads)
         return loss, out
 
-    def _gradients(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
+    def _gradients(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, parts: dict | None = None):
         """(batch loss, model output, gradients of `trainable_weights`) for one batch."""
         tape: list = []
         out = self.forward(x, training=True, tape=tape)
-        loss, grad = self.loss.value_and_grad(y, out)
+        feed = self.loss.feed(y, out)
+        loss, grad = self.loss.on_feed(feed, np.shape(out))
+        if parts is not None:
+            parts.update(feed=feed, loss=loss)
+        loss = float(loss)
         if w is not None:  # Keras: mean over the batch of w_i * loss_i; its gradient scales row i by w_i
             loss, grad = weighted_loss(self.loss, y, out, w), scale_rows(grad, w)
         grads = self.backward(tape, grad)

@@ -14,6 +14,7 @@ from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
 from ..loops.lower import lower_fused
 from .cache import load_module
+from . import trace
 from .kernel import common_arguments
 from .plan import CallPlan
 from .selfcheck import check_fused
@@ -81,8 +82,12 @@ class FusedKernel(GroupKernel):
             values = tuple(dims[str(d)] for d in self.program.dims)
             plan = self._plans[(dtype, shapes)] = CallPlan(dims, tuple(outs), values, parallel, module.run)
         result = {name: np.empty(shape, dtype=dtype) for name, shape in plan.outputs}
-        plan.run(*result.values(), *[args[t.name] for t in self.program.inputs], *plan.values,
-                 self.backend.flavour(plan.parallel))
+        inputs = [args[t.name] for t in self.program.inputs]
+        if trace.RECORDING is not None:
+            trace.note(plan.run, result.values(), [*inputs, *plan.values],
+                       [*(t.name for t in self.program.inputs), *map(str, self.program.dims)], plan.parallel,
+                       False, self.program.name)
+        plan.run(*result.values(), *inputs, *plan.values, self.backend.flavour(plan.parallel))
         return result
 
     def _checked(self, env: dict):

@@ -21,6 +21,7 @@ from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
 from ..loops.lower import lower
 from ..binding import Binder, float_dtype
+from . import trace
 from .cache import load_module
 from .plan import CallPlan, signature
 from .selfcheck import check_kernel
@@ -121,7 +122,11 @@ class Kernel:
             if tuple(buf.shape) != shape or np.dtype(buf.dtype) != dtype:
                 raise ValueError(f"formula {f.name!r}: out= must be a {dtype} array of shape {shape}, got "
                                  f"{buf.dtype} {tuple(buf.shape)}")
-        b.launch(plan.run, buf, b.place(self._order, args, native), plan.values, plan.parallel)
+        placed = b.place(self._order, args, native)
+        if trace.RECORDING is not None and b.host_memory:
+            trace.note(plan.run, [buf if buf.ndim else buf.reshape(1)], [*placed, *plan.values],
+                       [*self._order, *map(str, f.dims)], plan.parallel, self._gathers, f.name)
+        b.launch(plan.run, buf, placed, plan.values, plan.parallel)
         keep = bool(native) or (out is not None and not isinstance(out, np.ndarray))
         result = b.result(buf, shape, keep)
         if isinstance(out, np.ndarray) and result is not out:
@@ -260,7 +265,12 @@ class Kernel:
                 kernel.binder.check_gathers(dict(zip(kernel._order, [checks[p] for p in positions],
                                                      strict=True)), kp.bound)
             out = b.empty(kp.out_shape, dtype)
-            b.launch(kp.run, out, [feed_from[p] for p in positions], kp.values, kp.parallel)
+            feed = [feed_from[p] for p in positions]
+            if trace.RECORDING is not None and b.host_memory:
+                trace.note(kp.run, [out if out.ndim else out.reshape(1)], [*feed, *kp.values],
+                           [*kernel._order, *map(str, kernel.formula.dims)], kp.parallel, kernel._gathers,
+                           kernel.formula.name)
+            b.launch(kp.run, out, feed, kp.values, kp.parallel)
             kernel.last_dims = kp.bound
             result[name] = b.result(out, kp.out_shape, keep)
         return result

@@ -12,6 +12,7 @@ import numpy as np
 import sympy as sp
 
 from ..loops.lower import lower_system
+from . import trace
 from .fused import GroupKernel
 from .kernel import common_arguments
 from .plan import CallPlan
@@ -49,8 +50,11 @@ class SystemKernel(GroupKernel):
         self.last_dims = plan.bound
         outs = [b.empty(shape, dtype) for _, shape in plan.outputs]
         names = [t.name for t in self.program.inputs]
-        b.launch(plan.run, outs[0], [*outs[1:], *b.place(names, [args[n] for n in names], native)],
-                 plan.values, plan.parallel)
+        placed = b.place(names, [args[n] for n in names], native)
+        if trace.RECORDING is not None and b.host_memory:
+            trace.note(plan.run, outs, [*placed, *plan.values], [*names, *map(str, self.program.dims)],
+                       plan.parallel, any(k._gathers for k in self.kernels), self.program.name)
+        b.launch(plan.run, outs[0], [*outs[1:], *placed], plan.values, plan.parallel)
         keep = bool(native)
         return {n: b.result(o, shape, keep) for (n, shape), o in zip(plan.outputs, outs, strict=True)}
 

@@ -82,3 +82,14 @@ def get_num_threads() -> int:
 
 
 verbs.install(vjp=vjp, compile=compile, stabilize=stabilize, verify=verify, stability=stability)
+
+
+def _keep_derived_gradients() -> None:
+    """Gradients derived in one process serve the next (runtime/cache.py's DerivedStore)."""
+    import sys
+
+    from .runtime.cache import DerivedStore
+    sys.modules[f"{__package__}.autodiff.vjp"].STORE = DerivedStore()  # the module, not its vjp function
+
+
+_keep_derived_gradients()

@@ -29,6 +29,9 @@ class Gradients(dict):
 # meaning (the key names everything _vjp_one reads: body, ranges, inputs, domains, sizes).
 _VJPS: dict = {}
 CACHE_SIZE = 4096  # formulas are values: an evicted entry is only derived again
+# Derived gradients kept across processes (get(key) -> value or None, put(key, value)): symdl.api
+# installs the kernel cache's store, keyed also by the code that derives them (runtime/cache.py).
+STORE = None
 
 
 def remember(cache: dict, key, value):
@@ -50,7 +53,12 @@ def vjp(formula: Formula, wrt=None, reuse_output: bool = False) -> Gradients:
         return Gradients(recurrence_vjp(formula, names))
     out, key = Gradients(), formula.key()
     for n in names:
-        g = out[n] = _VJPS.get((key, n, reuse_output)) or _vjp_one(formula, formula.input(n), reuse_output)
+        g = _VJPS.get((key, n, reuse_output)) or (STORE and STORE.get(("vjp", key, n, reuse_output)))
+        if g is None:
+            g = _vjp_one(formula, formula.input(n), reuse_output)
+            if STORE:
+                STORE.put(("vjp", key, n, reuse_output), g)
+        out[n] = g
         remember(_VJPS, (key, n, reuse_output), g)
     return out
 

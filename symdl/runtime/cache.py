@@ -18,6 +18,7 @@ import hashlib
 import importlib.abc
 import importlib.util
 import os
+import pickle
 import shutil
 import stat
 import sys
@@ -155,17 +156,34 @@ def _remove_untrusted(root: Path, name: str) -> None:
     anything reads them."""
     for folder in (root, root / PYCACHE):
         private = not _checks_apply() or _is_private(folder)
+        for path in _named(folder, name, private):
+            try:
+                problem = _unsafe_entry(os.lstat(path), private)
+                if problem is not None:
+                    os.unlink(path)
+                    _warn_entry(Path(path), problem)
+            except FileNotFoundError:  # a numba temporary file another process just renamed
+                continue
+
+
+_listings: dict = {}  # private folder -> (its mtime when listed, {module name: [paths]})
+
+
+def _named(folder: Path, name: str, private: bool) -> list:
+    """The paths in `folder` named `name.*`. A folder only this user can write is listed again only
+    when its entries changed (its mtime): a warm start loads dozens of modules from a folder of
+    thousands of files; any other folder is listed at every call."""
+    mtime = os.stat(folder).st_mtime_ns
+    seen = _listings.get(folder) if private else None
+    if seen is None or seen[0] != mtime:
+        by_module: dict = {}
         with os.scandir(folder) as entries:
             for entry in entries:
-                if not entry.name.startswith(name + "."):
-                    continue
-                try:
-                    problem = _unsafe_entry(entry.stat(follow_symlinks=False), private)
-                    if problem is not None:
-                        os.unlink(entry.path)
-                        _warn_entry(Path(entry.path), problem)
-                except FileNotFoundError:  # a numba temporary file another process just renamed
-                    continue
+                by_module.setdefault(entry.name.split(".", 1)[0], []).append(entry.path)
+        seen = (mtime, by_module)
+        if private:
+            _listings[folder] = seen
+    return seen[1].get(name, [])
 
 
 def _write_source(path: Path, data: bytes, folder_private: bool) -> None:
@@ -256,3 +274,49 @@ def load_module(source: str) -> ModuleType:
             raise
         _loaded[name] = module
         return module
+
+
+class DerivedStore:
+    """Values a stage derived (gradient formulas), pickled into the kernel cache folder so that a
+    new process does not derive them again. A file's name hashes its key and the source text of the
+    stages that derive (declare, autodiff, passes): editing that code starts afresh. Files get the
+    trust checks of the modules beside them (a pickle runs code when loaded, as a module does);
+    a file that fails them, or does not load, is removed and the value derived again."""
+
+    STAGES = ("declare", "autodiff", "passes")
+
+    def __init__(self):
+        self._code = None
+
+    def _path(self, key) -> Path:
+        if self._code is None:
+            h = hashlib.sha256()
+            package = Path(__file__).resolve().parent.parent
+            for stage in self.STAGES:
+                for f in sorted((package / stage).glob("*.py")):
+                    h.update(f.name.encode() + f.read_bytes())
+            self._code = h.hexdigest()
+        digest = hashlib.sha256((self._code + repr(key)).encode()).hexdigest()[:32]
+        return cache_dir() / f"symdl_derived_{digest}.pkl"
+
+    def get(self, key):
+        path = self._path(key)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        problem = _unsafe_entry(st, not _checks_apply() or _is_private(path.parent))
+        try:
+            if problem is None:
+                return pickle.loads(path.read_bytes())
+        except Exception as e:  # a torn or foreign file: derive again
+            problem = f"it does not load ({type(e).__name__})"
+        os.unlink(path)
+        _warn_entry(path, problem)
+        return None
+
+    def put(self, key, value) -> None:
+        try:
+            atomic_write(self._path(key), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        except (OSError, pickle.PicklingError, TypeError, AttributeError):
+            pass  # not kept: derived again next time

@@ -1,0 +1,88 @@
+"""Gradients derived in one process serve the next (runtime/cache.py's DerivedStore), under the
+kernel cache's trust checks, and never outlive the code that derived them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symdl
+from symdl.runtime import cache
+
+reverse_mode = sys.modules["symdl.autodiff.vjp"]
+
+
+def _formula(scale=3):
+    N = sp.Symbol("N", integer=True, positive=True)
+    i = sp.Idx("i", N)
+    x, y = sp.IndexedBase("x"), sp.IndexedBase("y")
+    return symdl.Formula(sp.Eq(y[i], sp.tanh(scale * x[i]) ** 2), name="store_probe")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMDL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(reverse_mode, "_VJPS", {})  # nothing remembered in this process
+    s = cache.DerivedStore()
+    monkeypatch.setattr(reverse_mode, "STORE", s)
+    return s
+
+
+def _files(tmp_path):
+    return sorted((tmp_path / "cache").glob("symdl_derived_*.pkl"))
+
+
+def test_a_stored_gradient_is_read_instead_of_derived(store, tmp_path, monkeypatch):
+    f = _formula()
+    g = f.vjp()["x"]
+    assert len(_files(tmp_path)) == 1
+    monkeypatch.setattr(reverse_mode, "_VJPS", {})
+    monkeypatch.setattr(reverse_mode, "_vjp_one", lambda *a, **k: pytest.fail("derived again"))
+    h = _formula().vjp()["x"]
+    assert h.key() == g.key()
+    x = np.linspace(-1, 1, 7)
+    k = h.compile()
+    np.testing.assert_allclose(k(grad_y=np.ones(7), x=x), 6 * np.tanh(3 * x) / np.cosh(3 * x) ** 2, rtol=1e-12)
+
+
+def test_a_new_process_reads_what_this_one_stored(store, tmp_path):
+    _formula(5).vjp()
+    code = ("import sys, symdl, sympy as sp; m = sys.modules['symdl.autodiff.vjp'];"
+            "m._vjp_one = lambda *a, **k: sys.exit('derived again');"
+            "N = sp.Symbol('N', integer=True, positive=True); i = sp.Idx('i', N);"
+            "x, y = sp.IndexedBase('x'), sp.IndexedBase('y');"
+            "f = symdl.Formula(sp.Eq(y[i], sp.tanh(5 * x[i]) ** 2), name='store_probe');"
+            "print(f.vjp()['x'].body)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, SYMDL_CACHE_DIR=str(tmp_path / "cache")))
+    assert run.returncode == 0, run.stderr
+    assert "tanh" in run.stdout
+
+
+def test_other_code_derives_afresh(store, tmp_path, monkeypatch):
+    _formula().vjp()
+    monkeypatch.setattr(reverse_mode, "_VJPS", {})
+    other = cache.DerivedStore()
+    other._code = "edited autodiff"  # what a change to declare/, autodiff/ or passes/ gives
+    monkeypatch.setattr(reverse_mode, "STORE", other)
+    _formula().vjp()
+    assert len(_files(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("damage", ["group-writable", "torn"])
+def test_an_untrusted_or_damaged_file_is_removed_and_derived_again(store, tmp_path, monkeypatch, damage):
+    g = _formula().vjp()["x"]
+    (path,) = _files(tmp_path)
+    if damage == "torn":
+        path.write_bytes(path.read_bytes()[:20])
+    else:
+        path.chmod(0o666)
+        (tmp_path / "cache").chmod(0o755)  # a folder others may enter: the file's own bits count
+    monkeypatch.setattr(reverse_mode, "_VJPS", {})
+    with pytest.warns(cache.UnsafeCacheWarning, match="removed the untrusted"):
+        h = _formula().vjp()["x"]
+    assert h.key() == g.key()

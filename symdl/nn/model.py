@@ -198,6 +198,14 @@ class Sequential(Trainer):
         weight, and the model keeps its weights."""
         saving.load_weights(self, path)
 
+    def step_source(self) -> str:
+        """The generated training step(s) this model replays (nn/replay.py), one per batch shape;
+        where a step is not replayed, why."""
+        replay = self._replay
+        if replay is None:
+            return "# not compiled: call model.compile(...) and train a few steps first"
+        return replay.source()
+
     def summary(self, print_fn=print) -> None:
         """Keras' table: each layer's name (type), output shape with the batch axis as None and
         parameter count, then total, trainable and non-trainable parameters (float32 sizes)::

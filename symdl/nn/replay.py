@@ -218,8 +218,12 @@ class StepReplay:
         self.expect: dict = {}    # signature -> the state arrays the last replay left
 
     def source(self) -> str:
-        """The generated training step(s), for `symdl show`-like reading."""
-        return "\n".join(p.source for p in self.plans.values())
+        """The generated training step(s), and a line for each batch shape not replayed."""
+        lines = [p.source for p in self.plans.values()]
+        lines += [f"# batch {k[0]}: not replayed: {why}" for k, why in self.refused.items()]
+        lines += [f"# batch {k[0]}: recording ({n} of {len(RECORD_AT) + 2} steps run)" for k, n in self.seen.items()
+                  if k not in self.plans and k not in self.refused]
+        return "\n".join(lines) or "# no training step run yet"
 
     def step(self, x: np.ndarray, y: np.ndarray):
         m = self.model

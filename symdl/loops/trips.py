@@ -27,7 +27,7 @@ def trip_count(prog: LoopProgram, dims: dict) -> int:
             b = [_value(d, values) for d in shapes[step.b]]
             total += a[0] * a[1] * (b[0] if step.trans_b else b[1])
         elif isinstance(step, Nest):
-            total += _count(step.body, values)
+            total += _count(step.body, values, memo={})
     return total
 
 
@@ -39,7 +39,7 @@ def nest_work(prog: LoopProgram, dims: dict, limit: int) -> int:
     total = 0
     for step in prog.steps:
         if isinstance(step, Nest) and _has_parallel_loop(step.body) and total < limit:
-            total += _count(step.body, values, limit - total)
+            total += _count(step.body, values, limit - total, {})
     return total
 
 
@@ -68,10 +68,25 @@ def _value(e, env) -> int:
     return int(fn(*[env[n] for n in names]))
 
 
-def _count(body, env, limit: float = math.inf) -> int:
+def _count(body, env, limit: float = math.inf, memo: dict | None = None) -> int:
     """Iterations of `body`; once past `limit` the count stops (a lower bound, enough to decide).
     A loop whose body's bounds and guards do not read its index counts one iteration times the
-    trip count (a 10^4 x 10^3 guarded reduction is not walked index by index)."""
+    trip count (a 10^4 x 10^3 guarded reduction is not walked index by index). `memo` keeps each
+    complete count of a body by the values of the names its bounds and guards read: a convolution
+    gradient's clipped windows depend on one or two indices, not on every enclosing one."""
+    key = None
+    if memo is not None:
+        key = (id(body), tuple(env.get(n) for n in _read_by(body)))
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+    total = _walk(body, env, limit, memo)
+    if key is not None and total < limit:
+        memo[key] = total
+    return total
+
+
+def _walk(body, env, limit, memo) -> int:
     total = 0
     for s in body:
         if isinstance(s, Loop):
@@ -81,10 +96,10 @@ def _count(body, env, limit: float = math.inf) -> int:
             if not any(isinstance(t, (Loop, If)) for t in s.body):
                 total += stop - lo
             elif s.var.name not in _read_by(s.body):
-                total += (stop - lo) * (1 + _count(s.body, {**env, s.var.name: lo}, limit))
+                total += (stop - lo) * (1 + _count(s.body, {**env, s.var.name: lo}, limit, memo))
             else:
                 for v in range(lo, stop):
-                    total += 1 + _count(s.body, {**env, s.var.name: v}, limit - total)
+                    total += 1 + _count(s.body, {**env, s.var.name: v}, limit - total, memo)
                     if total >= limit:
                         break
         elif isinstance(s, Let) and s.name.is_integer:  # a computed index (a reversed step)
@@ -94,14 +109,14 @@ def _count(body, env, limit: float = math.inf) -> int:
                 pass
         elif isinstance(s, If):
             taken = _decide(s.cond, env)  # a guard on indices is decided; one on values is not
-            total += (_count(s.then, env, limit - total) if taken is not False else 0) + (
-                _count(s.orelse, env, limit - total) if taken is not True else 0)
+            total += (_count(s.then, env, limit - total, memo) if taken is not False else 0) + (
+                _count(s.orelse, env, limit - total, memo) if taken is not True else 0)
         if total >= limit:
             break
     return total
 
 
-def _read_by(body) -> frozenset:
+def _read_by(body) -> tuple:
     """The names the loop bounds, guards and index lets inside `body` read (cached per body)."""
     key = id(body)
     hit = _READS.get(key)
@@ -110,13 +125,14 @@ def _read_by(body) -> frozenset:
         for s in body:
             if isinstance(s, Loop):
                 names |= {x.name for e in (s.lo, s.stop) for x in sp.sympify(e).free_symbols}
-                names |= _read_by(s.body)
+                names |= set(_read_by(s.body))
             elif isinstance(s, If):
-                names |= {x.name for x in sp.sympify(s.cond).free_symbols}
-                names |= _read_by(s.then) | _read_by(s.orelse)
+                if not _on_values(s.cond):  # a test on tensor values counts both branches whatever the indices
+                    names |= {x.name for x in sp.sympify(s.cond).free_symbols}
+                names |= {*_read_by(s.then), *_read_by(s.orelse)}
             elif isinstance(s, Let) and s.name.is_integer:
                 names |= {x.name for x in sp.sympify(s.value).free_symbols}
-        hit = _READS[key] = (body, frozenset(names))
+        hit = _READS[key] = (body, tuple(sorted(names)))
     return hit[1]
 
 
@@ -127,19 +143,26 @@ def _decide(cond, env):
     """True or False when the condition depends only on indices and dimensions, else None."""
     if cond is sp.true or cond is sp.false:
         return bool(cond)
-    if cond not in _ON_VALUES:  # a test on tensor values (or one the printer refuses) stays open
+    if _on_values(cond):
+        return None
+    names, fn = _compiled(cond, condition=True)
+    if any(n not in env for n in names):
+        return None
+    return bool(fn(*[env[n] for n in names]))
+
+
+def _on_values(cond) -> bool:
+    """A test on tensor values (or one the printer refuses): it stays open, both branches count."""
+    if cond is sp.true or cond is sp.false:
+        return False
+    if cond not in _ON_VALUES:
         _ON_VALUES[cond] = any(isinstance(a, sp.Indexed) for a in sp.preorder_traversal(cond))
         if not _ON_VALUES[cond]:
             try:
                 _compiled(cond, condition=True)
             except NotImplementedError:
                 _ON_VALUES[cond] = True
-    if _ON_VALUES[cond]:
-        return None
-    names, fn = _compiled(cond, condition=True)
-    if any(n not in env for n in names):
-        return None
-    return bool(fn(*[env[n] for n in names]))
+    return _ON_VALUES[cond]
 
 
 _ON_VALUES: dict = {}

@@ -118,10 +118,10 @@ class Recording:
         return ops, shapes, tuple(self.after), self.loss, self.out
 
 
-def state_arrays(model) -> list:
+def state_arrays(model, weights: list | None = None) -> list:
     """The arrays a step reads and replaces: every weight's value, then the optimizer's slots."""
     slots = model.optimizer._state
-    return [v.value for v in model.weights] + [a for n in sorted(slots) for a in slots[n].values()]
+    return [v.value for v in (weights or model.weights)] + [a for n in sorted(slots) for a in slots[n].values()]
 
 
 def set_state_arrays(model, arrays: list) -> None:
@@ -197,6 +197,7 @@ class Plan:
         self.source = "\n".join(lines) + "\n"
         exec(compile(self.source, f"<symdl training step {name}>", "exec"), glob)
         self.function = glob["step"]
+        self.parallel = any(launch.parallel for launch, _, _ in rec.ops)  # else no thread count is asked
         self.out_template = np.empty(rec.out_shape, rec.out_dtype)  # what the loss's feed checks against
 
     def run(self, x, t, state: list, hyper: dict, parallel: bool):
@@ -228,11 +229,12 @@ class StepReplay:
     def step(self, x: np.ndarray, y: np.ndarray):
         m = self.model
         x = x if x.base is None and x.flags.c_contiguous else x.copy()
+        weights = m.weights
         key = (x.shape, x.dtype.str, np.shape(y), np.asarray(y).dtype.str,
-               tuple(v.trainable for v in m.weights), id(m.optimizer))
+               tuple(v.trainable for v in weights), id(m.optimizer))
         plan = self.plans.get(key)
         if plan is not None:
-            state = state_arrays(m)
+            state = state_arrays(m, weights)
             if self.expect[key] is None:
                 return self._check(key, plan, x, y, state)
             if len(state) == len(self.expect[key]) and all(a is b for a, b in zip(state, self.expect[key])):
@@ -273,10 +275,13 @@ class StepReplay:
         t = m.loss.feed(y, plan.out_template)[m.loss.true_name]  # the targets' checks, as a plain step
         if (t.shape, t.dtype.str) != plan.input_shapes["t"]:
             return m._plain_step(x, y)
-        if m.trainable_weights:
+        if any(v.trainable for v in m.weights):
             m.optimizer.iterations += 1
-        adapt_threads()
-        new_state, loss, out = plan.run(x, t, state, m.optimizer.hyper(), _CPU.flavour(True))
+        parallel = False
+        if plan.parallel:  # as the layer-by-layer step: threads follow the load (runtime/threads.py)
+            adapt_threads()
+            parallel = _CPU.flavour(True)
+        new_state, loss, out = plan.run(x, t, state, m.optimizer.hyper(), parallel)
         set_state_arrays(m, new_state)
         self.expect[key] = new_state
         return float(loss), out

@@ -2,6 +2,7 @@
 
     symdl list                 the catalog, with each entry's formula code (F1-F18: docs/catalog.md)
     symdl show dense_relu      formula, derived gradients (pretty and LaTeX), loop IR, source
+    symdl show e2 --step       an example model's whole training step as one generated function
     symdl verify [NAME ...]    symdl.verify.all: symbolic, numeric and backend checks; exit 1 on any failure
     symdl train [EXAMPLE]      train e1..e5 (docs/catalog.md), rnn, attention, ... (default: e5 on digits)
     symdl bench [--workloads]  training steps of the documents' workloads, next to NumPy by hand
@@ -21,6 +22,8 @@ def main(argv=None) -> int:
     show = sub.add_parser("show", help="print a formula, its gradients and its generated code")
     show.add_argument("name")
     show.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    show.add_argument("--step", action="store_true",
+                      help="NAME is an example model (e1..e5, rnn, ...): print its generated training step")
     verify = sub.add_parser("verify", help="verify catalog formulas (all when no name is given)")
     verify.add_argument("names", nargs="*")
     verify.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
@@ -51,7 +54,31 @@ def _list(args) -> int:
     return 0
 
 
+def _show_step(name: str) -> int:
+    """The example model's recorded training step (symdl/nn/replay.py), after a few steps on the
+    bundled digits (E3: its synthetic regression data) in the example's batch size."""
+    from symdl.nn import zoo
+    try:
+        spec = zoo.get(name)
+    except ValueError as err:
+        print(err.args[0], file=sys.stderr)
+        return 2
+    if spec.layout == "regression":
+        (x, y), _ = zoo.regression_data()[0]
+    else:
+        (x, y), _ = zoo.load_dataset("digits", spec.layout)
+    model = spec.build(x.shape[1:])
+    x, y = x[:spec.batch_size], spec.targets(y[:spec.batch_size])
+    for _ in range(6):  # two steps recorded, one checked both ways, then replayed
+        model.train_on_batch(x, y)
+    print(f"# {spec.summary}\n# generated training step (batch {len(x)}): the kernels' run functions in order")
+    print(model.step_source())
+    return 0
+
+
 def _show(args) -> int:
+    if args.step:
+        return _show_step(args.name)
     from symdl.loops import format_ir, lower
     formulas = _catalog()
     try:

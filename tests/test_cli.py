@@ -55,3 +55,12 @@ def test_show_conv2d_prints_its_transposed_convolution_gradient(capsys):
     assert "gradient with respect to kernel" in out
     assert "LaTeX:" in out and "\\sum" in out
     assert "def loops_serial(" in out and "kernel[" in out   # the generated source
+
+
+def test_show_step_prints_an_example_models_generated_training_step(capsys):
+    assert main(["show", "e3", "--step"]) == 0
+    out = capsys.readouterr().out
+    assert "def step(x, t, S, N, H, P):" in out
+    assert "# y.dense" in out and "# sgd_update" in out and "H['lr']" in out
+    assert main(["show", "no_such_model", "--step"]) == 2
+    assert "unknown example model" in capsys.readouterr().err

@@ -24,6 +24,8 @@ step record again.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from symdl.backends import get as get_backend
@@ -124,6 +126,25 @@ def state_arrays(model, weights: list | None = None) -> list:
     return [v.value for v in (weights or model.weights)] + [a for n in sorted(slots) for a in slots[n].values()]
 
 
+def state_names(model) -> list:
+    """Identifiers for state_arrays' entries: the weights' names, then name_slot for the slots."""
+    trainable = [v for v in model.weights if v.trainable]
+    slots = model.optimizer._state
+    names = [v.name for v in model.weights] + [f"{trainable[n].name}_{s}" if n < len(trainable) else f"slot{n}_{s}"
+                                               for n in sorted(slots) for s in slots[n]]
+    out: list = []
+    for n in names:
+        n = re.sub(r"\W", "_", n)
+        n = n if n.isidentifier() and n not in _RESERVED else f"w_{n}"
+        while n in out:
+            n += "_"
+        out.append(n)
+    return out
+
+
+_RESERVED = {"x", "t", "S", "N", "H", "P", "step", "_view"}
+
+
 def set_state_arrays(model, arrays: list) -> None:
     for v, a in zip(model.weights, arrays, strict=False):
         v.value = a
@@ -154,7 +175,7 @@ def _view_of(a: np.ndarray, offset: int, shape: tuple, strides: tuple) -> np.nda
 class Plan:
     """The recorded step as one generated Python function over buffers allocated once."""
 
-    def __init__(self, rec: Recording, inputs: dict, before: list, name: str):
+    def __init__(self, rec: Recording, inputs: dict, before: list, name: str, names: list):
         self.rec = rec
         self.input_shapes = {n: (a.shape, a.dtype.str) for n, a in inputs.items()}
         twins = sorted({a[1] for a in rec.after if a[0] == "buf"})
@@ -172,9 +193,9 @@ class Plan:
             if kind == "in":
                 return _expr(ref[1], self.input_shapes[ref[1]][0], ref[2])
             if kind == "state":
-                return _expr(f"s{ref[1]}", before[ref[1]].shape, ref[2])
+                return _expr(names[ref[1]], before[ref[1]].shape, ref[2])
             if ref[1] in self.pairs:
-                return _expr(f"n{ref[1]}", rec.buffers[ref[1]].shape, ref[2])
+                return _expr(twin[ref[1]], rec.buffers[ref[1]].shape, ref[2])
             key = ref
             if key not in fixed:  # a view of a buffer of the step (or of zeros): made once
                 fixed[key] = f"v{len(fixed)}"
@@ -182,17 +203,24 @@ class Plan:
                 glob[fixed[key]] = eval(_expr("buf", buf.shape, ref[-1]), {"buf": buf, "_view": _view_of})
             return fixed[key]
 
+        twin = {}
+        for j, a in enumerate(rec.after):  # a buffer written as the new value of a weight or slot
+            if a[0] == "buf" and a[1] not in twin:
+                twin[a[1]] = f"new_{names[j]}"
         lines = ["def step(x, t, S, N, H, P):",
-                 f'    """{name}: {len(rec.ops)} launches recorded from the step run layer by layer."""']
+                 f'    """{name}: {len(rec.ops)} launches recorded from the step run layer by layer.',
+                 "    x, t: the batch and its targets; S: weights and optimizer slots now; N: the buffers",
+                 "    their new values go to; H: the optimizer's hyperparameters; P: run parallel kernels",
+                 '    on threads."""']
         if before:
-            lines.append(f"    {', '.join(f's{j}' for j in range(len(before)))}, = S")
+            lines.append(f"    {', '.join(names[j] for j in range(len(before)))}, = S")
         if self.pairs:
-            lines.append(f"    {', '.join(f'n{i}' for i in self.pairs)}, = N")
+            lines.append(f"    {', '.join(twin[i] for i in self.pairs)}, = N")
         for n, (launch, outs, args) in enumerate(rec.ops):
             glob[f"k{n}"] = launch.run
             call = ", ".join([*(arg(o) for o in outs), *(arg(a) for a in args), "P" if launch.parallel else "False"])
             lines.append(f"    k{n}({call})  # {launch.what}")
-        new_state = [f"s{j}" if a[0] == "same" else arg(a) for j, a in enumerate(rec.after)]
+        new_state = [names[j] if a[0] == "same" else arg(a) for j, a in enumerate(rec.after)]
         lines.append(f"    return [{', '.join(new_state)}], {arg(rec.loss)}, {arg(rec.out)}")
         self.source = "\n".join(lines) + "\n"
         exec(compile(self.source, f"<symdl training step {name}>", "exec"), glob)
@@ -262,7 +290,7 @@ class StepReplay:
                 if rec.signature() != first.signature():
                     raise Refused("two steps launched different kernels or read different arrays")
                 self.plans[key] = Plan(rec, {"x": x, "t": parts["feed"][m.loss.true_name]}, state_arrays(m),
-                                       type(m).__name__)
+                                       f"model {m.name!r}, batch {x.shape}", state_names(m))
                 self.expect[key] = None  # the check replays it first (_check)
             else:
                 self.recorded[key] = rec

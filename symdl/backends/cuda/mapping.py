@@ -1,6 +1,13 @@
 """How a loop nest of the IR maps onto GPU threads (pure analysis of the IR; printing is codegen's).
 
-Three shapes, tried in order:
+Four shapes, tried in order:
+
+- `ThreadMap` with `atomic`: a nest of scatter-adds (a gather's gradient, max pooling's) or of
+  independent stores (zeroing an output). Its top loops, perfectly nested with rectangular bounds,
+  flatten into one thread index whether the IR marks them parallel or not: each iteration keeps its
+  scalars to itself (accumulates only into its own temporaries), reads no tensor the nest writes,
+  and every store uses all the flattened variables as whole indices; scatter-adds, which two
+  iterations may send to one element, print as `cuda.atomic.add`.
 
 - `ThreadMap`: the nest ends in a loop the IR marks parallel. That loop and the loops perfectly
   nested in it with rectangular bounds (the output indices) flatten into one thread index, one
@@ -26,6 +33,7 @@ class ThreadMap:
     prefix: tuple  # statements before the parallel loop: every thread runs them
     loops: tuple   # the flattened loops, outermost first
     body: tuple    # the innermost flattened loop's body
+    atomic: bool = False  # scatter-adds print as atomic adds (threads may hit one element)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,32 @@ def thread_map(nest: Nest, dims) -> ThreadMap | None:
             break
         loops.append(inner)
     return ThreadMap(tuple(body[:-1]), tuple(loops), loops[-1].body)
+
+
+def atomic_map(nest: Nest, dims) -> ThreadMap | None:
+    """The nest's top loops as threads when their iterations are independent but for scatter-adds
+    (module docstring); None when the nest is not of that shape (a recurrence reads what it stores,
+    a loop-carried scalar accumulates across iterations)."""
+    body, dims = nest.body, set(dims)
+    if len(body) != 1 or not isinstance(body[0], Loop) or not _rectangular(body[0], dims):
+        return None
+    loops = [body[0]]
+    while len(loops[-1].body) == 1 and isinstance(loops[-1].body[0], Loop) and _rectangular(loops[-1].body[0], dims):
+        loops.append(loops[-1].body[0])
+    inner, variables = loops[-1].body, {l.var for l in loops}
+    written = {s.tensor for s in _walk(inner) if isinstance(s, (Store, ScatterAdd))}
+    own = {s.name for s in _walk(inner) if isinstance(s, Let)}
+    if not written or written & _reads(inner):
+        return None
+    if any(isinstance(s, Accumulate) and s.name not in own for s in _walk(inner)):
+        return None
+    if any(isinstance(s, Store) and not variables <= set(s.index) for s in _walk(inner)):
+        return None
+    return ThreadMap((), tuple(loops), inner, any(isinstance(s, ScatterAdd) for s in _walk(inner)))
+
+
+def has_scatter(nest: Nest) -> bool:
+    return any(isinstance(s, ScatterAdd) for s in _walk(nest.body))
 
 
 def reduction(nest: Nest, dims) -> Reduction | None:
@@ -159,6 +193,17 @@ def _symbols(body) -> set:
     out = set()
     for s in _walk(body):
         out |= _own_symbols(s)
+    return out
+
+
+def _reads(body) -> set:
+    """Names of the tensors the statements read."""
+    out = set()
+    for s in _walk(body):
+        exprs = [sp.sympify(e) for e in ((s.value,) if isinstance(s, (Let, Accumulate)) else
+                                         (s.value, *s.index) if isinstance(s, (Store, ScatterAdd)) else
+                                         (s.cond,) if isinstance(s, If) else ())]
+        out |= {str(a.base.label) for e in exprs for a in e.atoms(sp.Indexed)}
     return out
 
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import os
 
-import sympy as sp
-
 from ...loops.ir import LoopProgram, MatMul
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
-from .mapping import Reduction, ThreadMap, atomic_map, has_scatter, reduction, thread_map
+from .flat import flat_loop
+from .mapping import Reduction, ThreadMap, atomic_map, has_scatter, reduction, split_sums, thread_map
 from .matmul import matmul_source
 from .printer import CudaPrinter
+from .split import split_source
 from .tiles import tile_constants
 
 KERNEL = "@cuda.jit(cache=True)"
 DETERMINISTIC = "SYMDL_CUDA_DETERMINISTIC"
-LAUNCH = "from symdl.backends.cuda.launch import RED_THREADS, launch_grid, matmul_grid, reduction_blocks"
+LAUNCH = ("from symdl.backends.cuda.launch import RED_THREADS, launch_grid, matmul_grid, reduction_blocks, "
+          "split_chunks")
 
 
 def generate(prog: LoopProgram, dtype: str, version: str) -> str:
@@ -47,7 +48,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         tm = _thread_map(step, prog.dims, exact)
         red = None if tm is not None else reduction(step, prog.dims)
         if tm is not None:
-            source, call = _threaded(step.name, tm, p, params)
+            source, call = _threaded(step.name, tm, p, params, prog.dims)
         elif red is not None:
             source, call = _reduced(step.name, red, p, params)
         else:
@@ -103,38 +104,9 @@ def _thread_map(step, dims, exact: bool) -> ThreadMap | None:
     return atomic_map(step, dims)
 
 
-def _extent(loop, p) -> str:
-    lo, stop = sp.sympify(loop.lo), sp.sympify(loop.stop)
-    return f"max(0, {p.index(stop)})" if lo == 0 else f"max(0, {p.index(stop - lo)})"
-
-
-def _start(loop, p, offset: str) -> str:
-    return offset if sp.sympify(loop.lo) == 0 else f"{p.index(loop.lo)} + {offset}"
-
-
-def _flat_loop(loops, p, pad: str, tag: str = "") -> tuple[list[str], str]:
-    """A grid-stride loop over the flattened iteration space of `loops` (innermost fastest), with
-    each loop variable recovered from the flat index; returns the lines and the host-side extent."""
-    lines, sizes = [], []
-    for k, loop in enumerate(loops):
-        lines.append(f"{pad}_n{tag}{k}_ = {_extent(loop, p)}")
-        sizes.append(_extent(loop, p))
-    total = " * ".join(f"_n{tag}{k}_" for k in range(len(loops)))
-    lines.append(f"{pad}for _t_ in range(cuda.grid(1), {total}, cuda.gridsize(1)):")
-    inner = pad + "    "
-    if len(loops) == 1:
-        lines.append(f"{inner}{py_name(loops[0].var.name)} = {_start(loops[0], p, '_t_')}")
-    else:
-        lines.append(f"{inner}_r_ = _t_")
-        for k in range(len(loops) - 1, 0, -1):
-            lines.append(f"{inner}{py_name(loops[k].var.name)} = {_start(loops[k], p, f'_r_ % _n{tag}{k}_')}")
-            lines.append(f"{inner}_r_ //= _n{tag}{k}_")
-        lines.append(f"{inner}{py_name(loops[0].var.name)} = {_start(loops[0], p, '_r_')}")
-    return lines, " * ".join(sizes)
-
-
-def _threaded(name: str, tm: ThreadMap, p, params: str):
-    """One thread per element of the flattened parallel loops, grid-stride beyond the grid."""
+def _threaded(name: str, tm: ThreadMap, p, params: str, dims):
+    """One thread per element of the flattened parallel loops, grid-stride beyond the grid; where
+    each thread runs sums, also their split (split.py) for few outputs and long sums."""
     lines = [KERNEL, f"def {name}_kernel({params}):",
              "    # thread index = the flattened parallel loops (innermost fastest); inner loops and "
              "accumulators run in registers"]
@@ -142,11 +114,17 @@ def _threaded(name: str, tm: ThreadMap, p, params: str):
         lines.append("    # threads may add into one element (a token repeated, windows sharing an arg-max): "
                      "atomic adds")
     lines += statements(tm.prefix, p, "    ")
-    loop, extent = _flat_loop(tm.loops, p, "    ")
+    loop, extent = flat_loop(tm.loops, p, "    ")
     lines += loop
     lines += statements(tm.body, p, "        ", atomic=tm.atomic) or ["        pass"]
     call = [f"    {name}_kernel[launch_grid({extent})]({params})"]
-    return "\n".join(lines) + "\n", call
+    red = split_sums(tm, dims)
+    if red is None:
+        return "\n".join(lines) + "\n", call
+    source, calls, length = split_source(name, tm, red, p, params)
+    call = [f"    _cols_ = {extent}", f"    _nc_ = split_chunks(_cols_, {length})  # chunks per output: 1 when outputs fill the GPU",
+            "    if _nc_ > 1:", *calls, "    else:", f"        {name}_kernel[launch_grid(_cols_)]({params})"]
+    return "\n".join(lines) + "\n\n" + source, call
 
 
 def _tree(slots: int, pad: str) -> list[str]:
@@ -172,7 +150,7 @@ def _reduced(name: str, red: Reduction, p, params: str):
             part.append(f"    {py_name(s.name.name)} = F(0)")
         elif n - 1 in red.pairs:
             _, loops, inner = red.pairs[n - 1]
-            loop, extent = _flat_loop(loops, p, "    ", f"{slot[n - 1]}_")
+            loop, extent = flat_loop(loops, p, "    ", f"{slot[n - 1]}_")
             part += loop + (statements(inner, p, "        ") or ["        pass"])
             extents.append(extent)
         else:

@@ -17,6 +17,9 @@ Four shapes, tried in order:
   `acc = 0; for v: ... acc += ...` whose loops read no other sum (a loss, a scalar gradient). Each
   reduction loop is spread over the threads of a grid; blocks reduce in shared memory and write one
   partial sum each; a second kernel adds the partials and runs the scalar statements.
+- A `ThreadMap` whose threads each run sums (`split_sums`, the same shape as `Reduction`) may
+  split those sums between several threads per output when outputs are few and sums long (the
+  driver chooses by shape): partial sums, then one thread per output adds them and stores.
 - anything else: `None`, and one thread runs the nest serially (correct; only fine at tiny sizes).
 """
 from __future__ import annotations
@@ -81,6 +84,15 @@ def atomic_map(nest: Nest, dims) -> ThreadMap | None:
     if any(isinstance(s, Store) and not variables <= set(s.index) for s in _walk(inner)):
         return None
     return ThreadMap((), tuple(loops), inner, any(isinstance(s, ScatterAdd) for s in _walk(inner)))
+
+
+def split_sums(tm: ThreadMap, dims) -> Reduction | None:
+    """The sums of one thread's body (per output element) when its iterations over the summed
+    loops can be split between threads (a bias gradient Σ_b g[b, j] with few columns j): the body
+    is of `reduction`'s shape, its sums' bounds computable on the host."""
+    if tm.atomic:
+        return None
+    return reduction(Nest("split", tm.body, (), sp.Integer(0)), dims)
 
 
 def has_scatter(nest: Nest) -> bool:

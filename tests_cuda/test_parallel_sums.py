@@ -218,3 +218,28 @@ def test_fused_optimizer_step_one_kernel(name, dtype):
     for k, a in want.items():
         assert hasattr(got[k], "copy_to_host"), k
         close(got[k], a, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hoisted_sum_runs_once(dtype):
+    """A sum before the parallel loop (a vector normalised by its total; a matrix by its squared
+    norm, a sum of sums) runs once on a grid and reaches the threads through `_pre_`, not again in
+    every thread; a constant-length one (pooling's window count) stays in the threads."""
+    i, k, j, l = sp.Idx("i", N), sp.Idx("k", N), sp.Idx("j", M), sp.Idx("l", M)
+    x, y = sp.IndexedBase("x"), sp.IndexedBase("y")
+    softmax = symdl.Formula(sp.Eq(y[i], sp.exp(x[i]) / sp.Sum(sp.exp(x[k]), k)), name="cuda_vec_softmax")
+    scaled = symdl.Formula(sp.Eq(y[i, j], x[i, j] / (1 + sp.Sum(x[k, l] ** 2, k, l))), name="cuda_scaled")
+    for f in (softmax, scaled):
+        kern = f.compile(backend="cuda")
+        assert "loops_pre_partial[" in kern.source() and "= _pre_[0]" in kern.source()
+    assert "_pre_" not in formulas.get("average_pool2d").compile(backend="cuda").source()
+    ks, kc = softmax.compile(backend="cuda"), scaled.compile(backend="cuda")
+    for n, m in ((1, 1), (5, 3), (2 * launch.RED_THREADS * launch.RED_BLOCKS + 3, 2)):
+        a = RNG.standard_normal(n).astype(dtype)
+        e = np.exp(a.astype(np.float64))
+        close(ks(x=a), e / e.sum(), dtype)
+        g = RNG.standard_normal(n).astype(dtype)
+        s = e / e.sum()
+        close(ks.vjp(g, x=a)["x"], s * (g - (g * s).sum()), dtype)
+        b = RNG.standard_normal((n, m)).astype(dtype)
+        close(kc(x=b), b / (1 + (b.astype(np.float64) ** 2).sum()), dtype)

@@ -14,7 +14,8 @@ from ...loops.ir import LoopProgram, MatMul
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
 from .flat import flat_loop
-from .mapping import Reduction, ThreadMap, atomic_map, has_scatter, reduction, split_sums, thread_map
+from .mapping import (PREFIX, Reduction, ThreadMap, atomic_map, has_scatter, prefix_reduction, reduction,
+                      split_sums, thread_map)
 from .matmul import matmul_source
 from .printer import CudaPrinter
 from .split import split_source
@@ -47,7 +48,15 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         params = ", ".join([py_name(t) for t in step.tensors] + dims + scalars)
         tm = _thread_map(step, prog.dims, exact)
         red = None if tm is not None else reduction(step, prog.dims)
-        if tm is not None:
+        pre = None if tm is None else prefix_reduction(tm, prog.dims)
+        if pre is not None:  # the sums before the parallel loop, once on a grid, not in every thread
+            red, live = pre
+            source, call = _reduced(f"{step.name}_pre", red, p, f"{PREFIX}, {params}", live)
+            head = [f"    {py_name(v.name)} = {PREFIX}[{k}]" for k, v in enumerate(live)]
+            more, call_main = _threaded(step.name, tm, p, f"{PREFIX}, {params}", prog.dims, head)
+            source, call = source + "\n" + more, [
+                f"    {PREFIX} = cuda.device_array({max(1, len(live))}, dtype=F)", *call, *call_main]
+        elif tm is not None:
             source, call = _threaded(step.name, tm, p, params, prog.dims)
         elif red is not None:
             source, call = _reduced(step.name, red, p, params)
@@ -104,16 +113,18 @@ def _thread_map(step, dims, exact: bool) -> ThreadMap | None:
     return atomic_map(step, dims)
 
 
-def _threaded(name: str, tm: ThreadMap, p, params: str, dims):
+def _threaded(name: str, tm: ThreadMap, p, params: str, dims, prefix: list[str] | None = None):
     """One thread per element of the flattened parallel loops, grid-stride beyond the grid; where
-    each thread runs sums, also their split (split.py) for few outputs and long sums."""
+    each thread runs sums, also their split (split.py) for few outputs and long sums. `prefix`:
+    lines every thread runs first (by default tm.prefix printed)."""
+    prefix = statements(tm.prefix, p, "    ") if prefix is None else prefix
     lines = [KERNEL, f"def {name}_kernel({params}):",
              "    # thread index = the flattened parallel loops (innermost fastest); inner loops and "
              "accumulators run in registers"]
     if tm.atomic:
         lines.append("    # threads may add into one element (a token repeated, windows sharing an arg-max): "
                      "atomic adds")
-    lines += statements(tm.prefix, p, "    ")
+    lines += prefix
     loop, extent = flat_loop(tm.loops, p, "    ")
     lines += loop
     lines += statements(tm.body, p, "        ", atomic=tm.atomic) or ["        pass"]
@@ -121,7 +132,7 @@ def _threaded(name: str, tm: ThreadMap, p, params: str, dims):
     red = split_sums(tm, dims)
     if red is None:
         return "\n".join(lines) + "\n", call
-    source, calls, length = split_source(name, tm, red, p, params)
+    source, calls, length = split_source(name, tm, red, p, params, prefix)
     call = [f"    _cols_ = {extent}", f"    _nc_ = split_chunks(_cols_, {length})  # chunks per output: 1 when outputs fill the GPU",
             "    if _nc_ > 1:", *calls, "    else:", f"        {name}_kernel[launch_grid(_cols_)]({params})"]
     return "\n".join(lines) + "\n\n" + source, call
@@ -135,8 +146,9 @@ def _tree(slots: int, pad: str) -> list[str]:
             f"{pad}    cuda.syncthreads()", f"{pad}    _s_ //= 2"]
 
 
-def _reduced(name: str, red: Reduction, p, params: str):
-    """Sums spread over a grid: each block writes partial sums, one block adds them and finishes."""
+def _reduced(name: str, red: Reduction, p, params: str, keep=()):
+    """Sums spread over a grid: each block writes partial sums, one block adds them and finishes;
+    `keep`: scalars it then stores into PREFIX for the next kernel."""
     order = sorted(red.pairs)
     slot = {n: k for k, n in enumerate(order)}
     slots = len(order)
@@ -171,6 +183,7 @@ def _reduced(name: str, red: Reduction, p, params: str):
             final.append(f"        {py_name(s.name.name)} = _sh_[{slot[n]}, 0]")
         elif n - 1 not in red.pairs:
             final += statements((s,), p, "        ")
+    final += [f"        {PREFIX}[{k}] = {py_name(v.name)}" for k, v in enumerate(keep)]
     call = [f"    _nb_ = reduction_blocks(max(0, {', '.join(extents)}))",
             f"    _part_ = cuda.device_array(({slots}, _nb_), dtype=F)",
             f"    {name}_partial[_nb_, RED_THREADS](_part_, {params})",

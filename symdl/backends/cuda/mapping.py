@@ -95,6 +95,25 @@ def split_sums(tm: ThreadMap, dims) -> Reduction | None:
     return reduction(Nest("split", tm.body, (), sp.Integer(0)), dims)
 
 
+PREFIX = "_pre_"  # the device array a hoisted prefix's scalars pass through
+
+
+def prefix_reduction(tm: ThreadMap, dims) -> tuple[Reduction, tuple] | None:
+    """(the prefix as a `Reduction`, the scalars it passes on through PREFIX) when
+    the statements before the parallel loop sum over a length the dimensions set (a vector
+    normalised by its total): run once, on a grid, rather than again in every thread. None when the
+    prefix is cheap (loops of constant length: pooling's window count) or not of that shape."""
+    loops = [s for s in _walk(tm.prefix) if isinstance(s, Loop)]
+    if not any(_symbols((l,)) & set(dims) for l in loops):
+        return None
+    used = _symbols(tm.loops) | _symbols(tm.body)
+    live = tuple(dict.fromkeys(s.name for s in tm.prefix if isinstance(s, Let) and s.name in used))
+    if any(v.is_integer for v in live):
+        return None  # positions (an arg-max) would pass through a float array
+    red = reduction(Nest("prefix", tuple(tm.prefix), (), sp.Integer(0)), dims)
+    return None if red is None else (red, live)
+
+
 def has_scatter(nest: Nest) -> bool:
     return any(isinstance(s, ScatterAdd) for s in _walk(nest.body))
 

@@ -19,15 +19,16 @@ from .mapping import Reduction, ThreadMap
 KERNEL = "@cuda.jit(cache=True)"
 
 
-def split_source(name: str, tm: ThreadMap, red: Reduction, p, params: str) -> tuple[str, list[str], str]:
+def split_source(name: str, tm: ThreadMap, red: Reduction, p, params: str,
+                 prefix: list[str]) -> tuple[str, list[str], str]:
     """(the two kernels' source, their launch lines (the driver names the outputs' count `_cols_`),
-    the host-side length of the longest sum)."""
+    the host-side length of the longest sum); `prefix`: the lines every thread runs first."""
     order = sorted(red.pairs)
     slot = {n: k for k, n in enumerate(order)}
     body = red.body
     part = [KERNEL, f"def {name}_split(_part_, _nc_, {params}):",
             "    # few outputs, long sums: each thread sums every _nc_-th term of its output's sums"]
-    part += statements(tm.prefix, p, "    ")
+    part += prefix
     outer, total, _ = sizes(tm.loops, p, "    ")
     part += outer + [f"    _cols_ = {total}",
                      "    for _u_ in range(cuda.grid(1), _nc_ * _cols_, cuda.gridsize(1)):",
@@ -48,7 +49,7 @@ def split_source(name: str, tm: ThreadMap, red: Reduction, p, params: str) -> tu
     part += [f"        _part_[{_row(slot[n], '_c_')}, _t_] = {py_name(red.pairs[n][0].name)}" for n in order]
     join = [KERNEL, f"def {name}_join(_part_, _nc_, {params}):",
             "    # one thread per output adds its _nc_ partial sums (in order) and finishes"]
-    join += statements(tm.prefix, p, "    ")
+    join += prefix
     loop, _ = flat_loop(tm.loops, p, "    ")
     join += loop
     for n, s in enumerate(body):

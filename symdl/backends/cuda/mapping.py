@@ -92,7 +92,10 @@ def split_sums(tm: ThreadMap, dims) -> Reduction | None:
     is of `reduction`'s shape, its sums' bounds computable on the host."""
     if tm.atomic:
         return None
-    return reduction(Nest("split", tm.body, (), sp.Integer(0)), dims)
+    red = reduction(Nest("split", tm.body, (), sp.Integer(0)), dims)
+    if red is None or not any(_symbols(loops) & set(dims) for _, loops, _ in red.pairs.values()):
+        return None  # sums of a constant length (a pooling window) are short: nothing to split
+    return red
 
 
 PREFIX = "_pre_"  # the device array a hoisted prefix's scalars pass through

@@ -133,7 +133,8 @@ def _threaded(name: str, tm: ThreadMap, p, params: str, dims, prefix: list[str] 
     if red is None:
         return "\n".join(lines) + "\n", call
     source, calls, length = split_source(name, tm, red, p, params, prefix)
-    call = [f"    _cols_ = {extent}", f"    _nc_ = split_chunks(_cols_, {length})  # chunks per output: 1 when outputs fill the GPU",
+    call = [f"    _cols_ = {extent}",
+            f"    _nc_ = split_chunks(_cols_, {length})  # chunks per output: 1 when outputs fill the GPU",
             "    if _nc_ > 1:", *calls, "    else:", f"        {name}_kernel[launch_grid(_cols_)]({params})"]
     return "\n".join(lines) + "\n\n" + source, call
 

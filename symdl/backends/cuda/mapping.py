@@ -93,7 +93,7 @@ def split_sums(tm: ThreadMap, dims) -> Reduction | None:
     if tm.atomic:
         return None
     red = reduction(Nest("split", tm.body, (), sp.Integer(0)), dims)
-    if red is None or not any(_symbols(loops) & set(dims) for _, loops, _ in red.pairs.values()):
+    if red is None or not any(_own_symbols(l) & set(dims) for _, loops, _ in red.pairs.values() for l in loops):
         return None  # sums of a constant length (a pooling window) are short: nothing to split
     return red
 
@@ -106,8 +106,7 @@ def prefix_reduction(tm: ThreadMap, dims) -> tuple[Reduction, tuple] | None:
     the statements before the parallel loop sum over a length the dimensions set (a vector
     normalised by its total): run once, on a grid, rather than again in every thread. None when the
     prefix is cheap (loops of constant length: pooling's window count) or not of that shape."""
-    loops = [s for s in _walk(tm.prefix) if isinstance(s, Loop)]
-    if not any(_symbols((l,)) & set(dims) for l in loops):
+    if not any(_own_symbols(s) & set(dims) for s in _walk(tm.prefix) if isinstance(s, Loop)):
         return None
     used = _symbols(tm.loops) | _symbols(tm.body)
     live = tuple(dict.fromkeys(s.name for s in tm.prefix if isinstance(s, Let) and s.name in used))

@@ -1,25 +1,26 @@
 """How a loop nest of the IR maps onto GPU threads (pure analysis of the IR; printing is codegen's).
 
-Four shapes, tried in order:
+The shapes, tried in this order (codegen._thread_map):
 
-- `ThreadMap` with `atomic`: a nest of scatter-adds (a gather's gradient, max pooling's) or of
-  independent stores (zeroing an output). Its top loops, perfectly nested with rectangular bounds,
-  flatten into one thread index whether the IR marks them parallel or not: each iteration keeps its
-  scalars to itself (accumulates only into its own temporaries), reads no tensor the nest writes,
-  and every store uses all the flattened variables as whole indices; scatter-adds, which two
-  iterations may send to one element, print as `cuda.atomic.add`.
-
-- `ThreadMap`: the nest ends in a loop the IR marks parallel. That loop and the loops perfectly
-  nested in it with rectangular bounds (the output indices) flatten into one thread index, one
-  thread per output element; everything inside stays as in the IR (register accumulators, inner
-  loops). Statements before the parallel loop (reductions hoisted out of it) run in every thread.
+- `ThreadMap` with `atomic` (`atomic_map`): a nest of scatter-adds (a gather's gradient, max
+  pooling's). Its top loops, perfectly nested with rectangular bounds, flatten into one thread
+  index whether the IR marks them parallel or not: each iteration keeps its scalars to itself
+  (accumulates only into its own temporaries), reads no tensor the nest writes, and every store
+  uses all the flattened variables as whole indices; scatter-adds, which two iterations may send
+  to one element, print as `cuda.atomic.add`.
+- `ThreadMap` (`thread_map`): the nest ends in a loop the IR marks parallel. That loop and the
+  loops perfectly nested in it with rectangular bounds (the output indices) flatten into one
+  thread index, one thread per output element; everything inside stays as in the IR (register
+  accumulators, inner loops). Statements before the parallel loop run in every thread, unless
+  they sum over a dimension's length (`prefix_reduction`): then once, as a `Reduction`.
+  Where each thread runs sums (`split_sums`, the same shape as `Reduction`), the driver may split
+  them between several threads per output when outputs are few and sums long.
+- `ThreadMap` from `atomic_map` for a nest the IR does not mark parallel whose iterations are
+  independent (zeroing a scatter's output).
 - `Reduction`: no parallel loop, and the nest is scalar statements plus sum reductions
   `acc = 0; for v: ... acc += ...` whose loops read no other sum (a loss, a scalar gradient). Each
   reduction loop is spread over the threads of a grid; blocks reduce in shared memory and write one
   partial sum each; a second kernel adds the partials and runs the scalar statements.
-- A `ThreadMap` whose threads each run sums (`split_sums`, the same shape as `Reduction`) may
-  split those sums between several threads per output when outputs are few and sums long (the
-  driver chooses by shape): partial sums, then one thread per output adds them and stores.
 - anything else: `None`, and one thread runs the nest serially (correct; only fine at tiny sizes).
 """
 from __future__ import annotations

@@ -243,3 +243,21 @@ def test_hoisted_sum_runs_once(dtype):
         close(ks.vjp(g, x=a)["x"], s * (g - (g * s).sum()), dtype)
         b = RNG.standard_normal((n, m)).astype(dtype)
         close(kc(x=b), b / (1 + (b.astype(np.float64) ** 2).sum()), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 5, 6, 1, 1), (3, 4, 4, 1, 1), (1, 4, 5, 2, 3)])
+def test_conv_weight_gradient_split(shape, dtype):
+    """conv2d's weight gradient Σ_b Σ_i Σ_j g[b, i, j, o] x[b, i + kh, j + kw, c]: a sum of sums
+    flattened and split across threads when [3, 3, Cin, Cout] is small (the first two shapes in the
+    simulator), one thread per output otherwise; against NumPy's einsum."""
+    b, h, w, cin, cout = shape
+    kern = formulas.get("conv2d").vjp()["kernel"].compile(backend="cuda")
+    assert "loops_split[" in kern.source()
+    assert (launch.split_chunks(9 * cin * cout, b * (h - 2) * (w - 2)) > 1) == (cin * cout == 1)
+    x = RNG.standard_normal((b, h, w, cin)).astype(dtype)
+    g = RNG.standard_normal((b, h - 2, w - 2, cout)).astype(dtype)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    want = np.stack([np.stack([np.einsum("bijo,bijc->co", g64, x64[:, kh:kh + h - 2, kw:kw + w - 2, :])
+                               for kw in range(3)]) for kh in range(3)])
+    close(kern(grad_y=g, x=x), want, dtype)

@@ -187,7 +187,7 @@ def test_split_chunks_counts():
 @pytest.mark.parametrize("name", ["adam_update", "rmsprop_update", "momentum_update"])
 def test_fused_optimizer_step_one_kernel(name, dtype):
     """An optimizer step on cuda is one kernel writing the weight and every state, the same values as
-    the update formulas written in NumPy here; device arrays in, device arrays out."""
+    the update formulas written in NumPy here; device arrays in, device arrays out (NumPy in, NumPy out)."""
     from numba import cuda
     program = formulas.get(name)
     pk = program.compile(backend="cuda")
@@ -215,9 +215,12 @@ def test_fused_optimizer_step_one_kernel(name, dtype):
         v1 = 0.8 * V - 0.01 * G
         want = {"v_new": v1, "w_new": W + v1}
     assert set(want) == set(program.outputs), program
+    on_host = pk(**args)  # NumPy in: copied in, results copied back
     for k, a in want.items():
         assert hasattr(got[k], "copy_to_host"), k
         close(got[k], a, dtype)
+        assert isinstance(on_host[k], np.ndarray), k
+        close(on_host[k], a, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,5 +1,6 @@
 """PTX type checks without a GPU: every catalog kernel (forward and gradients) compiled by numba-cuda
-for compute capability 8.0 and 9.0, float32 and float64. A float32 kernel must not contain a single
+for compute capability 8.0 and 9.0, float32 and float64 (split sums' pair in float32 only: see SPLIT); the
+parallel sums of issue 14 (atomics, shared memory, split, fused) checked in the PTX itself. A float32 kernel must not contain a single
 `.f64` instruction: a float literal, a Python float scalar or an integer promoted to double would
 show up as `cvt.f64.f32`, `mul.rn.f64`, `ld.param.f64`, ... and run at 1/64 speed on consumer GPUs.
 
@@ -85,6 +86,7 @@ def f64_lines(text: str) -> list[str]:
             if F64.search(line) and not line.lstrip().startswith("//")]
 
 
+SPLIT = ("_split", "_join")  # split sums' pair (backends/cuda/split.py): a third of the catalog's kernels
 _seen: set = set()  # entries share formulas (dense in every layer) and modules share kernels (matmul): each once
 
 
@@ -108,6 +110,8 @@ def test_catalog_ptx(name):
         for dtype in ("float32", "float64"):
             module = load_module(generate(prog, dtype, __version__))
             for kernel, sig in signatures(prog, module, dtype).items():
+                if dtype == "float64" and kernel.endswith(SPLIT):
+                    continue  # the _kernel's statements, checked in float64 above; the float32 check finds leaks
                 func = getattr(module, kernel).py_func
                 key = (inspect.getsource(func), sig)
                 if key in _seen:

@@ -1,6 +1,7 @@
 """PTX type checks without a GPU: every catalog kernel (forward and gradients) compiled by numba-cuda
-for compute capability 8.0 and 9.0, float32 and float64 (split sums' pair in float32 only: see SPLIT); the
-parallel sums of issue 14 (atomics, shared memory, split, fused) checked in the PTX itself. A float32 kernel must not contain a single
+for compute capability 8.0 and 9.0, float32 and float64 (split sums' pair in float32 only: see
+SPLIT), and the parallel sums of issue 14 (atomics, shared memory, split sums, fused optimizer
+steps) looked for in the PTX itself. A float32 kernel must not contain a single
 `.f64` instruction: a float literal, a Python float scalar or an integer promoted to double would
 show up as `cvt.f64.f32`, `mul.rn.f64`, `ld.param.f64`, ... and run at 1/64 speed on consumer GPUs.
 

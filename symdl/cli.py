@@ -3,6 +3,7 @@
     symdl list                 the catalog, with each entry's formula code (F1-F18: docs/catalog.md)
     symdl show dense_relu      formula, derived gradients (pretty and LaTeX), loop IR, source
     symdl show e2 --step       an example model's whole training step as one generated function
+    symdl show embedding --backend cuda    ... with the numba.cuda.jit source
     symdl verify [NAME ...]    symdl.verify.all: symbolic, numeric and backend checks; exit 1 on any failure
     symdl train [EXAMPLE]      train e1..e5 (docs/catalog.md), rnn, attention, ... (default: e5 on digits)
     symdl bench [--workloads]  training steps of the documents' workloads, next to NumPy by hand
@@ -24,6 +25,8 @@ def main(argv=None) -> int:
     show.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     show.add_argument("--step", action="store_true",
                       help="NAME is an example model (e1..e5, rnn, ...): print its generated training step")
+    show.add_argument("--backend", default="cpu", choices=["cpu", "cuda"],
+                      help="whose generated source to print (cuda: printed without a GPU or numba.cuda)")
     verify = sub.add_parser("verify", help="verify catalog formulas (all when no name is given)")
     verify.add_argument("names", nargs="*")
     verify.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
@@ -80,6 +83,7 @@ def _show(args) -> int:
     if args.step:
         return _show_step(args.name)
     from symdl.loops import format_ir, lower
+    from symdl.loops.lower import fusable, lower_fused
     formulas = _catalog()
     try:
         target = formulas.get(args.name)
@@ -108,20 +112,35 @@ def _show(args) -> int:
         grad = target.vjp()
         print("\n\n".join(g.pretty() for g in grad.formulas[len(parts):]))
     _cost([f for f in parts if f.output.name not in states])
+    source = _printer(args.backend, args.dtype)
     for system in ({id(k): k for k in target.compile().systems.values()}.values() if states else ()):
         _section(f"loop IR and generated source: the system {', '.join(system.outputs)} ({args.dtype})")
         print(format_ir(system.program))
         print()
-        print(system.source(args.dtype))
+        print(source(system.program))
+    if not states and fusable(parts):  # an optimizer step: one nest writes every output
+        fused = lower_fused(parts, target.name)
+        _section(f"loop IR and generated source: {target.name}, fused ({args.dtype})")
+        print(format_ir(fused))
+        print()
+        print(source(fused))
     for f in parts:
         if f.output.name in states:
             continue
         for g in [f, *f.vjp().values()]:
-            _section(f"loop IR and generated source: {g.name} ({args.dtype})")
+            _section(f"loop IR and generated source: {g.name} ({args.dtype}, {args.backend})")
             print(format_ir(lower(g)))
             print()
-            print(g.compile().source(args.dtype))
+            print(g.compile().source(args.dtype) if args.backend == "cpu" else source(lower(g)))
     return 0
+
+
+def _printer(backend: str, dtype: str):
+    """LoopProgram -> the backend's generated module source (cuda's printing imports no numba.cuda)."""
+    from symdl import __version__
+    from symdl.backends.cpu import generate as cpu
+    from symdl.backends.cuda import generate as gpu
+    return lambda prog: (cpu if backend == "cpu" else gpu)(prog, dtype, __version__)
 
 
 def _cost(parts) -> None:

@@ -64,3 +64,17 @@ def test_show_step_prints_an_example_models_generated_training_step(capsys):
     assert "# y.dense" in out and "# sgd_update" in out and "H['lr']" in out
     assert main(["show", "no_such_model", "--step"]) == 2
     assert "unknown example model" in capsys.readouterr().err
+
+
+def test_show_backend_cuda_prints_the_gpu_source_without_numba_cuda(capsys):
+    """`symdl show NAME --backend cuda`: the numba.cuda.jit modules (an embedding's gradient with its
+    atomic adds); an optimizer step's fused module on either backend; printing imports no numba.cuda."""
+    loaded = {m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda"))}
+    assert main(["show", "embedding", "--backend", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "(cuda backend)" in out and "cuda.atomic.add(grad_E, (tok[b, s], d), grad_out[b, s, d])" in out
+    assert "@nb.njit" not in out
+    assert {m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda"))} == loaded
+    assert main(["show", "adam_update"]) == 0
+    out = capsys.readouterr().out
+    assert "adam_update, fused (float32)" in out and "-> m_new[N], v_new[N], w_new[N]" in out

@@ -16,6 +16,7 @@ from numba import cuda
 from symdl import nn
 from symdl.nn.device import DeviceOptimizer, is_device_array
 from symdl.runtime import Kernel
+from symdl.runtime.fused import FusedKernel
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
@@ -105,8 +106,18 @@ def test_weights_stay_on_the_device_and_kernels_get_device_arrays(monkeypatch, t
         record(self, "vjp", {**arrays, "grad": grad})
         return vjp(self, grad, wrt=wrt, dims=dims, **arrays)
 
+    fused_run = FusedKernel.run
+
+    def checked_fused(self, env):  # an optimizer step: one fused kernel per parameter (runtime/fused.py)
+        if self.backend.name == "cuda":
+            checked.add(("fused", self.program.name))
+            host_inputs.extend(f"{self.program.name}: {n}" for n, a in env.items()
+                               if isinstance(a, np.ndarray) and a.ndim)
+        return fused_run(self, env)
+
     monkeypatch.setattr(Kernel, "__call__", checked_call)
     monkeypatch.setattr(Kernel, "vjp", checked_vjp)
+    monkeypatch.setattr(FusedKernel, "run", checked_fused)
     copies_in: list[tuple] = []
     to_device = cuda.to_device
     monkeypatch.setattr(cuda, "to_device", lambda a, *args, **kw: copies_in.append(np.shape(a))
@@ -125,7 +136,7 @@ def test_weights_stay_on_the_device_and_kernels_get_device_arrays(monkeypatch, t
     assert host_inputs == []
     # the layers forward and backward, the loss and the optimizer all went through the check
     assert {("call", "y.dense"), ("vjp", "y.dense"), ("vjp", "clip2"), ("call", "vec_mul"),
-            ("call", "rmsprop_keras_update.w")} <= checked
+            ("fused", "rmsprop_keras_update")} <= checked
     assert len(seen) == 3 and all(np.isfinite(losses))
     # after the first step (weights and optimizer state moved in once), a batch copies in x, its
     # targets and the dropout mask

@@ -13,15 +13,16 @@ def driver_args(prog: LoopProgram, dims: list) -> str:
                      + [py_name(t.name) for t in prog.inputs] + dims + ["parallel"])
 
 
-def statements(stmts, p: Printer, pad: str, parallel: bool = False) -> list[str]:
+def statements(stmts, p: Printer, pad: str, parallel: bool = False, atomic: bool = False) -> list[str]:
     """Statements as source; only loops the IR marks parallel become prange (a hoisted reduction
-    before the output loop must stay serial: an arg-max update is not a reduction numba knows)."""
+    before the output loop must stay serial: an arg-max update is not a reduction numba knows).
+    `atomic`: scatter-adds as `cuda.atomic.add` (the cuda backend, when threads may share a target)."""
     out = []
     for s in stmts:
         if isinstance(s, Loop):
             loop = "nb.prange" if parallel and s.parallel else "range"
             out.append(f"{pad}for {py_name(s.var.name)} in {loop}({p.index(s.lo)}, {p.index(s.stop)}):")
-            out += statements(s.body, p, pad + "    ") or [pad + "    pass"]
+            out += statements(s.body, p, pad + "    ", atomic=atomic) or [pad + "    pass"]
         elif isinstance(s, Let):
             value = p.index(s.value) if s.name.is_integer else p.value(s.value)
             out.append(f"{pad}{py_name(s.name.name)} = {value}")
@@ -30,15 +31,19 @@ def statements(stmts, p: Printer, pad: str, parallel: bool = False) -> list[str]
         elif isinstance(s, Store):
             idx = ", ".join(p.index(i) for i in s.index)
             out.append(f"{pad}{py_name(s.tensor)}[{idx}] = {p.value(s.value)}")
+        elif isinstance(s, ScatterAdd) and atomic:
+            idx = ", ".join(p.index(i) for i in s.index)
+            idx = f"({idx})" if len(s.index) > 1 else idx
+            out.append(f"{pad}cuda.atomic.add({py_name(s.tensor)}, {idx}, {p.value(s.value)})")
         elif isinstance(s, ScatterAdd):  # parallel only over its own whole indices (ir.ScatterAdd)
             idx = ", ".join(p.index(i) for i in s.index)
             out.append(f"{pad}{py_name(s.tensor)}[{idx}] += {p.value(s.value)}")
         elif isinstance(s, If):
             out.append(f"{pad}if {p.cond(s.cond)}:")
-            out += statements(s.then, p, pad + "    ", parallel) or [pad + "    pass"]
+            out += statements(s.then, p, pad + "    ", parallel, atomic) or [pad + "    pass"]
             if s.orelse:
                 out.append(f"{pad}else:")
-                out += statements(s.orelse, p, pad + "    ", parallel)
+                out += statements(s.orelse, p, pad + "    ", parallel, atomic)
         else:
             raise TypeError(f"unknown loop IR statement {s!r}")
     return out

@@ -56,39 +56,45 @@ class FusedKernel(GroupKernel):
         super().__init__(kernels, lower_fused([k.formula for k in kernels], name), "fused", check)
 
     def run(self, env: dict) -> dict:
-        fast = common_arguments(self._specs, env)  # the common call: every input checked once
+        b = self.backend
+        stand, native = b.split({s[0]: env[s[0]] for s in self._specs}, lambda name: False)
+        fast = common_arguments(self._specs, stand)  # the common call: every input checked once
         if fast is not None:
             args, dtype = dict(zip((s[0] for s in self._specs), fast[0])), fast[1]
         else:
-            args, dtype = self._checked(env)
+            args, dtype = self._checked(stand)
         shapes = tuple(np.shape(args[t.name]) for t in self.program.inputs)
         plan = self._plans.get((dtype, shapes))
         if plan is None:
-            dims, outs = {}, []
-            for k in self.kernels:
-                bound = k.binder.bind({t.name: np.shape(args[t.name]) for t in k.formula.inputs}, None, None)
-                clash = [d for d in bound if d in dims and dims[d] != bound[d]]
-                if clash:
-                    raise ValueError(f"program {self.program.name!r}: dimension {clash[0]} is "
-                                     f"{dims[clash[0]]} for one formula and {bound[clash[0]]} for "
-                                     f"{k.formula.name!r}")
-                dims.update(bound)
-                outs.append((k.formula.output.name, tuple(fn(**bound) for fn, _ in k.binder.out_shape)))
-            b = self.backend
-            parallel = b.parallel(self.kernels[0].program, dims)
-            module = self._module(dtype)
-            if self.check:
-                check_fused(self, module, dtype, b.flavour(parallel), args)
-            values = tuple(dims[str(d)] for d in self.program.dims)
-            plan = self._plans[(dtype, shapes)] = CallPlan(dims, tuple(outs), values, parallel, module.run)
-        result = {name: np.empty(shape, dtype=dtype) for name, shape in plan.outputs}
-        inputs = [args[t.name] for t in self.program.inputs]
-        if trace.RECORDING is not None:
-            trace.note(plan.run, result.values(), [*inputs, *plan.values],
-                       [*(t.name for t in self.program.inputs), *map(str, self.program.dims)], plan.parallel,
-                       False, self.program.name)
-        plan.run(*result.values(), *inputs, *plan.values, self.backend.flavour(plan.parallel))
-        return result
+            plan = self._plans[(dtype, shapes)] = self._plan(args, dtype)
+        outs = [b.empty(shape, dtype) for _, shape in plan.outputs]
+        names = [t.name for t in self.program.inputs]
+        placed = b.place(names, [args[n] for n in names], native)
+        if trace.RECORDING is not None and b.host_memory:
+            trace.note(plan.run, outs, [*placed, *plan.values], [*names, *map(str, self.program.dims)],
+                       plan.parallel, False, self.program.name)
+        b.launch(plan.run, outs[0], [*outs[1:], *placed], plan.values, plan.parallel)
+        keep = bool(native)  # device inputs: device outputs (as a Kernel's call)
+        return {n: b.result(o, shape, keep) for (n, shape), o in zip(plan.outputs, outs, strict=True)}
+
+    def _plan(self, args: dict, dtype) -> CallPlan:
+        dims, outs = {}, []
+        for k in self.kernels:
+            bound = k.binder.bind({t.name: np.shape(args[t.name]) for t in k.formula.inputs}, None, None)
+            clash = [d for d in bound if d in dims and dims[d] != bound[d]]
+            if clash:
+                raise ValueError(f"program {self.program.name!r}: dimension {clash[0]} is "
+                                 f"{dims[clash[0]]} for one formula and {bound[clash[0]]} for "
+                                 f"{k.formula.name!r}")
+            dims.update(bound)
+            outs.append((k.formula.output.name, tuple(fn(**bound) for fn, _ in k.binder.out_shape)))
+        b = self.backend
+        parallel = b.parallel(self.kernels[0].program, dims)
+        module = self._module(dtype)
+        if self.check:
+            check_fused(self, module, dtype, b.flavour(parallel), args)
+        values = tuple(dims[str(d)] for d in self.program.dims)
+        return CallPlan(dims, tuple(outs), values, parallel, module.run)
 
     def _checked(self, env: dict):
         """Each formula's own checks, in its words."""

@@ -93,7 +93,8 @@ def check_kernel(kernel, module, dtype, parallel: bool, templates=None) -> None:
 
 def check_fused(fused, module, dtype, parallel: bool, templates: dict | None = None) -> None:
     """Check a FusedKernel's module: every output against its own formula's reference."""
-    flavour = _flavour("cpu", parallel)
+    b = fused.backend
+    flavour = _flavour(b.name, parallel)
     if not enabled() or not _pending(module, flavour):
         return
     case = _case(fused, fused.kernels)
@@ -103,10 +104,12 @@ def check_fused(fused, module, dtype, parallel: bool, templates: dict | None = N
             for t in fused.program.inputs]
     values = [case.dims[str(d)] for d in fused.program.dims]
     names = [k.formula.output.name for k in fused.kernels]  # the fused driver's output order
-    outs = [np.empty(case.out_shapes[n], dtype=dtype) for n in names]
-    module.run(*outs, *args, *values, parallel)
+    outs = [b.empty(case.out_shapes[n], dtype) for n in names]
+    b.launch(module.run, outs[0], [*outs[1:], *b.place([t.name for t in fused.program.inputs], args, {})],
+             values, parallel)
     for k, got in zip(fused.kernels, outs, strict=True):
-        _compare(k.formula.name, k.formula.output.name, got, case, dtype, "cpu")
+        got = b.to_host(b.result(got, case.out_shapes[k.formula.output.name], False))
+        _compare(k.formula.name, k.formula.output.name, got, case, dtype, b.name)
     _passed(module, flavour)
 
 

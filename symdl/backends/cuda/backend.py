@@ -39,6 +39,7 @@ class CudaBackend(Backend):
     arrays = "a numpy or device array"
     host_memory = False
     checks_layout = False  # the driver takes C-contiguous device arrays whatever the caller's layout
+    fuses = True  # an optimizer step: one kernel per parameter writes the weight and every state (runtime/fused.py)
 
     def __init__(self):
         self.cuda = require_cuda()

@@ -14,6 +14,8 @@ THREADS = 8 if SIMULATOR else 256  # threads per block of an elementwise (one th
 MAX_BLOCKS = 2 if SIMULATOR else 4096  # grid-stride loops cover the rest (4096 ≈ 30 blocks per H100 SM)
 RED_THREADS = 8 if SIMULATOR else 256  # threads per block of a reduction: a power of two (tree reduction)
 RED_BLOCKS = 2 if SIMULATOR else 1024  # blocks that write partial sums (the final kernel adds them)
+SPLIT_THREADS = 16 if SIMULATOR else 1 << 16  # threads that keep a GPU busy: fewer outputs split their sums
+SPLIT_TERMS = 2 if SIMULATOR else 64  # terms each thread of a split sum adds at least
 
 
 def launch_grid(n: int, threads: int = THREADS, cap: int = MAX_BLOCKS) -> tuple[int, int]:
@@ -30,9 +32,18 @@ def reduction_blocks(n: int) -> int:
     return max(1, min(-(-n // RED_THREADS), RED_BLOCKS))
 
 
+def split_chunks(outputs: int, terms: int) -> int:
+    """Chunks each output's sums split into (split.py): 1 (no split) when the outputs alone give
+    SPLIT_THREADS threads or the sums are short; else enough chunks for SPLIT_THREADS threads, each
+    adding at least SPLIT_TERMS terms."""
+    if outputs <= 0 or outputs >= SPLIT_THREADS or terms < 2 * SPLIT_TERMS:
+        return 1
+    return max(1, min(-(-SPLIT_THREADS // outputs), terms // SPLIT_TERMS))
+
+
 def matmul_grid(m: int, n: int, bm: int, bn: int) -> tuple[int, int]:
     """Blocks for an m x n product in bm x bn tiles (the module's MM_BM, MM_BN)."""
     return -(-n // bn) or 1, -(-m // bm) or 1
 
 
-__all__ = ["cuda", "launch_grid", "reduction_blocks", "matmul_grid", "SIMULATOR", "THREADS", "RED_THREADS"]
+__all__ = ["cuda", "launch_grid", "reduction_blocks", "split_chunks", "matmul_grid", "SIMULATOR", "THREADS", "RED_THREADS"]

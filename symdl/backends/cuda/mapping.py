@@ -1,11 +1,22 @@
 """How a loop nest of the IR maps onto GPU threads (pure analysis of the IR; printing is codegen's).
 
-Three shapes, tried in order:
+The shapes, tried in this order (codegen._thread_map):
 
-- `ThreadMap`: the nest ends in a loop the IR marks parallel. That loop and the loops perfectly
-  nested in it with rectangular bounds (the output indices) flatten into one thread index, one
-  thread per output element; everything inside stays as in the IR (register accumulators, inner
-  loops). Statements before the parallel loop (reductions hoisted out of it) run in every thread.
+- `ThreadMap` with `atomic` (`atomic_map`): a nest of scatter-adds (a gather's gradient, max
+  pooling's). Its top loops, perfectly nested with rectangular bounds, flatten into one thread
+  index whether the IR marks them parallel or not: each iteration keeps its scalars to itself
+  (accumulates only into its own temporaries), reads no tensor the nest writes, and every store
+  uses all the flattened variables as whole indices; scatter-adds, which two iterations may send
+  to one element, print as `cuda.atomic.add`.
+- `ThreadMap` (`thread_map`): the nest ends in a loop the IR marks parallel. That loop and the
+  loops perfectly nested in it with rectangular bounds (the output indices) flatten into one
+  thread index, one thread per output element; everything inside stays as in the IR (register
+  accumulators, inner loops). Statements before the parallel loop run in every thread, unless
+  they sum over a dimension's length (`prefix_reduction`): then once, as a `Reduction`.
+  Where each thread runs sums (`split_sums`, the same shape as `Reduction`), the driver may split
+  them between several threads per output when outputs are few and sums long.
+- `ThreadMap` from `atomic_map` for a nest the IR does not mark parallel whose iterations are
+  independent (zeroing a scatter's output).
 - `Reduction`: no parallel loop, and the nest is scalar statements plus sum reductions
   `acc = 0; for v: ... acc += ...` whose loops read no other sum (a loss, a scalar gradient). Each
   reduction loop is spread over the threads of a grid; blocks reduce in shared memory and write one
@@ -26,6 +37,7 @@ class ThreadMap:
     prefix: tuple  # statements before the parallel loop: every thread runs them
     loops: tuple   # the flattened loops, outermost first
     body: tuple    # the innermost flattened loop's body
+    atomic: bool = False  # scatter-adds print as atomic adds (threads may hit one element)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,62 @@ def thread_map(nest: Nest, dims) -> ThreadMap | None:
             break
         loops.append(inner)
     return ThreadMap(tuple(body[:-1]), tuple(loops), loops[-1].body)
+
+
+def atomic_map(nest: Nest, dims) -> ThreadMap | None:
+    """The nest's top loops as threads when their iterations are independent but for scatter-adds
+    (module docstring); None when the nest is not of that shape (a recurrence reads what it stores,
+    a loop-carried scalar accumulates across iterations)."""
+    body, dims = nest.body, set(dims)
+    if len(body) != 1 or not isinstance(body[0], Loop) or not _rectangular(body[0], dims):
+        return None
+    loops = [body[0]]
+    while len(loops[-1].body) == 1 and isinstance(loops[-1].body[0], Loop) and _rectangular(loops[-1].body[0], dims):
+        loops.append(loops[-1].body[0])
+    inner, variables = loops[-1].body, {l.var for l in loops}
+    written = {s.tensor for s in _walk(inner) if isinstance(s, (Store, ScatterAdd))}
+    own = {s.name for s in _walk(inner) if isinstance(s, Let)}
+    if not written or written & _reads(inner):
+        return None
+    if any(isinstance(s, Accumulate) and s.name not in own for s in _walk(inner)):
+        return None
+    if any(isinstance(s, Store) and not variables <= set(s.index) for s in _walk(inner)):
+        return None
+    return ThreadMap((), tuple(loops), inner, any(isinstance(s, ScatterAdd) for s in _walk(inner)))
+
+
+def split_sums(tm: ThreadMap, dims) -> Reduction | None:
+    """The sums of one thread's body (per output element) when its iterations over the summed
+    loops can be split between threads (a bias gradient Σ_b g[b, j] with few columns j): the body
+    is of `reduction`'s shape, its sums' bounds computable on the host."""
+    if tm.atomic:
+        return None
+    red = reduction(Nest("split", tm.body, (), sp.Integer(0)), dims)
+    if red is None or not any(_own_symbols(l) & set(dims) for _, loops, _ in red.pairs.values() for l in loops):
+        return None  # sums of a constant length (a pooling window) are short: nothing to split
+    return red
+
+
+PREFIX = "_pre_"  # the device array a hoisted prefix's scalars pass through
+
+
+def prefix_reduction(tm: ThreadMap, dims) -> tuple[Reduction, tuple] | None:
+    """(the prefix as a `Reduction`, the scalars it passes on through PREFIX) when
+    the statements before the parallel loop sum over a length the dimensions set (a vector
+    normalised by its total): run once, on a grid, rather than again in every thread. None when the
+    prefix is cheap (loops of constant length: pooling's window count) or not of that shape."""
+    if not any(_own_symbols(s) & set(dims) for s in _walk(tm.prefix) if isinstance(s, Loop)):
+        return None
+    used = _symbols(tm.loops) | _symbols(tm.body)
+    live = tuple(dict.fromkeys(s.name for s in tm.prefix if isinstance(s, Let) and s.name in used))
+    if any(v.is_integer for v in live):
+        return None  # positions (an arg-max) would pass through a float array
+    red = reduction(Nest("prefix", tuple(tm.prefix), (), sp.Integer(0)), dims)
+    return None if red is None else (red, live)
+
+
+def has_scatter(nest: Nest) -> bool:
+    return any(isinstance(s, ScatterAdd) for s in _walk(nest.body))
 
 
 def reduction(nest: Nest, dims) -> Reduction | None:
@@ -159,6 +227,17 @@ def _symbols(body) -> set:
     out = set()
     for s in _walk(body):
         out |= _own_symbols(s)
+    return out
+
+
+def _reads(body) -> set:
+    """Names of the tensors the statements read."""
+    out = set()
+    for s in _walk(body):
+        exprs = [sp.sympify(e) for e in ((s.value,) if isinstance(s, (Let, Accumulate)) else
+                                         (s.value, *s.index) if isinstance(s, (Store, ScatterAdd)) else
+                                         (s.cond,) if isinstance(s, If) else ())]
+        out |= {str(a.base.label) for e in exprs for a in e.atoms(sp.Indexed)}
     return out
 
 

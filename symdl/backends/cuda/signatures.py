@@ -26,6 +26,7 @@ def signatures(prog: LoopProgram, module, dtype: str) -> dict:
         arrays[py_name(t.name)] = types.Array(f, max(1, t.rank), "C")  # scalars: 1 element
     arrays.update({py_name(t.name): types.Array(f, len(t.shape), "C") for t in prog.temps})
     arrays["_part_"] = types.Array(f, 2, "C")
+    arrays["_pre_"] = types.Array(f, 1, "C")  # scalars computed before a parallel loop (mapping.PREFIX)
     scalars = {py_name(t.name) for t in prog.inputs if t.rank == 0}
     out = {}
     for name, obj in vars(module).items():

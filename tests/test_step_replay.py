@@ -184,3 +184,23 @@ def test_a_replay_that_disagrees_is_dropped(monkeypatch):
     _train_both(a, b, xs, ys)
     assert not a._replay.plans
     assert "disagreed" in next(iter(a._replay.refused.values()))
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_predict_replays_its_forward_pass_and_follows_new_weights(model):
+    """predict's forward pass is replayed too; it reads the weights as they are at each call, so
+    training between predictions (new weight arrays every step) is seen at once."""
+    layers, shape, classes = MODELS[model]
+    a, b = _models(layers, LOSSES[model], OPTIMIZERS["adam"])
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(20, *shape)).astype(np.float32)
+    for step in range(3):
+        for _ in range(3):
+            np.testing.assert_allclose(a.predict(x, batch_size=8), b.predict(x, batch_size=8), rtol=1e-5, atol=1e-6)
+        y = _targets(LOSSES[model], rng, 20, classes)
+        a.train_on_batch(x, y), b.train_on_batch(x, y)
+    assert any(k[0] == "forward" for k in a._replay.plans), a._replay.refused
+    va, vb = (next(v for layer in m.layers for v in layer.weights if v.value.ndim > 1) for m in (a, b))
+    va.value = np.asfortranarray(va.value)  # another layout: not replayed
+    vb.value = va.value.copy()
+    np.testing.assert_allclose(a.predict(x, batch_size=8), b.predict(x, batch_size=8), rtol=1e-5, atol=1e-6)

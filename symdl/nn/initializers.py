@@ -86,7 +86,7 @@ class Orthogonal(Initializer):
         q, r = np.linalg.qr(a)
         q = q * np.sign(np.diag(r))
         q = q if rows >= cols else q.T
-        return (self.gain * q).reshape(shape).astype(np.float32)
+        return np.ascontiguousarray((self.gain * q).reshape(shape), dtype=np.float32)  # q.T is F-ordered
 
     def get_config(self) -> dict:
         return {"name": self.name, "gain": self.gain}

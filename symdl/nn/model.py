@@ -84,7 +84,7 @@ class Sequential(Trainer):
         builds and set_weights follow it. compile(device=...) calls this."""
         self.device = check_device(device)
         for v in (self.weights if self.built else []):
-            v.value = to_device(v.value) if self.device == "cuda" else to_host(v.value)
+            v.value = to_device(v.value) if self.device == "cuda" else _c_order(to_host(v.value))
 
     # -- weights --------------------------------------------------------------------------------
     @property
@@ -113,7 +113,7 @@ class Sequential(Trainer):
             if w.dtype.kind not in "fiub":
                 raise ValueError(f"set_weights: {v.name} (weight {n}) takes numbers, got dtype {w.dtype}")
         for v, w in zip(variables, arrays, strict=True):
-            v.value = np.array(w, dtype=np.float32)
+            v.value = np.array(w, dtype=np.float32, order="C")
             if self.device == "cuda":
                 v.value = to_device(v.value)
 
@@ -268,3 +268,8 @@ def _formula_layer(cfg: dict, custom_objects: dict) -> FormulaLayer:
     params = {n: tuple(s) for n, s in cfg["params"].items()}
     return FormulaLayer(formula, params=params, input=cfg["input"], output=cfg["output"],
                         constants=cfg.get("constants"), name=cfg["name"])
+
+
+def _c_order(a: np.ndarray) -> np.ndarray:
+    """`a` in C order (the recorded training step reads weights so); 0-d arrays stay 0-d."""
+    return a if a.flags.c_contiguous else a.copy(order="C")

@@ -94,7 +94,7 @@ class Recording:
                     args.append(read(a, launch.what))
                     if launch.gathers and a.dtype.kind in "iu" and args[-1][:2] != ("in", "t"):
                         raise Refused(f"{launch.what!r} reads through integer tensors the step does not check")
-                elif n >= parts["update_from"] and name in hyper:
+                elif n >= parts.get("update_from", len(launches)) and name in hyper:
                     args.append(("hyper", name))
                 else:
                     args.append(("num", a))
@@ -109,7 +109,8 @@ class Recording:
                 self.after.append(("same",))
             else:
                 raise Refused("the step replaces a weight or optimizer slot with an array no kernel wrote")
-        self.loss, self.out = read(parts["loss"], "the loss"), read(out, "the model's output")
+        self.loss = read(parts["loss"], "the loss") if "loss" in parts else None  # None: a forward pass
+        self.out = read(out, "the model's output")
         self.out_shape, self.out_dtype = out.shape, out.dtype
         self.launches = launches
 
@@ -221,10 +222,11 @@ class Plan:
             call = ", ".join([*(arg(o) for o in outs), *(arg(a) for a in args), "P" if launch.parallel else "False"])
             lines.append(f"    k{n}({call})  # {launch.what}")
         new_state = [names[j] if a[0] == "same" else arg(a) for j, a in enumerate(rec.after)]
-        lines.append(f"    return [{', '.join(new_state)}], {arg(rec.loss)}, {arg(rec.out)}")
+        lines.append(f"    return [{', '.join(new_state)}], {arg(rec.loss) if rec.loss else None}, {arg(rec.out)}")
         self.source = "\n".join(lines) + "\n"
         exec(compile(self.source, f"<symdl training step {name}>", "exec"), glob)
         self.function = glob["step"]
+        self.state_layout = [(a.shape, a.dtype.str) for a in before]
         self.parallel = any(launch.parallel for launch, _, _ in rec.ops)  # else no thread count is asked
         self.out_template = np.empty(rec.out_shape, rec.out_dtype)  # what the loss's feed checks against
 
@@ -269,12 +271,65 @@ class StepReplay:
                 return self._replay(key, plan, x, y, state)
             del self.plans[key]  # weights replaced from outside: record again
             self.seen[key] = 0
-        if key in self.refused:
+        if key in self.refused or not _recordable(state_arrays(m, weights)):
             return m._plain_step(x, y)
         n = self.seen[key] = self.seen.get(key, 0) + 1
         if n - 1 in RECORD_AT:
             return self._record(key, x, y, n - 1 == RECORD_AT[-1])
         return m._plain_step(x, y)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The model's output for a batch (training=False; predict), replayed as a step is: two
+        calls per batch shape recorded, the third run both ways. It reads the weights as they are
+        at each call (no identity to keep: a forward pass replaces none)."""
+        m = self.model
+        x = x if x.base is None and x.flags.c_contiguous else x.copy()
+        weights = m.weights
+        key = ("forward", x.shape, x.dtype.str, len(weights))
+        plan = self.plans.get(key)
+        if plan is not None:
+            state = [v.value for v in weights]
+            if all(a.shape == s and a.dtype.str == d and a.flags.c_contiguous and type(a) is np.ndarray
+                   for a, (s, d) in zip(state, plan.state_layout, strict=True)):
+                if self.expect[key] is not None:
+                    return self._run_forward(plan, x, state)
+                out = m.forward(x).copy()
+                if _agree(out, self._run_forward(plan, x, state)):
+                    self.expect[key] = True
+                    return self._run_forward(plan, x, state)
+                del self.plans[key]
+                self.refused[key] = "the replayed forward pass disagreed with the one run layer by layer"
+            return m.forward(x)
+        if key in self.refused:
+            return m.forward(x)
+        before = [v.value for v in weights]
+        if not _recordable(before):
+            return m.forward(x)
+        n = self.seen[key] = self.seen.get(key, 0) + 1
+        if n - 1 not in RECORD_AT:
+            return m.forward(x)
+        with trace.recording() as launches:
+            out = m.forward(x)
+        try:
+            rec = Recording(launches, {"x": x}, before, before, {}, out, set())
+            if n - 1 == RECORD_AT[-1]:
+                if rec.signature() != self.recorded.pop(key).signature():
+                    raise Refused("two forward passes launched different kernels or read different arrays")
+                self.plans[key] = Plan(rec, {"x": x}, before, f"forward pass of model {m.name!r}, batch {x.shape}",
+                                       state_names(m)[:len(before)])
+                self.expect[key] = None
+            else:
+                self.recorded[key] = rec
+        except Refused as e:
+            self.refused[key] = str(e)
+        return out
+
+    def _run_forward(self, plan, x, state):
+        parallel = False
+        if plan.parallel:
+            adapt_threads()
+            parallel = _CPU.flavour(True)
+        return plan.function(x, None, state, [], None, parallel)[2]
 
     def _record(self, key, x, y, last: bool):
         m = self.model
@@ -332,6 +387,12 @@ class StepReplay:
         del self.plans[key]
         self.refused[key] = "the replayed step disagreed with the step run layer by layer"
         return loss, out
+
+
+def _recordable(state: list) -> bool:
+    """Views of the state are recorded relative to C-contiguous arrays (what the optimizer writes);
+    a weight of another layout (set by hand) is run layer by layer until a step replaces it."""
+    return all(type(a) is np.ndarray and a.flags.c_contiguous for a in state)
 
 
 def _agree(a, b) -> bool:

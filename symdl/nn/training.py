@@ -377,7 +377,8 @@ class Trainer:
         else:
             check_batch_axis("predict", x, self.input_shape)
         self._ensure_built()
-        outs = [_host_copy(self.forward(x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
+        forward = self._replay.forward if self._replay is not None and self.device == "cpu" else self.forward
+        outs = [_host_copy(forward(x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), dtype=np.float32)
 
 

@@ -75,6 +75,23 @@ class MatMul:
 
 
 @dataclass(frozen=True)
+class Contract:
+    """Library call: out[rows + cols] = Σ over `sums` of a[a_axes] · b[b_axes] (axes named by index
+    symbols), one GEMM on a's axes permuted to (rows, sums) and b's to (sums, cols), each group
+    flattened (passes/contraction.py). `sizes` is (m, n, k), for trip counts."""
+
+    out: str
+    a: str
+    a_axes: tuple
+    b: str
+    b_axes: tuple
+    rows: tuple
+    cols: tuple
+    sums: tuple
+    sizes: tuple
+
+
+@dataclass(frozen=True)
 class Nest:
     """One compiled function: statements over the tensors it names."""
 
@@ -100,7 +117,7 @@ class LoopProgram:
     output: object  # Tensor spec
     dims: tuple
     temps: tuple
-    steps: tuple  # MatMul | Nest
+    steps: tuple  # MatMul | Contract | Nest
     extra_outputs: tuple = ()  # a fused program's other outputs (Tensor specs), written like output
 
 
@@ -113,6 +130,10 @@ def format_ir(prog: LoopProgram) -> str:
         if isinstance(step, MatMul):
             ta, tb = ".T" if step.trans_a else "", ".T" if step.trans_b else ""
             lines.append(f"  {step.out} = matmul({step.a}{ta}, {step.b}{tb})")
+        elif isinstance(step, Contract):
+            out, a, b = (", ".join(map(str, axes)) for axes in (step.rows + step.cols, step.a_axes, step.b_axes))
+            lines.append(f"  {step.out}[{out}] = gemm({step.a}[{a}], {step.b}[{b}]) summing "
+                         f"{', '.join(map(str, step.sums))}")
         else:
             lines.append(f"  nest {step.name}  (work ~ {step.parallel_work}):")
             lines += _format_body(step.body, "    ")
@@ -149,7 +170,7 @@ def check(prog: LoopProgram) -> None:
     arrays = {t.name for t in prog.inputs} | outputs | {t.name for t in prog.temps}
     writable = outputs | {t.name for t in prog.temps}
     for step in prog.steps:
-        if isinstance(step, MatMul):
+        if isinstance(step, (MatMul, Contract)):
             assert {step.a, step.b, step.out} <= arrays, step
             assert step.out in writable, step
             continue

@@ -12,18 +12,20 @@ import sympy as sp
 from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS
-from ..passes.contraction import extract_matmuls
+from ..passes.contraction import Contraction, Gather, GroupedContraction, extract_matmuls
 from ..passes.sums import merge_sibling_sums
 from . import rows, scatter
 from .emit import _Names, _taken, _with_cse, emit, emit_shared
 from .invariant import hoist_nested_reductions
-from .ir import Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
+from .ir import Contract, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
 
 def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
     """`row_reductions` (the cpu backend's choice): a sum down columns (grad_b[j] = Σ_i g[i, j])
     runs row by row into the zeroed output, reading memory in order, instead of one strided
-    column at a time."""
+    column at a time; and contractions of any rank go to BLAS (passes/contraction.py: grouped
+    index sets, operands gathered into contiguous temporaries), where other backends keep loops
+    for all but 2-D matrix products."""
     if row_reductions:  # the cpu's schedules that read and write rows in memory order (rows.py)
         program = rows.lower_rows(f, loop_order(f))
         if program is not None:
@@ -36,15 +38,12 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         steps = scatter.lower_scatter(f, hit, lambda es: emit_shared(es, names), arrays,
                                       lambda: names.new("at", integer=True))
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
-    body, contractions = extract_matmuls(f) if f.recurrence is None else (f.body, [])
-    temps = [Temp(c.temp, c.shape) for c in contractions]
-    steps = [MatMul(c.temp, c.a, c.b, c.trans_a, c.trans_b) for c in contractions]
-    direct = (len(contractions) == 1 and f.indices
-              and body == sp.IndexedBase(contractions[0].temp, real=True)[f.indices])
-    if direct:  # the whole formula is one matrix product: BLAS writes the output itself
-        c = contractions[0]
-        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
-                           (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
+    # the cpu also hands contractions of any rank to BLAS, gathering affine operands first
+    body, contractions = extract_matmuls(f, grouped=row_reductions) if f.recurrence is None else (f.body, [])
+    direct = _direct(f, body, contractions)
+    if direct is not None:  # the whole formula is one matrix product: BLAS writes the output itself
+        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, direct[0], direct[1])
+    temps, steps = _library_steps(contractions, {c.temp: c.temp for c in contractions})
     body = merge_sibling_sums(body)  # one pass for the regions of a piecewise derivative
     names = _Names(_taken(f, body))
     body, inv_temps, inv_nests = hoist_nested_reductions(f, body, names, emit, _with_cse)
@@ -71,6 +70,50 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         t.name for t in temps if t.name in used] + [f.output.name]
     steps.append(Nest("loops", nest, tuple(arrays), work))
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps), tuple(steps))
+
+
+def _direct(f: Formula, body, contractions):
+    """(temps, steps) when the body is one contraction's temporary read in the output's order:
+    the library call writes the output itself."""
+    if len(contractions) != 1 or not f.indices:
+        return None
+    c = contractions[0]
+    axes = (c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
+    if axes != tuple(f.indices) or body != sp.IndexedBase(c.temp, real=True)[f.indices]:
+        return None
+    return _library_steps(contractions, {c.temp: f.output.name})
+
+
+def _library_steps(contractions, writes: dict) -> tuple[list, list]:
+    """Temporaries and steps for the contractions: a matrix product, or the nests gathering a
+    grouped contraction's operands then its GEMM; `writes` maps each temporary to the array it fills."""
+    temps, steps = [], []
+    for c in contractions:
+        out = writes[c.temp]
+        if out == c.temp:
+            temps.append(Temp(c.temp, c.shape))
+        if isinstance(c, Contraction):
+            steps.append(MatMul(out, c.a, c.b, c.trans_a, c.trans_b))
+            continue
+        for g in c.gathers:
+            temps.append(Temp(g.temp, g.shape))
+            steps.append(_gather_nest(g))
+        steps.append(Contract(out, c.a, c.a_axes, c.b, c.b_axes, c.rows, c.cols, c.sums, c.sizes))
+    return temps, steps
+
+
+def _gather_nest(g: Gather) -> Nest:
+    """temp[axes - lows] = value over the box: the operand in contiguous memory (im2col), a guard's
+    zeros included; the first axis runs in parallel."""
+    names = _Names({s.name for s in g.value.atoms(sp.Symbol)} | {str(b.label) for b in g.value.atoms(sp.IndexedBase)})
+    stmts, value = emit(g.value, names)
+    index = tuple(i - lo for i, lo in zip(g.axes, g.lows, strict=True))
+    nest = tuple(stmts) + tuple(_with_cse(Store(g.temp, index, value), names))
+    for depth in reversed(range(len(g.axes))):
+        i, lo, n = g.axes[depth], g.lows[depth], g.shape[depth]
+        nest = (Loop(i, lo, lo + n, nest, parallel=depth == 0),)
+    arrays = tuple(sorted({str(b.label) for b in g.value.atoms(sp.IndexedBase)})) + (g.temp,)
+    return Nest(f"gather_{g.temp}", nest, arrays, sp.Mul(*g.shape))
 
 
 def fusable(formulas) -> bool:

@@ -11,11 +11,11 @@ import math
 import sympy as sp
 
 from ..printing import python_function
-from .ir import If, Let, Loop, LoopProgram, MatMul, Nest
+from .ir import Contract, If, Let, Loop, LoopProgram, MatMul, Nest
 
 
 def trip_count(prog: LoopProgram, dims: dict) -> int:
-    """Total loop iterations of every nest, plus m·n·k for each matrix product."""
+    """Total loop iterations of every nest (gathers included), plus m·n·k for each matrix product."""
     values = {str(d): int(v) for d, v in dims.items()}
     total = 0
     shapes = {t.name: t.shape for t in prog.inputs}
@@ -26,6 +26,8 @@ def trip_count(prog: LoopProgram, dims: dict) -> int:
             a = [_value(d, values) for d in shapes[step.a]]
             b = [_value(d, values) for d in shapes[step.b]]
             total += a[0] * a[1] * (b[0] if step.trans_b else b[1])
+        elif isinstance(step, Contract):
+            total += math.prod(_value(s, values) for s in step.sizes)
         elif isinstance(step, Nest):
             total += _count(step.body, values)
     return total

@@ -1,8 +1,17 @@
-"""Contraction detection: a Sum that is a matrix product of two 2-D tensors becomes a GEMM.
+"""Contraction detection: a Sum that is a product of two tensors becomes a GEMM.
 
 BLAS beats every generated loop nest for every matrix-product shape measured, so
 `Sum(A[u, k] * B[k, v], k)` (either operand transposed, times index-free factors) is replaced by
-a read of a temporary `T[u, v]` that a library call fills before the loops run.
+a read of a temporary `T[u, v]` that a library call fills before the loops run (`Contraction`,
+a 2-D matrix product every backend serves).
+
+`grouped=True` (the cpu's choice, loops.lower) also takes contractions of any rank
+(`GroupedContraction`): a Sum over one or several indices (nested Sums over constant bounds are
+one) of a product whose factors split into two operands, A using the row indices (output indices
+only A uses), B the column indices, both the summed ones. An operand that is one read over whole
+axes is used as it is (a reshaped view, or one copy); any other (an affine read such as a
+convolution's x[b, i + m, j + n, c], a guarded read, a product of reads, a slice) is first
+gathered into a contiguous temporary over its box of indices (im2col), guards giving zeros.
 """
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..declare.formula import Formula
+from ..declare.reductions import REDUCTIONS
 
 
 @dataclass(frozen=True)
@@ -24,29 +34,62 @@ class Contraction:
     shape: tuple  # (rows, cols)
 
 
-def extract_matmuls(f: Formula) -> tuple[sp.Expr, list]:
-    """Return the body with matrix-product Sums replaced by temporaries, and the contractions."""
+@dataclass(frozen=True)
+class Gather:
+    """temp[axes - lows] = value over the box of `axes` (im2col): an operand made contiguous."""
+
+    temp: str
+    axes: tuple  # index symbols, one per axis of temp
+    lows: tuple  # each axis's first index (temp's axis starts at 0)
+    shape: tuple
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
+class GroupedContraction:
+    """temp[rows..., cols...] = Σ_sums a · b, a's axes named by `a_axes`, b's by `b_axes` (each an
+    index symbol), one GEMM of (Π rows, Π sums) by (Π sums, Π cols) after `gathers` have run."""
+
+    temp: str
+    a: str
+    a_axes: tuple
+    b: str
+    b_axes: tuple
+    rows: tuple
+    cols: tuple
+    sums: tuple
+    shape: tuple  # temp's shape: the row then the column lengths
+    sizes: tuple  # (Π rows, Π cols, Π sums): a GEMM's m, n, k, for trip counts
+    gathers: tuple
+
+
+def extract_matmuls(f: Formula, grouped: bool = False) -> tuple[sp.Expr, list]:
+    """Return the body with contraction Sums replaced by temporaries, and the contractions."""
     found: dict = {}
     order = list(f.indices)
     # temporaries T0, T1, ... skip every name the formula uses (a user tensor T0 stays itself)
     temps = (n for n in (f"T{k}" for k in itertools.count()) if n not in f.used_names)
 
-    def visit(expr):
+    def visit(expr, guarded):
         if isinstance(expr, sp.Sum):
             hit = _match(expr, f, order)
+            if hit is None and grouped:
+                # under a guard a gather could read where the formula does not: plain views only
+                hit = _match_grouped(expr, f, order, gathers=not guarded)
             if hit is not None:
                 key = expr
                 if key not in found:
-                    found[key] = hit(next(temps))
-                c = found[key]
-                u, v = c[1]
-                return c[2] * sp.IndexedBase(c[0].temp, real=True)[u, v]
+                    found[key] = hit(temps)
+                c, axes, coeff = found[key]
+                return coeff * sp.IndexedBase(c.temp, real=True)[axes]
             return expr
         if not expr.args or isinstance(expr, sp.Indexed):
             return expr
-        return expr.func(*[visit(a) for a in expr.args])
+        if isinstance(expr, sp.Piecewise):  # the first branch always runs, the others are guarded
+            return sp.Piecewise(*[(visit(e, guarded or n > 0), c) for n, (e, c) in enumerate(expr.args)])
+        return expr.func(*[visit(a, guarded) for a in expr.args])
 
-    body = visit(f.body)
+    body = visit(f.body, False)
     return body, [c[0] for c in found.values()]
 
 
@@ -85,5 +128,139 @@ def _match(s: sp.Sum, f: Formula, order):
     trans_b = not tb_first
     shape = (f.ranges[u][1] + 1, f.ranges[v][1] + 1)
     coeff = sp.Mul(*rest)
-    return lambda name: (Contraction(name, str(ra.base.label), str(rb.base.label), ta, trans_b, shape),
-                         (u, v), coeff)
+    return lambda temps: (Contraction(next(temps), str(ra.base.label), str(rb.base.label), ta, trans_b,
+                                      shape), (u, v), coeff)
+
+
+def _flatten(s: sp.Sum, f: Formula):
+    """(summand, limits) of nested Sums whose bounds name no index (Σ_b Σ_t e is one Sum over
+    (t, b)), or None when a bound depends on an index."""
+    limits = []
+    while isinstance(s, sp.Sum):
+        for var, lo, hi in s.limits:
+            if (lo.free_symbols | hi.free_symbols) & f.all_indices:
+                return None
+            limits.append((var, lo, hi))
+        s = s.function
+    return s, limits
+
+
+def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
+    """The grouped contraction `s` is, or None (see the module docstring)."""
+    flat = _flatten(s, f)
+    if flat is None:
+        return None
+    summand, limits = flat
+    sums = tuple(var for var, _, _ in limits)
+    ranges = {**{i: f.ranges[i] for i in order}, **{var: (lo, hi) for var, lo, hi in limits}}
+    if len(set(sums)) != len(sums) or set(sums) & set(order):
+        return None
+    coeff, factors = [], []
+    for a in sp.Mul.make_args(summand):
+        (factors if a.free_symbols & set(ranges) else coeff).append(a)
+    if any(a.free_symbols & f.all_indices for a in coeff):
+        return None  # an index bound elsewhere (an outer Sum's): not a contraction of this Sum
+    if any(a.has(*REDUCTIONS) or not _real(a) for a in factors):
+        return None
+    outputs = set(order)
+    groups: list = []  # [output indices, factors]: factors sharing an output index are one operand
+    for a in factors:
+        used = a.free_symbols & outputs
+        if not used:
+            continue
+        joined = [g for g in groups if g[0] & used]
+        groups = [g for g in groups if not g[0] & used]
+        groups.append([used.union(*(g[0] for g in joined)), [a] + [x for g in joined for x in g[1]]])
+    if len(groups) != 2:
+        return None  # a matrix-vector product (memory-bound: loops do as well), or a batch index on both sides
+    groups.sort(key=lambda g: min(order.index(i) for i in g[0]))
+    (row_set, a_factors), (col_set, b_factors) = groups
+    loose = [x for x in factors if not x.free_symbols & outputs]  # only summed indices: either side
+    rows = tuple(i for i in order if i in row_set)
+    cols = tuple(i for i in order if i in col_set)
+    a_value = sp.Mul(*a_factors)
+    b_value = sp.Mul(*b_factors)
+    if loose:
+        if _plain(b_value) is not None and _plain(a_value) is None:
+            a_value = a_value * sp.Mul(*loose)
+        else:
+            b_value = b_value * sp.Mul(*loose)
+    used_a, used_b = a_value.free_symbols & set(sums), b_value.free_symbols & set(sums)
+    if used_a != set(sums) or used_b != set(sums):
+        return None  # a sum only one side uses is a row sum, not a contraction
+    plain_a, plain_b = (_whole(v, rows + sums if v is a_value else cols + sums, ranges, f)
+                        for v in (a_value, b_value))
+    if not gathers and (plain_a is None or plain_b is None):
+        return None
+    # the summed axes in the order of a plain operand's memory (its view needs no copy)
+    sums = tuple(i for i in (plain_a or plain_b or (None, sums))[1] if i in sums)
+
+    def build(temps):
+        name = next(temps)
+        made = []
+
+        def operand(value, plain, own):
+            if plain is not None:
+                return plain
+            axes = _gather_order(value, own, sums)
+            box = tuple(ranges[i] for i in axes)
+            g = Gather(next(temps), axes, tuple(lo for lo, _ in box), tuple(hi - lo + 1 for lo, hi in box), value)
+            made.append(g)
+            return g.temp, axes
+
+        a, a_axes = operand(a_value, plain_a, rows)
+        b, b_axes = operand(b_value, plain_b, cols)
+        size = {i: ranges[i][1] - ranges[i][0] + 1 for i in ranges}
+        m, n, k = (sp.Mul(*[size[i] for i in g]) for g in (rows, cols, sums))
+        c = GroupedContraction(name, a, a_axes, b, b_axes, rows, cols, sums,
+                               tuple(size[i] for i in rows + cols), (m, n, k), tuple(made))
+        return c, rows + cols, sp.Mul(*coeff)
+
+    return build
+
+
+def _gather_order(value, own: tuple, sums: tuple) -> tuple:
+    """A gather's axes: its own (row or column) indices then the summed ones, or the summed ones
+    first where the reads it copies put them first (a convolution's weight gradient sums over b, i,
+    j, the leading axes of x[b, i + m, j + n, c]): the gather then reads memory in order, and
+    either way each group is contiguous, so the GEMM takes it as a view."""
+    position: dict = {}
+    for read in value.atoms(sp.Indexed):
+        for axis, e in enumerate(read.indices):
+            for i in e.free_symbols:
+                position[i] = min(position.get(i, axis), axis)
+
+    def mean(group):
+        return sum(position.get(i, 0) for i in group) / len(group)
+
+    return sums + own if mean(sums) < mean(own) else own + sums
+
+
+def _real(e) -> bool:
+    """An integer tensor is not an operand (an index array is read by a gather's loops)."""
+    return not (isinstance(e, sp.Indexed) and e.base.is_integer)
+
+
+def _plain(value):
+    """(tensor, axes) when `value` is one read with distinct plain indices, else None."""
+    if not isinstance(value, sp.Indexed) or value.base.is_integer:
+        return None
+    axes = tuple(value.indices)
+    if not all(isinstance(i, sp.Symbol) for i in axes) or len(set(axes)) != len(axes):
+        return None
+    return str(value.base.label), axes
+
+
+def _whole(value, axes, ranges, f: Formula):
+    """(tensor, axes) when `value` is a plain read of every index in `axes`, each over its
+    tensor's whole axis (then no gather is needed), else None."""
+    plain = _plain(value)
+    if plain is None or set(plain[1]) != set(axes):
+        return None
+    name, order = plain
+    for axis, i in enumerate(order):
+        lo, hi = ranges[i]
+        lengths = f.shape_rules.get((name, axis), [])
+        if lo != 0 or not lengths or any(sp.expand(n - hi - 1) != 0 for n in lengths):
+            return None
+    return plain

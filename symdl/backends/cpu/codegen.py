@@ -1,9 +1,9 @@
 """Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest,
-and a plain-Python driver `run` that allocates temporaries and calls BLAS (NumPy's matmul costs
+and a plain-Python driver `run` that allocates temporaries and calls BLAS (blas.py for contractions of any rank) (NumPy's matmul costs
 microseconds from Python, while np.dot inside njit needs SciPy and seconds to compile)."""
 from __future__ import annotations
 
-from ...loops.ir import LoopProgram, MatMul
+from ...loops.ir import Contract, LoopProgram, MatMul
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
 from .helpers import FASTMATH
@@ -21,6 +21,11 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
             a = py_name(step.a) + (".T" if step.trans_a else "")
             b = py_name(step.b) + (".T" if step.trans_b else "")
             calls.append(f"    np.matmul({a}, {b}, out={py_name(step.out)})")
+        elif isinstance(step, Contract):  # a contraction of any rank: one GEMM on reshaped views (blas.py)
+            a_perm = tuple(step.a_axes.index(i) for i in step.rows + step.sums)
+            b_perm = tuple(step.b_axes.index(i) for i in step.sums + step.cols)
+            calls.append(f"    contract({py_name(step.out)}, {py_name(step.a)}, {a_perm}, {py_name(step.b)}, "
+                         f"{b_perm}, {len(step.rows)})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + dims + scalars)
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
@@ -44,6 +49,8 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "import numba as nb",
         "import numpy as np",
         *printer.imports,
+        *(["from symdl.backends.cpu.blas import contract"] if any(isinstance(s, Contract) for s in prog.steps)
+          else []),
         "",
         f"F = {DTYPES[dtype]}",
         "",

@@ -1,6 +1,7 @@
 """The cpu's row schedules (loops/rows.py) by class: bodies whose box-shaped Sums read the innermost
-output index contiguously (a recurrence's nonlinearity of several sums) take the row schedule (the
-same sums outside a recurrence are GEMMs over (b, t) rows: passes/contraction.py), and their kernels and gradients equal NumPy written here, for every
+output index contiguously (a nonlinearity of several sums, sums of several regions, recurrences)
+take the row schedule where no GEMM does (outside a recurrence such sums are GEMMs over (b, t) rows:
+passes/contraction.py), and their kernels and gradients equal NumPy written here, for every
 combination of activation, number of sums, recurrence and dtype."""
 import itertools
 
@@ -60,8 +61,8 @@ def _inputs(f, dtype, rng):
                          list(itertools.product(ACTS, [False, True], [False, True], ["float32", "float64"])))
 def test_row_schedule_kernels_equal_numpy(act, two_sums, recurrent, dtype):
     f = _formula(act, two_sums, recurrent)
+    assert _takes_rows(f)
     # outside a recurrence the sums are contractions over (b, t) rows: BLAS (test_grouped_contractions.py)
-    assert _takes_rows(f) == recurrent
     assert any(isinstance(s, Contract) for s in lower(f, row_reductions=True).steps) != recurrent
     a = _inputs(f, dtype, np.random.default_rng(len(f.name)))
     got = f.compile()(**a)
@@ -86,10 +87,11 @@ def test_row_schedule_gradients_equal_finite_differences(two_sums, recurrent):
         np.testing.assert_allclose(grads[name], g, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
-def test_a_multi_region_weight_gradient_takes_a_gemm_and_a_guarded_sum_takes_no_rows():
+def test_a_multi_region_weight_gradient_takes_rows_and_a_guarded_sum_does_not():
     grad_R = _formula("tanh", False, True).vjp(["V"])["V"].formulas[-1]   # t = 0 from h0, t >= 1 from h
-    assert not _takes_rows(grad_R)  # its t >= 1 region is a contraction over (b, t): a GEMM
-    assert any(isinstance(s, Contract) for s in lower(grad_R, row_reductions=True).steps)
+    assert _takes_rows(grad_R)  # the loops below the gather's reuse threshold (a Branch's other side)
+    (branch,) = lower(grad_R, row_reductions=True).steps  # its t >= 1 region gathered, then a GEMM
+    assert any(isinstance(s, Contract) for s in branch.then_steps)
     guarded = symdl.Formula(sp.Eq(y[b, t, j], sp.Piecewise((sp.Sum(W[k, j] * x[b, t, k], (k, 0, K - 1)), t > 0),
                                                            (0, True))), name="rows_guarded")
     assert not _takes_rows(guarded)

@@ -7,6 +7,8 @@ guarded read is never executed outside its range; CSE runs on loop bodies, never
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from ..declare.formula import Formula, Tensor
@@ -17,15 +19,44 @@ from ..passes.sums import merge_sibling_sums
 from . import rows, scatter
 from .emit import _Names, _taken, _with_cse, emit, emit_shared
 from .invariant import hoist_nested_reductions
-from .ir import Contract, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
+from .ir import Branch, Contract, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
 
 def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
-    """`row_reductions` (the cpu backend's choice): a sum down columns (grad_b[j] = Σ_i g[i, j])
-    runs row by row into the zeroed output, reading memory in order, instead of one strided
-    column at a time; and contractions of any rank go to BLAS (passes/contraction.py: grouped
-    index sets, operands gathered into contiguous temporaries), where other backends keep loops
-    for all but 2-D matrix products."""
+    """`row_reductions` (the cpu backend's choice): contractions of any rank go to BLAS
+    (passes/contraction.py: grouped index sets, operands gathered into contiguous temporaries),
+    where other backends keep loops for all but 2-D matrix products; and a sum down columns
+    (grad_b[j] = Σ_i g[i, j]) runs row by row into the zeroed output, reading memory in order,
+    instead of one strided column at a time."""
+    if row_reductions and f.recurrence is None:
+        program = _lower_grouped(f)
+        if program is not None:
+            return program
+    return _lower_plain(f, row_reductions)
+
+
+def _lower_grouped(f: Formula) -> LoopProgram | None:
+    """The program with grouped contractions as GEMMs, or None when there is none. Where a gather
+    pays only at some sizes (contraction.MIN_REUSE), a Branch runs it there and the plain
+    program's loops elsewhere."""
+    if scatter.match(f) is not None:
+        return None
+    body, contractions = extract_matmuls(f, grouped=True)
+    grouped = [c for c in contractions if isinstance(c, GroupedContraction)]
+    pays = sp.And(*[c.pays for c in grouped])
+    if not grouped or pays is sp.false:
+        return None
+    fast = _lower_contractions(f, body, contractions)
+    if pays is sp.true:
+        return fast
+    plain = _lower_plain(f, True)
+    loops = tuple(replace(s, name=f"plain_{s.name}") if isinstance(s, Nest) else s for s in plain.steps)
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
+                       (Branch(pays, fast.temps, fast.steps, plain.temps, loops),))
+
+
+def _lower_plain(f: Formula, row_reductions: bool) -> LoopProgram:
+    """The loops, with a 2-D matrix product as a library call (every backend's program)."""
     if row_reductions:  # the cpu's schedules that read and write rows in memory order (rows.py)
         program = rows.lower_rows(f, loop_order(f))
         if program is not None:
@@ -38,11 +69,15 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         steps = scatter.lower_scatter(f, hit, lambda es: emit_shared(es, names), arrays,
                                       lambda: names.new("at", integer=True))
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
-    # the cpu also hands contractions of any rank to BLAS, gathering affine operands first
-    body, contractions = extract_matmuls(f, grouped=row_reductions) if f.recurrence is None else (f.body, [])
+    body, contractions = extract_matmuls(f) if f.recurrence is None else (f.body, [])
+    return _lower_contractions(f, body, contractions)
+
+
+def _lower_contractions(f: Formula, body, contractions) -> LoopProgram:
+    """Library calls for the contractions, then the loops of the body that reads their results."""
     direct = _direct(f, body, contractions)
     if direct is not None:  # the whole formula is one matrix product: BLAS writes the output itself
-        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, direct[0], direct[1])
+        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(direct[0]), tuple(direct[1]))
     temps, steps = _library_steps(contractions, {c.temp: c.temp for c in contractions})
     body = merge_sibling_sums(body)  # one pass for the regions of a piecewise derivative
     names = _Names(_taken(f, body))

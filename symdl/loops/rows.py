@@ -38,7 +38,7 @@ def _sums_down_columns(f: Formula) -> bool:
     r, lo, hi = body.limits[0]
     if (lo.free_symbols | hi.free_symbols) & set(f.indices) or body.function.has(*REDUCTIONS):
         return False
-    if any(t.integer for t in f.inputs) or extract_matmuls(f, grouped=True)[1]:
+    if any(t.integer for t in f.inputs) or extract_matmuls(f)[1]:
         return False
     last = f.indices[-1]
     for read in body.function.atoms(sp.Indexed):
@@ -81,7 +81,7 @@ def _sum_along_last_axis(f: Formula) -> bool:
     bounds = {s for _, lo, hi in limits for s in sp.sympify(lo).free_symbols | sp.sympify(hi).free_symbols}
     if bounds & set(f.indices) or summand.has(*REDUCTIONS, sp.Piecewise):
         return False
-    if extract_matmuls(f, grouped=True)[1]:
+    if extract_matmuls(f)[1]:
         return False  # BLAS does it
     return any(r.indices[-1] == last for r in summand.atoms(sp.Indexed))
 
@@ -135,7 +135,7 @@ def _row_sums(f: Formula, order: list) -> list | None:
     last = f.indices[-1] if f.indices else None
     if len(f.indices) < 2 or order[-1] != last or any(t.integer for t in f.inputs):
         return None
-    if f.recurrence is None and extract_matmuls(f, grouped=True)[1]:
+    if f.recurrence is None and extract_matmuls(f)[1]:
         return None
     sums: list = []
 

@@ -61,6 +61,14 @@ class GroupedContraction:
     shape: tuple  # temp's shape: the row then the column lengths
     sizes: tuple  # (Π rows, Π cols, Π sums): a GEMM's m, n, k, for trip counts
     gathers: tuple
+    pays: sp.Basic  # a condition on dimensions: where it is false the loops are faster
+
+
+# A gathered operand is written once and read by the GEMM once per column of the other operand
+# (its reuse). E1's convolutions on one core (ms, loops -> gather + GEMM): forward with 32 output
+# channels 27 -> 14 and its kernel gradient 24 -> 12, the input gradient into 32 channels 79 -> 50;
+# the input gradient into 3 channels (reuse 3: a 151 MB gather) 20 -> 69. Gathers need this reuse:
+MIN_REUSE = 16
 
 
 def extract_matmuls(f: Formula, grouped: bool = False) -> tuple[sp.Expr, list]:
@@ -133,16 +141,87 @@ def _match(s: sp.Sum, f: Formula, order):
 
 
 def _flatten(s: sp.Sum, f: Formula):
-    """(summand, limits) of nested Sums whose bounds name no index (Σ_b Σ_t e is one Sum over
-    (t, b)), or None when a bound depends on an index."""
+    """(summand, limits) of nested Sums (Σ_b Σ_t e is one Sum over (t, b)), each with bounds that
+    name no index (`_rebase` makes them so), or None."""
     limits = []
     while isinstance(s, sp.Sum):
-        for var, lo, hi in s.limits:
-            if (lo.free_symbols | hi.free_symbols) & f.all_indices:
-                return None
-            limits.append((var, lo, hi))
+        limits += list(s.limits)
         s = s.function
+    for n, (var, lo, hi) in enumerate(limits):
+        if (lo.free_symbols | hi.free_symbols) & f.all_indices:
+            rebased = _rebase(s, limits[n:], f)
+            if rebased is None:
+                return None
+            s, limits = rebased[0], limits[:n] + rebased[1]
+            break
     return s, limits
+
+
+def _rebase(summand, limits, f: Formula):
+    """A convolution's input gradient sums over output positions i in [max(0, p - 2), min(p, H - 3)]
+    of g[b, i, j, o]·kernel[p - i, q - j, c, o]: summed instead over the kernel's axis (m = p - i
+    in [0, 3)) with the bounds as a guard, it is a convolution of g (a transposed convolution),
+    whose patches gather. Each limit is rebased onto a read's axis of constant length where the
+    index appears with coefficient ±1 (the shortest such axis): (summand, limits) or None."""
+    guards, out, taken, subs = [], [], set(f.used_names), {}
+    for var, lo, hi in limits:
+        lo, hi = lo.xreplace(subs), hi.xreplace(subs)  # an inner bound may name a rebased index
+        if not (lo.free_symbols | hi.free_symbols) & f.all_indices:
+            out.append((var, lo, hi))
+            continue
+        axis = _constant_axis(summand, var, f)
+        if axis is None:
+            return None
+        e, coeff, length = axis
+        name = next(n for n in (f"{var}_{k}" for k in itertools.count()) if n not in taken)
+        taken.add(name)
+        m = sp.Symbol(name, integer=True)
+        old = sp.expand((m - (e - coeff * var)) / coeff)  # var as a function of the new index
+        summand, subs[var] = summand.xreplace({var: old}), old
+        guards += [c for c in _bound(lo, old, hi) if not _always(c, m, length)]
+        out.append((m, sp.Integer(0), sp.Integer(length - 1)))
+    if any((lo.free_symbols | hi.free_symbols) & f.all_indices for _, lo, hi in out):
+        return None
+    if guards:
+        summand = sp.Piecewise((summand, sp.And(*guards)), (0, True))
+    return summand, out
+
+
+def _constant_axis(summand, var, f: Formula):
+    """(index expression, coefficient of var, axis length) for the shortest constant-length axis
+    of a read whose index is var times ±1 plus terms free of var, var in no other axis; or None."""
+    best = None
+    for read in summand.atoms(sp.Indexed):
+        hits = [a for a, e in enumerate(read.indices) if var in e.free_symbols]
+        if len(hits) != 1 or read.base.is_integer:
+            continue
+        e = read.indices[hits[0]]
+        lengths = set(f.shape_rules.get((str(read.base.label), hits[0]), []))
+        coeff = sp.expand(e).coeff(var)
+        length = lengths.pop() if len(lengths) == 1 else None
+        if coeff in (1, -1) and not sp.expand(e - coeff * var).has(var) and isinstance(length, sp.Integer) and (
+                best is None or length < best[2]):
+            best = (e, coeff, int(length))
+    return best
+
+
+def _bound(lo, value, hi) -> list:
+    """lo <= value <= hi as conditions, a Max lower bound or a Min upper bound split into its terms."""
+    lows = lo.args if isinstance(lo, sp.Max) else (lo,)
+    highs = hi.args if isinstance(hi, sp.Min) else (hi,)
+    return [sp.Le(a, value) for a in lows] + [sp.Le(value, b) for b in highs]
+
+
+def _always(cond, m, length: int) -> bool:
+    """Whether a condition linear in m alone holds over m's whole range [0, length)."""
+    if cond is sp.true:
+        return True
+    if not isinstance(cond, sp.Le):
+        return False
+    d = sp.expand(cond.rhs - cond.lhs)
+    if not d.free_symbols <= {m} or not d.is_polynomial(m) or sp.degree(d, m) > 1:
+        return False
+    return all(d.xreplace({m: v}) >= 0 for v in (0, length - 1))
 
 
 def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
@@ -156,7 +235,7 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
     if len(set(sums)) != len(sums) or set(sums) & set(order):
         return None
     coeff, factors = [], []
-    for a in sp.Mul.make_args(summand):
+    for a in _guard_inside(summand, set(ranges)):
         (factors if a.free_symbols & set(ranges) else coeff).append(a)
     if any(a.free_symbols & f.all_indices for a in coeff):
         return None  # an index bound elsewhere (an outer Sum's): not a contraction of this Sum
@@ -212,11 +291,28 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
         b, b_axes = operand(b_value, plain_b, cols)
         size = {i: ranges[i][1] - ranges[i][0] + 1 for i in ranges}
         m, n, k = (sp.Mul(*[size[i] for i in g]) for g in (rows, cols, sums))
+        reuse = [n] * (plain_a is None) + [m] * (plain_b is None)
+        pays = sp.And(*[sp.Ge(r, MIN_REUSE) for r in reuse])
         c = GroupedContraction(name, a, a_axes, b, b_axes, rows, cols, sums,
-                               tuple(size[i] for i in rows + cols), (m, n, k), tuple(made))
+                               tuple(size[i] for i in rows + cols), (m, n, k), tuple(made), pays)
         return c, rows + cols, sp.Mul(*coeff)
 
     return build
+
+
+def _guard_inside(summand, indices: set) -> tuple:
+    """The summand's factors, a guard around the whole product (a rebased sum's bounds) moved onto
+    the factor that uses every index the guard names: that factor's gather holds the zeros."""
+    if not (isinstance(summand, sp.Piecewise) and len(summand.args) == 2 and summand.args[1] == (0, True)):
+        return sp.Mul.make_args(summand)
+    (value, cond), _ = summand.args
+    factors = list(sp.Mul.make_args(value))
+    needs = cond.free_symbols & indices
+    for n, a in enumerate(factors):
+        if needs <= a.free_symbols:
+            factors[n] = sp.Piecewise((a, cond), (0, True))
+            return tuple(factors)
+    return (summand,)  # no factor holds the guard: one factor, not a contraction
 
 
 def _gather_order(value, own: tuple, sums: tuple) -> tuple:

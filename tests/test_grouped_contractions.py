@@ -271,3 +271,27 @@ def test_what_stays_in_loops():
     assert not any(isinstance(st, (Contract, Branch)) for st in lower(conv2d(), row_reductions=False).steps)
     unguarded = symdl.Formula(sp.Eq(y[i, j], shifted), name="grouped_unguarded")  # the same Sum alone gathers
     assert any(isinstance(st, Contract) for st in _library(lower(unguarded, row_reductions=True).steps))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_recurrence_projects_its_inputs_before_the_step_loop(dtype):
+    """h[b, t, j] = tanh(Σ_k x[b, t, k] W[k, j] + Σ_{m,n} u[t, b, m, n] V[n, m, j] + 0.5 h[b, t - 1, j]):
+    both input sums are GEMMs over every (b, t) before the step loop (one of them over a summed
+    pair in reversed order), the recurrence's own read stays in the loop."""
+    Bn, Tn, Kn, Hn, Mn, Nn = sp.symbols("B T K H M N", integer=True, positive=True)
+    b, t, k, j, m, n = (sp.Idx(s, d) for s, d in zip("btkjmn", (Bn, Tn, Kn, Hn, Mn, Nn), strict=True))
+    x, w, u, v, h, h0 = map(sp.IndexedBase, ("x", "W", "u", "V", "h", "h0"))
+    pre = sp.Sum(x[b, t, k] * w[k, j], k) + sp.Sum(u[t, b, m, n] * v[n, m, j], m, n) + h[b, t - 1, j] / 2
+    f = symdl.Formula(sp.Eq(h[b, t, j], sp.tanh(pre)), name="grouped_projected", initial={"h": h0})
+    kern = f.compile()
+    kinds = [type(s) for s in kern.program.steps]
+    assert kinds[:2] == [Contract, Contract] and kinds[2:] and Contract not in kinds[2:]
+    rng = np.random.default_rng(2)
+    a = {"x": rng.standard_normal((3, 4, 5)), "W": rng.standard_normal((5, 6)) / 3,
+         "u": rng.standard_normal((4, 3, 2, 3)), "V": rng.standard_normal((3, 2, 6)) / 3, "h0": rng.standard_normal((3, 6))}
+    a = {name: val.astype(dtype) for name, val in a.items()}
+    proj = np.einsum("btk,kj->btj", a["x"], a["W"]) + np.einsum("tbmn,nmj->btj", a["u"], a["V"])
+    want, prev = np.empty_like(proj), a["h0"]
+    for s in range(proj.shape[1]):
+        want[:, s] = prev = np.tanh(proj[:, s] + prev / 2)
+    np.testing.assert_allclose(kern(**a), want, rtol=TOL[dtype], atol=TOL[dtype])

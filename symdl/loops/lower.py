@@ -32,7 +32,27 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         program = _lower_grouped(f)
         if program is not None:
             return program
+    if row_reductions and f.recurrence is not None:
+        program = _hoist_projections(f)
+        if program is not None:
+            return program
     return _lower_plain(f, row_reductions)
+
+
+def _hoist_projections(f: Formula) -> LoopProgram | None:
+    """A recurrence's Sums that read no step of its own output (an RNN's input projection
+    Σ_k W[k, j] x[b, t, k]) run for every step at once before the step loop, as GEMMs over all
+    (b, t) rows; the step loop reads their temporaries. None when there is none (or one would
+    gather: such a Branch would copy the whole recurrence)."""
+    body, contractions = extract_matmuls(f, grouped=True, unless_reading=f.output.name)
+    if not contractions or any(getattr(c, "pays", sp.true) is not sp.true for c in contractions):
+        return None
+    shapes = {c.temp: c.shape for c in contractions}
+    steps = Formula.from_parts(f.name, f.output.name, f.indices, f.ranges, body, shapes, domains=f.domains)
+    inner = _lower_plain(steps, True)
+    temps, library = _library_steps(contractions, {c.temp: c.temp for c in contractions})
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps) + inner.temps,
+                       tuple(library) + inner.steps)
 
 
 def _lower_grouped(f: Formula) -> LoopProgram | None:

@@ -71,8 +71,9 @@ class GroupedContraction:
 MIN_REUSE = 16
 
 
-def extract_matmuls(f: Formula, grouped: bool = False) -> tuple[sp.Expr, list]:
-    """Return the body with contraction Sums replaced by temporaries, and the contractions."""
+def extract_matmuls(f: Formula, grouped: bool = False, unless_reading: str | None = None) -> tuple[sp.Expr, list]:
+    """Return the body with contraction Sums replaced by temporaries, and the contractions; a Sum
+    that reads the tensor `unless_reading` (a recurrence's own output) stays."""
     found: dict = {}
     order = list(f.indices)
     # temporaries T0, T1, ... skip every name the formula uses (a user tensor T0 stays itself)
@@ -80,6 +81,8 @@ def extract_matmuls(f: Formula, grouped: bool = False) -> tuple[sp.Expr, list]:
 
     def visit(expr, guarded):
         if isinstance(expr, sp.Sum):
+            if unless_reading and any(str(r.base.label) == unless_reading for r in expr.atoms(sp.Indexed)):
+                return expr
             hit = _match(expr, f, order)
             if hit is None and grouped:
                 # under a guard a gather could read where the formula does not: plain views only

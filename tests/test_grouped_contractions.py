@@ -295,3 +295,15 @@ def test_a_recurrence_projects_its_inputs_before_the_step_loop(dtype):
     for s in range(proj.shape[1]):
         want[:, s] = prev = np.tanh(proj[:, s] + prev / 2)
     np.testing.assert_allclose(kern(**a), want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_a_sum_inside_another_names_the_outer_index():
+    """y[i, j] = Σ_m c[m] Σ_k A[i, k, m] B[k, j]: the inner Sum depends on the outer m, so it is
+    no contraction of its own (a gather would leave m unbound); the value stays right."""
+    In, Jn, Kn, Mn = sp.symbols("I J K M", integer=True, positive=True)
+    i, j, k, m = sp.Idx("i", In), sp.Idx("j", Jn), sp.Idx("k", Kn), sp.Idx("m", Mn)
+    A, Bt, c, y = map(sp.IndexedBase, ("A", "Bt", "c", "y"))
+    f = symdl.Formula(sp.Eq(y[i, j], sp.Sum(c[m] * sp.Sum(A[i, k, m] * Bt[k, j], k), m)), name="grouped_nested")
+    rng = np.random.default_rng(4)
+    a = {"A": rng.standard_normal((3, 4, 2)), "Bt": rng.standard_normal((4, 5)), "c": rng.standard_normal(2)}
+    np.testing.assert_allclose(f.compile()(**a), np.einsum("m,ikm,kj->ij", a["c"], a["A"], a["Bt"]), rtol=1e-12)

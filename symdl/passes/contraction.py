@@ -192,9 +192,10 @@ def _rebase(summand, limits, f: Formula):
 
 def _constant_axis(summand, var, f: Formula):
     """(index expression, coefficient of var, axis length) for the shortest constant-length axis
-    of a read whose index is var times ±1 plus terms free of var, var in no other axis; or None."""
+    of an unguarded read whose index is var times ±1 plus terms free of var, var in no other axis;
+    or None."""
     best = None
-    for read in summand.atoms(sp.Indexed):
+    for read in _unguarded_reads(summand):
         hits = [a for a, e in enumerate(read.indices) if var in e.free_symbols]
         if len(hits) != 1 or read.base.is_integer:
             continue
@@ -206,6 +207,16 @@ def _constant_axis(summand, var, f: Formula):
                 best is None or length < best[2]):
             best = (e, coeff, int(length))
     return best
+
+
+def _unguarded_reads(e) -> set:
+    """The reads of `e` outside any Piecewise: the binding checks them over the whole range (a
+    guarded one may lie outside, its terms then taking the other branch, which a rebase would drop)."""
+    if isinstance(e, sp.Indexed):
+        return {e}
+    if isinstance(e, sp.Piecewise):
+        return set()
+    return set().union(*(_unguarded_reads(a) for a in e.args)) if e.args else set()
 
 
 def _bound(lo, value, hi) -> list:
@@ -240,7 +251,7 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
     coeff, factors = [], []
     for a in _guard_inside(summand, set(ranges)):
         (factors if a.free_symbols & set(ranges) else coeff).append(a)
-    if any(a.free_symbols & f.all_indices for a in coeff):
+    if any(a.free_symbols & f.all_indices - set(ranges) for a in (*coeff, *factors)):
         return None  # an index bound elsewhere (an outer Sum's): not a contraction of this Sum
     if any(a.has(*REDUCTIONS) or not _real(a) for a in factors):
         return None

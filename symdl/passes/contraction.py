@@ -11,7 +11,10 @@ one) of a product whose factors split into two operands, A using the row indices
 only A uses), B the column indices, both the summed ones. An operand that is one read over whole
 axes is used as it is (a reshaped view, or one copy); any other (an affine read such as a
 convolution's x[b, i + m, j + n, c], a guarded read, a product of reads, a slice) is first
-gathered into a contiguous temporary over its box of indices (im2col), guards giving zeros.
+gathered into a contiguous temporary over its box of indices (im2col), guards giving zeros. A
+sum whose bounds name output indices (a convolution's input gradient) is first rebased onto a
+read's constant-length axis (`_rebase`), its bounds becoming a guard. A gather pays only where
+the GEMM reuses it enough (`MIN_REUSE`); loops.lower branches on that per call.
 """
 from __future__ import annotations
 
@@ -281,8 +284,7 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
     used_a, used_b = a_value.free_symbols & set(sums), b_value.free_symbols & set(sums)
     if used_a != set(sums) or used_b != set(sums):
         return None  # a sum only one side uses is a row sum, not a contraction
-    plain_a, plain_b = (_whole(v, rows + sums if v is a_value else cols + sums, ranges, f)
-                        for v in (a_value, b_value))
+    plain_a, plain_b = _whole(a_value, rows + sums, ranges, f), _whole(b_value, cols + sums, ranges, f)
     if not gathers and (plain_a is None or plain_b is None):
         return None
     # the summed axes in the order of a plain operand's memory (its view needs no copy)

@@ -1,6 +1,7 @@
 """The cpu's row schedules (loops/rows.py) by class: bodies whose box-shaped Sums read the innermost
 output index contiguously (a nonlinearity of several sums, sums of several regions, recurrences)
-take the row schedule, and their kernels and gradients equal NumPy written here, for every
+take the row schedule where no GEMM does (outside a recurrence such sums are GEMMs over (b, t) rows:
+passes/contraction.py), and their kernels and gradients equal NumPy written here, for every
 combination of activation, number of sums, recurrence and dtype."""
 import itertools
 
@@ -10,7 +11,8 @@ import sympy as sp
 
 import symdl
 from symdl.loops import rows
-from symdl.loops.lower import loop_order
+from symdl.loops.ir import Contract
+from symdl.loops.lower import loop_order, lower
 
 B, T, K, H = sp.symbols("B T K H", integer=True, positive=True)
 b, t, k, j, l = sp.Idx("b", B), sp.Idx("t", T), sp.Idx("k", K), sp.Idx("j", H), sp.Idx("l", H)
@@ -60,6 +62,9 @@ def _inputs(f, dtype, rng):
 def test_row_schedule_kernels_equal_numpy(act, two_sums, recurrent, dtype):
     f = _formula(act, two_sums, recurrent)
     assert _takes_rows(f)
+    # the sums of inputs are contractions over (b, t) rows: BLAS (test_grouped_contractions.py), in a
+    # recurrence for every step before the step loop, which runs the row schedule on the rest
+    assert isinstance(lower(f, row_reductions=True).steps[0], Contract)
     a = _inputs(f, dtype, np.random.default_rng(len(f.name)))
     got = f.compile()(**a)
     tol = 1e-5 if dtype == "float32" else 1e-12
@@ -85,7 +90,9 @@ def test_row_schedule_gradients_equal_finite_differences(two_sums, recurrent):
 
 def test_a_multi_region_weight_gradient_takes_rows_and_a_guarded_sum_does_not():
     grad_R = _formula("tanh", False, True).vjp(["V"])["V"].formulas[-1]   # t = 0 from h0, t >= 1 from h
-    assert _takes_rows(grad_R)
+    assert _takes_rows(grad_R)  # the loops below the gather's reuse threshold (a Branch's other side)
+    (branch,) = lower(grad_R, row_reductions=True).steps  # its t >= 1 region gathered, then a GEMM
+    assert any(isinstance(s, Contract) for s in branch.then_steps)
     guarded = symdl.Formula(sp.Eq(y[b, t, j], sp.Piecewise((sp.Sum(W[k, j] * x[b, t, k], (k, 0, K - 1)), t > 0),
                                                            (0, True))), name="rows_guarded")
     assert not _takes_rows(guarded)

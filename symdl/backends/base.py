@@ -16,7 +16,7 @@ class Backend:
 
     name = ""
     arrays = "a numpy array"  # what a call's out= may be, in error messages
-    row_reductions = False  # lowering option: sums down columns run row by row (loops.lower)
+    row_reductions = False  # lowering option: row-by-row sums and GEMMs of any rank (loops.lower)
     fuses = False           # prints fused programs (several outputs per loop nest: runtime/fused.py)
     host_memory = True      # `run` takes NumPy arrays (a host out= is written in place)
     checks_layout = True    # the self-check reuses the call's argument layouts (numba compiles per layout)

@@ -75,6 +75,35 @@ class MatMul:
 
 
 @dataclass(frozen=True)
+class Contract:
+    """Library call: out[rows + cols] = Σ over `sums` of a[a_axes] · b[b_axes] (axes named by index
+    symbols), one GEMM on a's axes permuted to (rows, sums) and b's to (sums, cols), each group
+    flattened (passes/contraction.py). `sizes` is (m, n, k), for trip counts."""
+
+    out: str
+    a: str
+    a_axes: tuple
+    b: str
+    b_axes: tuple
+    rows: tuple
+    cols: tuple
+    sums: tuple
+    sizes: tuple
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Two ways to the same result, chosen per call by a condition on dimensions (the library path
+    where a gather pays for itself, the loops otherwise); each way allocates its own temporaries."""
+
+    cond: sp.Basic
+    then_temps: tuple
+    then_steps: tuple
+    else_temps: tuple
+    else_steps: tuple
+
+
+@dataclass(frozen=True)
 class Nest:
     """One compiled function: statements over the tensors it names."""
 
@@ -100,23 +129,35 @@ class LoopProgram:
     output: object  # Tensor spec
     dims: tuple
     temps: tuple
-    steps: tuple  # MatMul | Nest
+    steps: tuple  # MatMul | Contract | Nest | Branch
     extra_outputs: tuple = ()  # a fused program's other outputs (Tensor specs), written like output
 
 
 def format_ir(prog: LoopProgram) -> str:
     outs = ", ".join(f"{t.name}{list(t.shape)}" for t in (prog.output, *prog.extra_outputs))
     lines = [f"kernel {prog.name}({', '.join(t.name for t in prog.inputs)}) -> {outs}"]
-    for t in prog.temps:
-        lines.append(f"  temp {t.name}{list(t.shape)}")
-    for step in prog.steps:
-        if isinstance(step, MatMul):
+    return "\n".join(lines + _format_steps(prog.temps, prog.steps, "  "))
+
+
+def _format_steps(temps, steps, pad) -> list:
+    lines = [f"{pad}temp {t.name}{list(t.shape)}" for t in temps]
+    for step in steps:
+        if isinstance(step, Branch):
+            lines.append(f"{pad}if {step.cond}:")
+            lines += _format_steps(step.then_temps, step.then_steps, pad + "  ")
+            lines.append(f"{pad}else:")
+            lines += _format_steps(step.else_temps, step.else_steps, pad + "  ")
+        elif isinstance(step, MatMul):
             ta, tb = ".T" if step.trans_a else "", ".T" if step.trans_b else ""
-            lines.append(f"  {step.out} = matmul({step.a}{ta}, {step.b}{tb})")
+            lines.append(f"{pad}{step.out} = matmul({step.a}{ta}, {step.b}{tb})")
+        elif isinstance(step, Contract):
+            out, a, b = (", ".join(map(str, axes)) for axes in (step.rows + step.cols, step.a_axes, step.b_axes))
+            lines.append(f"{pad}{step.out}[{out}] = gemm({step.a}[{a}], {step.b}[{b}]) summing "
+                         f"{', '.join(map(str, step.sums))}")
         else:
-            lines.append(f"  nest {step.name}  (work ~ {step.parallel_work}):")
-            lines += _format_body(step.body, "    ")
-    return "\n".join(lines)
+            lines.append(f"{pad}nest {step.name}  (work ~ {step.parallel_work}):")
+            lines += _format_body(step.body, pad + "  ")
+    return lines
 
 
 def _format_body(body, pad):
@@ -146,10 +187,17 @@ def check(prog: LoopProgram) -> None:
     """Invariants: temporaries are defined before use, loop variables are not reused in scope,
     stores go only to the output or to temporaries, every step's tensors exist."""
     outputs = {prog.output.name} | {t.name for t in prog.extra_outputs}
-    arrays = {t.name for t in prog.inputs} | outputs | {t.name for t in prog.temps}
-    writable = outputs | {t.name for t in prog.temps}
-    for step in prog.steps:
-        if isinstance(step, MatMul):
+    _check_steps(prog, prog.temps, prog.steps, {t.name for t in prog.inputs} | outputs, outputs)
+
+
+def _check_steps(prog, temps, steps, arrays, writable):
+    arrays, writable = arrays | {t.name for t in temps}, writable | {t.name for t in temps}
+    for step in steps:
+        if isinstance(step, Branch):
+            _check_steps(prog, step.then_temps, step.then_steps, arrays, writable)
+            _check_steps(prog, step.else_temps, step.else_steps, arrays, writable)
+            continue
+        if isinstance(step, (MatMul, Contract)):
             assert {step.a, step.b, step.out} <= arrays, step
             assert step.out in writable, step
             continue

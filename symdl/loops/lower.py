@@ -7,23 +7,76 @@ guarded read is never executed outside its range; CSE runs on loop bodies, never
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS
-from ..passes.contraction import extract_matmuls
+from ..passes.contraction import Contraction, Gather, GroupedContraction, extract_matmuls
 from ..passes.sums import merge_sibling_sums
 from . import rows, scatter
 from .emit import _Names, _taken, _with_cse, emit, emit_shared
 from .invariant import hoist_nested_reductions
-from .ir import Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
+from .ir import Branch, Contract, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
 
 
 def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
-    """`row_reductions` (the cpu backend's choice): a sum down columns (grad_b[j] = Σ_i g[i, j])
-    runs row by row into the zeroed output, reading memory in order, instead of one strided
-    column at a time."""
+    """`row_reductions` (the cpu backend's choice): contractions of any rank go to BLAS
+    (passes/contraction.py: grouped index sets, operands gathered into contiguous temporaries),
+    where other backends keep loops for all but 2-D matrix products; and a sum down columns
+    (grad_b[j] = Σ_i g[i, j]) runs row by row into the zeroed output, reading memory in order,
+    instead of one strided column at a time."""
+    if row_reductions and f.recurrence is None:
+        program = _lower_grouped(f)
+        if program is not None:
+            return program
+    if row_reductions and f.recurrence is not None:
+        program = _hoist_projections(f)
+        if program is not None:
+            return program
+    return _lower_plain(f, row_reductions)
+
+
+def _hoist_projections(f: Formula) -> LoopProgram | None:
+    """A recurrence's Sums that read no step of its own output (an RNN's input projection
+    Σ_k W[k, j] x[b, t, k]) run for every step at once before the step loop, as GEMMs over all
+    (b, t) rows; the step loop reads their temporaries. None when there is none (or one would
+    gather: such a Branch would copy the whole recurrence)."""
+    body, contractions = extract_matmuls(f, grouped=True, unless_reading=f.output.name)
+    if not contractions or any(getattr(c, "pays", sp.true) is not sp.true for c in contractions):
+        return None
+    shapes = {c.temp: c.shape for c in contractions}
+    steps = Formula.from_parts(f.name, f.output.name, f.indices, f.ranges, body, shapes, domains=f.domains)
+    inner = _lower_plain(steps, True)
+    temps, library = _library_steps(contractions, {c.temp: c.temp for c in contractions})
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps) + inner.temps,
+                       tuple(library) + inner.steps)
+
+
+def _lower_grouped(f: Formula) -> LoopProgram | None:
+    """The program with grouped contractions as GEMMs, or None when there is none. Where a gather
+    pays only at some sizes (contraction.MIN_REUSE), a Branch runs it there and the plain
+    program's loops elsewhere."""
+    if scatter.match(f) is not None:
+        return None
+    body, contractions = extract_matmuls(f, grouped=True)
+    grouped = [c for c in contractions if isinstance(c, GroupedContraction)]
+    pays = sp.And(*[c.pays for c in grouped])
+    if not grouped or pays is sp.false:
+        return None
+    fast = _lower_contractions(f, body, contractions)
+    if pays is sp.true:
+        return fast
+    plain = _lower_plain(f, True)
+    loops = tuple(replace(s, name=f"plain_{s.name}") if isinstance(s, Nest) else s for s in plain.steps)
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
+                       (Branch(pays, fast.temps, fast.steps, plain.temps, loops),))
+
+
+def _lower_plain(f: Formula, row_reductions: bool) -> LoopProgram:
+    """The loops, with a 2-D matrix product as a library call (every backend's program)."""
     if row_reductions:  # the cpu's schedules that read and write rows in memory order (rows.py)
         program = rows.lower_rows(f, loop_order(f))
         if program is not None:
@@ -37,14 +90,15 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
                                       lambda: names.new("at", integer=True))
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
     body, contractions = extract_matmuls(f) if f.recurrence is None else (f.body, [])
-    temps = [Temp(c.temp, c.shape) for c in contractions]
-    steps = [MatMul(c.temp, c.a, c.b, c.trans_a, c.trans_b) for c in contractions]
-    direct = (len(contractions) == 1 and f.indices
-              and body == sp.IndexedBase(contractions[0].temp, real=True)[f.indices])
-    if direct:  # the whole formula is one matrix product: BLAS writes the output itself
-        c = contractions[0]
-        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
-                           (MatMul(f.output.name, c.a, c.b, c.trans_a, c.trans_b),))
+    return _lower_contractions(f, body, contractions)
+
+
+def _lower_contractions(f: Formula, body, contractions) -> LoopProgram:
+    """Library calls for the contractions, then the loops of the body that reads their results."""
+    direct = _direct(f, body, contractions)
+    if direct is not None:  # the whole formula is one matrix product: BLAS writes the output itself
+        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(direct[0]), tuple(direct[1]))
+    temps, steps = _library_steps(contractions, {c.temp: c.temp for c in contractions})
     body = merge_sibling_sums(body)  # one pass for the regions of a piecewise derivative
     names = _Names(_taken(f, body))
     body, inv_temps, inv_nests = hoist_nested_reductions(f, body, names, emit, _with_cse)
@@ -71,6 +125,50 @@ def lower(f: Formula, row_reductions: bool = False) -> LoopProgram:
         t.name for t in temps if t.name in used] + [f.output.name]
     steps.append(Nest("loops", nest, tuple(arrays), work))
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps), tuple(steps))
+
+
+def _direct(f: Formula, body, contractions):
+    """(temps, steps) when the body is one contraction's temporary read in the output's order:
+    the library call writes the output itself."""
+    if len(contractions) != 1 or not f.indices:
+        return None
+    c = contractions[0]
+    axes = (c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
+    if axes != tuple(f.indices) or body != sp.IndexedBase(c.temp, real=True)[f.indices]:
+        return None
+    return _library_steps(contractions, {c.temp: f.output.name})
+
+
+def _library_steps(contractions, writes: dict) -> tuple[list, list]:
+    """Temporaries and steps for the contractions: a matrix product, or the nests gathering a
+    grouped contraction's operands then its GEMM; `writes` maps each temporary to the array it fills."""
+    temps, steps = [], []
+    for c in contractions:
+        out = writes[c.temp]
+        if out == c.temp:
+            temps.append(Temp(c.temp, c.shape))
+        if isinstance(c, Contraction):
+            steps.append(MatMul(out, c.a, c.b, c.trans_a, c.trans_b))
+            continue
+        for g in c.gathers:
+            temps.append(Temp(g.temp, g.shape))
+            steps.append(_gather_nest(g))
+        steps.append(Contract(out, c.a, c.a_axes, c.b, c.b_axes, c.rows, c.cols, c.sums, c.sizes))
+    return temps, steps
+
+
+def _gather_nest(g: Gather) -> Nest:
+    """temp[axes - lows] = value over the box: the operand in contiguous memory (im2col), a guard's
+    zeros included; the first axis runs in parallel."""
+    names = _Names({s.name for s in g.value.atoms(sp.Symbol)} | {str(b.label) for b in g.value.atoms(sp.IndexedBase)})
+    stmts, value = emit(g.value, names)
+    index = tuple(i - lo for i, lo in zip(g.axes, g.lows, strict=True))
+    nest = tuple(stmts) + tuple(_with_cse(Store(g.temp, index, value), names))
+    for depth in reversed(range(len(g.axes))):
+        i, lo, n = g.axes[depth], g.lows[depth], g.shape[depth]
+        nest = (Loop(i, lo, lo + n, nest, parallel=depth == 0),)
+    arrays = tuple(sorted({str(b.label) for b in g.value.atoms(sp.IndexedBase)})) + (g.temp,)
+    return Nest(f"gather_{g.temp}", nest, arrays, sp.Mul(*g.shape))
 
 
 def fusable(formulas) -> bool:

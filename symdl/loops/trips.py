@@ -11,21 +11,23 @@ import math
 import sympy as sp
 
 from ..printing import python_function
-from .ir import If, Let, Loop, LoopProgram, MatMul, Nest
+from .ir import Branch, Contract, If, Let, Loop, LoopProgram, MatMul, Nest
 
 
 def trip_count(prog: LoopProgram, dims: dict) -> int:
-    """Total loop iterations of every nest, plus m·n·k for each matrix product."""
+    """Total loop iterations of every nest (gathers included), plus m·n·k for each matrix product."""
     values = {str(d): int(v) for d, v in dims.items()}
     total = 0
     shapes = {t.name: t.shape for t in prog.inputs}
-    shapes.update({t.name: t.shape for t in prog.temps})
     shapes[prog.output.name] = prog.output.shape
-    for step in prog.steps:
+    for temps, step in _run_steps(prog.temps, prog.steps, values):
+        shapes.update({t.name: t.shape for t in temps})
         if isinstance(step, MatMul):
             a = [_value(d, values) for d in shapes[step.a]]
             b = [_value(d, values) for d in shapes[step.b]]
             total += a[0] * a[1] * (b[0] if step.trans_b else b[1])
+        elif isinstance(step, Contract):
+            total += math.prod(_value(s, values) for s in step.sizes)
         elif isinstance(step, Nest):
             total += _count(step.body, values, memo={})
     return total
@@ -37,10 +39,24 @@ def nest_work(prog: LoopProgram, dims: dict, limit: int) -> int:
     the same loops in both flavours), counted as trip_count does but stopping once past `limit`."""
     values = {str(d): int(v) for d, v in dims.items()}
     total = 0
-    for step in prog.steps:
+    for _, step in _run_steps(prog.temps, prog.steps, values):
         if isinstance(step, Nest) and _has_parallel_loop(step.body) and total < limit:
             total += _count(step.body, values, limit - total, {})
     return total
+
+
+def _run_steps(temps, steps, values):
+    """(temporaries in scope, step) for the steps a call at these dimensions runs: a Branch's
+    condition is decided here as the driver decides it."""
+    for step in steps:
+        if isinstance(step, Branch):
+            names, fn = _compiled(step.cond, condition=True)
+            if fn(*[values[n] for n in names]):
+                yield from _run_steps(temps + step.then_temps, step.then_steps, values)
+            else:
+                yield from _run_steps(temps + step.else_temps, step.else_steps, values)
+        else:
+            yield temps, step
 
 
 def _has_parallel_loop(body) -> bool:

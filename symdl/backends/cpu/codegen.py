@@ -1,9 +1,9 @@
 """Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest,
-and a plain-Python driver `run` that allocates temporaries and calls BLAS (NumPy's matmul costs
+and a plain-Python driver `run` that allocates temporaries and calls BLAS (blas.py for contractions of any rank) (NumPy's matmul costs
 microseconds from Python, while np.dot inside njit needs SciPy and seconds to compile)."""
 from __future__ import annotations
 
-from ...loops.ir import LoopProgram, MatMul
+from ...loops.ir import Branch, Contract, LoopProgram, MatMul
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
 from .helpers import FASTMATH
@@ -15,24 +15,11 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     printer = CpuPrinter(prog.dims, [t.name for t in prog.inputs if t.integer], dtype)
     scalars = [py_name(t.name) for t in prog.inputs if t.rank == 0]
     dims = [py_name(str(d)) for d in prog.dims]
-    functions, calls = [], []
-    for step in prog.steps:
-        if isinstance(step, MatMul):
-            a = py_name(step.a) + (".T" if step.trans_a else "")
-            b = py_name(step.b) + (".T" if step.trans_b else "")
-            calls.append(f"    np.matmul({a}, {b}, out={py_name(step.out)})")
-        else:
-            params = ", ".join([py_name(t) for t in step.tensors] + dims + scalars)
-            for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
-                text = "\n".join(statements(step.body, printer, "    ", flavour == "parallel"))
-                functions.append(f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy'{decorator})\n"
-                                 f"def {step.name}_{flavour}({params}):\n{text}\n")
-            calls.append(f"    if parallel:\n        {step.name}_parallel({params})\n"
-                         f"    else:\n        {step.name}_serial({params})")
+    functions: list = []
+    temps = _steps(prog.temps, (), printer, [], functions, "    ")
+    calls = _steps((), prog.steps, printer, dims + scalars, functions, "    ")
     helpers = [printer.helper_source(h) for h in sorted(printer.helpers)]
     args = driver_args(prog, dims)
-    temps = [f"    {py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
-             for t in prog.temps]
     casts = [f"    {s} = F({s})" for s in scalars]
     header = "\n".join(f"#   {comment(line)}" for line in prog.formula.splitlines())
     return "\n".join([
@@ -44,6 +31,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "import numba as nb",
         "import numpy as np",
         *printer.imports,
+        *(["from symdl.backends.cpu.blas import contract"] if "contract(" in "\n".join(calls) else []),
         "",
         f"F = {DTYPES[dtype]}",
         "",
@@ -55,3 +43,34 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
     ])
 
+
+
+def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> list:
+    """The driver's lines for `steps` (allocating `temps` first), appending each nest's serial and
+    parallel functions to `functions`; a Branch becomes an if on the dimensions."""
+    lines = [f"{pad}{py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
+             for t in temps]
+    for step in steps:
+        if isinstance(step, Branch):
+            lines.append(f"{pad}if {printer.cond(step.cond)}:")
+            lines += _steps(step.then_temps, step.then_steps, printer, extra, functions, pad + "    ")
+            lines.append(f"{pad}else:")
+            lines += _steps(step.else_temps, step.else_steps, printer, extra, functions, pad + "    ")
+        elif isinstance(step, MatMul):
+            a = py_name(step.a) + (".T" if step.trans_a else "")
+            b = py_name(step.b) + (".T" if step.trans_b else "")
+            lines.append(f"{pad}np.matmul({a}, {b}, out={py_name(step.out)})")
+        elif isinstance(step, Contract):  # a contraction of any rank: one GEMM on reshaped views (blas.py)
+            a_perm = tuple(step.a_axes.index(i) for i in step.rows + step.sums)
+            b_perm = tuple(step.b_axes.index(i) for i in step.sums + step.cols)
+            lines.append(f"{pad}contract({py_name(step.out)}, {py_name(step.a)}, {a_perm}, {py_name(step.b)}, "
+                         f"{b_perm}, {len(step.rows)})")
+        else:
+            params = ", ".join([py_name(t) for t in step.tensors] + extra)
+            for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
+                text = "\n".join(statements(step.body, printer, "    ", flavour == "parallel"))
+                functions.append(f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy'{decorator})\n"
+                                 f"def {step.name}_{flavour}({params}):\n{text}\n")
+            lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"
+                         f"{pad}else:\n{pad}    {step.name}_serial({params})")
+    return lines

@@ -1,0 +1,21 @@
+"""The cpu driver's GEMM for a contraction of any rank (loops/ir.py `Contract`): each operand's
+axes permuted into (rows, sums) and (sums, cols) order and each group flattened, then one
+np.matmul. NumPy's reshape is a view where the strides allow it (a transposed view goes to BLAS
+as a transpose flag) and one copy otherwise."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def contract(out, a, a_perm: tuple, b, b_perm: tuple, rows: int) -> None:
+    """out[rows..., cols...] = Σ_sums a · b, with a.transpose(a_perm) = (rows..., sums...) and
+    b.transpose(b_perm) = (sums..., cols...)."""
+    a, b = a.transpose(a_perm), b.transpose(b_perm)
+    sums = a.ndim - rows
+    m, k, n = math.prod(a.shape[:rows]), math.prod(a.shape[rows:]), math.prod(b.shape[sums:])
+    flat = out.reshape(m, n)
+    np.matmul(a.reshape(m, k), b.reshape(k, n), out=flat)
+    if not np.may_share_memory(flat, out):  # a strided output: reshape made a copy
+        out[...] = flat.reshape(out.shape)

@@ -32,6 +32,7 @@ def vjp(target, wrt=None):
     _check(target, "vjp")
     from .autodiff import program_vjp
     from .autodiff import vjp as formula_vjp
+    _keep_derived_gradients()
     return program_vjp(target, wrt) if isinstance(target, Program) else formula_vjp(target, wrt)
 
 
@@ -85,11 +86,11 @@ verbs.install(vjp=vjp, compile=compile, stabilize=stabilize, verify=verify, stab
 
 
 def _keep_derived_gradients() -> None:
-    """Gradients derived in one process serve the next (runtime/cache.py's DerivedStore)."""
+    """Gradients derived in one process serve the next (runtime/cache.py's DerivedStore); set up
+    at the first derivation, so that `import symdl` stays light."""
     import sys
 
-    from .runtime.cache import DerivedStore
-    sys.modules[f"{__package__}.autodiff.vjp"].STORE = DerivedStore()  # the module, not its vjp function
-
-
-_keep_derived_gradients()
+    reverse_mode = sys.modules[f"{__package__}.autodiff.vjp"]  # the module, not its vjp function
+    if reverse_mode.STORE is None:
+        from .runtime.cache import DerivedStore
+        reverse_mode.STORE = DerivedStore()

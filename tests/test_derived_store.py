@@ -51,7 +51,7 @@ def test_a_stored_gradient_is_read_instead_of_derived(store, tmp_path, monkeypat
 
 def test_a_new_process_reads_what_this_one_stored(store, tmp_path):
     _formula(5).vjp()
-    code = ("import sys, symdl, sympy as sp; m = sys.modules['symdl.autodiff.vjp'];"
+    code = ("import sys, symdl, symdl.autodiff, sympy as sp; m = sys.modules['symdl.autodiff.vjp'];"
             "m._vjp_one = lambda *a, **k: sys.exit('derived again');"
             "N = sp.Symbol('N', integer=True, positive=True); i = sp.Idx('i', N);"
             "x, y = sp.IndexedBase('x'), sp.IndexedBase('y');"

@@ -14,7 +14,7 @@ from symdl.loops.lower import loop_order, lower
 
 B, T, K, H = sp.symbols("B T K H", integer=True, positive=True)
 b, t, k, j, l = sp.Idx("b", B), sp.Idx("t", T), sp.Idx("k", K), sp.Idx("j", H), sp.Idx("l", H)
-x, W, R, Q, c, h, h0 = map(sp.IndexedBase, "x W R Q c h h0".split())
+x, W, R, Q, c, h, h0 = map(sp.IndexedBase, ["x", "W", "R", "Q", "c", "h", "h0"])
 ACTS = {"identity": (lambda e: e, lambda a: a),
         "tanh": (sp.tanh, np.tanh),
         "relu": (lambda e: sp.Max(0, e), lambda a: np.maximum(a, 0))}

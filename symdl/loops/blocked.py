@@ -20,7 +20,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..declare.formula import Formula
-from ..declare.reductions import REDUCTIONS, Sum
+from ..declare.reductions import REDUCTIONS
 from .emit import _Names, _taken, _with_cse, emit
 from .ir import If, Let, Loop, LoopProgram, Nest, Store, Temp
 from .rows import _flat_sum, _row_sums
@@ -154,7 +154,7 @@ def _accumulate(f: Formula, total, row, batch, firsts: list, names: _Names) -> t
     full = lo_r + SUM_BLOCK * sp.floor((hi_r - lo_r + 1) / SUM_BLOCK)
     block = names.new("il", integer=True)
     at = [row.xreplace({batch: b}) for b in firsts]
-    zero = tuple(Loop(last, lo_l, hi_l + 1, (Store(str(a.base.label), a.indices, sp.Integer(0)),)) for a in at)
+    zero = (Loop(last, lo_l, hi_l + 1, tuple(Store(str(a.base.label), a.indices, sp.Integer(0)) for a in at)),)
     steps = [lo_r + SUM_BLOCK * block + v for v in range(SUM_BLOCK)]
     blocks = sp.floor((hi_r - lo_r + 1) / SUM_BLOCK)
     adds = (Loop(block, 0, blocks, _micro_kernel(f, summand, r, steps, batch, firsts, at, names)),
@@ -170,25 +170,27 @@ def _micro_kernel(f: Formula, summand, r, steps: list, batch, firsts: list, at: 
     last = f.indices[-1]
     lo_l, hi_l = f.ranges[last]
     lets, inner, rows = [], [], []
-    shared = {}
+    shared = {}  # the factors the block's rows share (the weight row R[l+v, j]), loaded once
     for v, s in enumerate(steps):
-        term = summand.xreplace({r: s})
-        moving = sp.Mul(*[a for a in sp.Mul.make_args(term) if last in a.free_symbols])
+        moving = _split(summand.xreplace({r: s}), last)[1]
         if batch not in moving.free_symbols and moving.has(sp.Indexed) and not moving.has(sp.Piecewise):
-            w = names.new("w")
-            inner.append(Let(w, moving))
-            shared[v] = w
+            shared[v] = names.new("w")
+            inner.append(Let(shared[v], moving))
     for u, (b, a) in enumerate(zip(firsts, at, strict=True)):
         total = a
         for v, s in enumerate(steps):
-            term = summand.xreplace({r: s, batch: b})
-            factors = sp.Mul.make_args(term)
-            still = sp.Mul(*[x for x in factors if last not in x.free_symbols])
-            moving = sp.Mul(*[x for x in factors if last in x.free_symbols])
-            if still.has(sp.Indexed) and not still.has(sp.Piecewise):
+            still, moving = _split(summand.xreplace({r: s, batch: b}), last)
+            if still.has(sp.Indexed) and not still.has(sp.Piecewise):  # a guarded read stays guarded
                 c = names.new("c")
                 lets.append(Let(c, still))
                 still = c
-            total += still * (shared[v] if v in shared else moving)
+            total += still * shared.get(v, moving)
         rows.append(Store(str(a.base.label), a.indices, total))
     return tuple(lets) + (Loop(last, lo_l, hi_l + 1, tuple(inner) + tuple(rows)),)
+
+
+def _split(term, last) -> tuple:
+    """(the factors of `term` free of `last`, the factors that read it)."""
+    factors = sp.Mul.make_args(term)
+    return (sp.Mul(*[x for x in factors if last not in x.free_symbols]),
+            sp.Mul(*[x for x in factors if last in x.free_symbols]))

@@ -27,6 +27,7 @@ from .rows import _flat_sum, _row_sums
 
 BATCH_BLOCK = 4  # batch rows served per pass over the weight rows
 SUM_BLOCK = 4  # reduction steps added per load and store of a row
+MAX_CASES = 4  # step conditions resolved into at most this many copies of the step's code
 
 
 def lower_blocked(f: Formula, order: list) -> LoopProgram | None:
@@ -40,6 +41,8 @@ def lower_blocked(f: Formula, order: list) -> LoopProgram | None:
     names = _Names(_taken(f, f.body))
     transposed: dict = {}
     cases = [(cond, _transpose_reads(f, body, transposed, names)) for cond, body in _step_cases(f, f.body, step)]
+    if len(cases) > MAX_CASES:
+        return None  # each case is a copy of the step's code
     found = [_row_sums(f, order, body) if body.has(*REDUCTIONS) else [] for _, body in cases]
     if any(s is None for s in found) or not any(found):
         return None

@@ -105,3 +105,35 @@ def test_gradients_equal_finite_differences(batch, hidden, act, two_sums):
             want = (up - down) / (2 * eps)
             got = np.asarray(grads[name]).reshape(-1)[i]
             assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), (name, i, got, want)
+
+
+def test_a_state_with_two_batch_indices_blocks_the_inner_one():
+    """h[b, a, t, j]: the blocks run over a (the index just outside the row), b loops around."""
+    A = sp.Symbol("A", integer=True, positive=True)
+    a_ = sp.Idx("a", A)
+    body = sp.tanh(x[b, a_, t, j] + sp.Sum(R[l, j] * h[b, a_, t - 1, l], (l, 0, H - 1)))
+    f = symdl.Formula(sp.Eq(h[b, a_, t, j], body), name="blocked_two_batch", initial={"h": h0})
+    assert lower_blocked(f, loop_order(f)) is not None
+    rng = np.random.default_rng(3)
+    args = {"x": rng.standard_normal((2, 5, 3, 7)), "R": rng.standard_normal((7, 7)) * 0.4,
+            "h0": rng.standard_normal((2, 5, 7))}
+    want, prev = np.empty((2, 5, 3, 7)), args["h0"]
+    for s in range(3):
+        want[:, :, s] = prev = np.tanh(args["x"][:, :, s] + prev @ args["R"])
+    np.testing.assert_allclose(np.asarray(f.compile()(**args)), want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_guard_on_the_step_is_decided_once_per_step():
+    """h[t] = tanh(x[t] + (R h[t-1] where t >= 1, else 0)): each case its own code, no guard per element."""
+    body = sp.tanh(x[b, t, j] + sp.Piecewise((sp.Sum(R[l, j] * h[b, t - 1, l], (l, 0, H - 1)), t >= 1), (0, True)))
+    f = symdl.Formula(sp.Eq(h[b, t, j], body), name="blocked_guarded")
+    source = generate(lower(f, row_reductions=True), "float64", "test")
+    loops = source[source.index("def loops_serial"):source.index("def loops_parallel")]
+    assert "ib0" in loops and "        if t >= 1:" in loops, loops  # an if statement per step
+    assert not any(" if " in line for line in loops.splitlines() if " = " in line), loops  # no guard per element
+    rng = np.random.default_rng(4)
+    args = {"x": rng.standard_normal((5, 4, 6)), "R": rng.standard_normal((6, 6)) * 0.4}
+    want, prev = np.empty((5, 4, 6)), np.zeros((5, 6))
+    for s in range(4):
+        want[:, s] = prev = np.tanh(args["x"][:, s] + prev @ args["R"])
+    np.testing.assert_allclose(np.asarray(f.compile()(**args)), want, rtol=1e-12, atol=1e-12)

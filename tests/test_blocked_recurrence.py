@@ -2,6 +2,7 @@
 earlier state, batch sizes around the block (1, 3, 5, 32, 33), hidden sizes around the reduction
 block, tanh/relu/identity, float32/float64; kernels against NumPy loops written here, gradients
 against finite differences, and the schedule chosen (its micro-kernel in the generated source)."""
+import numba
 import numpy as np
 import pytest
 import sympy as sp
@@ -137,3 +138,17 @@ def test_a_guard_on_the_step_is_decided_once_per_step():
     for s in range(4):
         want[:, s] = prev = np.tanh(args["x"][:, s] + prev @ args["R"])
     np.testing.assert_allclose(np.asarray(f.compile()(**args)), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="the parallel flavour needs two threads")
+def test_the_parallel_flavour_equals_numpy_loops(monkeypatch):
+    """Blocks (and the rows along which the body runs) in parallel, the remainder rows serial."""
+    monkeypatch.setenv("SYMDL_PARALLEL_WORK", "1")  # every nest takes its parallel flavour
+    before = numba.get_num_threads()
+    symdl.set_num_threads(2)
+    try:
+        f = _formula("tanh", True)
+        a = _inputs(9, 6, "float64", np.random.default_rng(5), True)
+        np.testing.assert_allclose(np.asarray(f.compile()(**a)), _numpy("tanh", True, a), rtol=1e-12, atol=1e-12)
+    finally:
+        symdl.set_num_threads(before)

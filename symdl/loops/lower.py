@@ -16,7 +16,7 @@ from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS
 from ..passes.contraction import Contraction, Gather, GroupedContraction, extract_matmuls
 from ..passes.sums import merge_sibling_sums
-from . import rows, scatter
+from . import blocked, rows, scatter
 from .emit import _Names, _taken, _with_cse, emit, emit_shared
 from .invariant import hoist_nested_reductions
 from .ir import Branch, Contract, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
@@ -78,7 +78,7 @@ def _lower_grouped(f: Formula) -> LoopProgram | None:
 def _lower_plain(f: Formula, row_reductions: bool) -> LoopProgram:
     """The loops, with a 2-D matrix product as a library call (every backend's program)."""
     if row_reductions:  # the cpu's schedules that read and write rows in memory order (rows.py)
-        program = rows.lower_rows(f, loop_order(f))
+        program = blocked.lower_blocked(f, loop_order(f)) or rows.lower_rows(f, loop_order(f))
         if program is not None:
             return program
     hit = scatter.match(f) if f.recurrence is None else None

@@ -127,8 +127,8 @@ def _lower_inner_accumulation(f: Formula) -> LoopProgram:
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), (Nest("loops", nest, arrays, work),))
 
 
-def _row_sums(f: Formula, order: list) -> list | None:
-    """The Sums to accumulate into rows, or None: every reduction of the body is a box-shaped Sum
+def _row_sums(f: Formula, order: list, body=None) -> list | None:
+    """The Sums to accumulate into rows, or None: every reduction of `body` (f's by default) is a box-shaped Sum
     (bounds free of output indices, no reduction inside) outside any guard, and each reads the
     innermost output index as a contiguous axis. Matrix products go to
     BLAS instead; a recurrence's step must not be the row."""
@@ -147,7 +147,7 @@ def _row_sums(f: Formula, order: list) -> list | None:
             return False  # a max, or a Sum under a guard: its reads must stay guarded
         return all(visit(a) for a in e.args)
 
-    if not visit(f.body) or not sums:
+    if not visit(f.body if body is None else body) or not sums:
         return None
     outputs = set(f.indices)
     for total in sums:

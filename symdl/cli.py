@@ -127,7 +127,9 @@ def _show(args) -> int:
     for f in parts:
         if f.output.name in states:
             continue
-        for g in [f, *f.vjp().values()]:
+        # a recurrence's gradients are Programs (its adjoint recurrence, then the gradient): each formula
+        grads = {h.key(): h for g in f.vjp().values() for h in getattr(g, "formulas", (g,))}  # one adjoint
+        for g in [f, *grads.values()]:
             _section(f"loop IR and generated source: {g.name} ({args.dtype}, {args.backend})")
             print(format_ir(lower(g)))
             print()

@@ -78,3 +78,13 @@ def test_show_backend_cuda_prints_the_gpu_source_without_numba_cuda(capsys):
     assert main(["show", "adam_update"]) == 0
     out = capsys.readouterr().out
     assert "adam_update, fused (float32)" in out and "-> m_new[N], v_new[N], w_new[N]" in out
+
+
+def test_show_a_recurrence_prints_its_adjoint_once_and_every_gradient(capsys):
+    """A recurrence's gradients are Programs (the adjoint recurrence, then the gradient): `show` once
+    crashed lowering the Program itself."""
+    assert main(["show", "rnn_states"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("loop IR and generated source: rnn_tanh_states.bptt ") == 1
+    for w in ("W", "R", "bias", "x"):
+        assert f"loop IR and generated source: rnn_tanh_states.vjp.{w} " in out

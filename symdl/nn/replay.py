@@ -146,10 +146,11 @@ def state_names(model) -> list:
 _RESERVED = {"x", "t", "S", "N", "H", "P", "step", "_view"}
 
 
-def set_state_arrays(model, arrays: list) -> None:
-    for v, a in zip(model.weights, arrays, strict=False):
+def set_state_arrays(model, arrays: list, weights: list | None = None) -> None:
+    weights = weights or model.weights
+    for v, a in zip(weights, arrays, strict=False):
         v.value = a
-    slots, k = model.optimizer._state, len(model.weights)
+    slots, k = model.optimizer._state, len(weights)
     for n in sorted(slots):
         for s in slots[n]:
             slots[n][s] = arrays[k]
@@ -268,7 +269,7 @@ class StepReplay:
             if self.expect[key] is None:
                 return self._check(key, plan, x, y, state)
             if len(state) == len(self.expect[key]) and all(a is b for a, b in zip(state, self.expect[key])):
-                return self._replay(key, plan, x, y, state)
+                return self._replay(key, plan, x, y, state, weights)
             del self.plans[key]  # weights replaced from outside: record again
             self.seen[key] = 0
         if key in self.refused or not _recordable(state_arrays(m, weights)):
@@ -353,19 +354,19 @@ class StepReplay:
             self.refused[key] = str(e)
         return loss, out
 
-    def _replay(self, key, plan: Plan, x, y, state: list):
+    def _replay(self, key, plan: Plan, x, y, state: list, weights: list):
         m = self.model
         t = m.loss.feed(y, plan.out_template)[m.loss.true_name]  # the targets' checks, as a plain step
         if (t.shape, t.dtype.str) != plan.input_shapes["t"]:
             return m._plain_step(x, y)
-        if any(v.trainable for v in m.weights):
+        if any(key[4]):  # the weights' trainable flags: the optimizer steps (as Trainer._apply)
             m.optimizer.iterations += 1
         parallel = False
         if plan.parallel:  # as the layer-by-layer step: threads follow the load (runtime/threads.py)
             adapt_threads()
             parallel = _CPU.flavour(True)
         new_state, loss, out = plan.run(x, t, state, m.optimizer.hyper(), parallel)
-        set_state_arrays(m, new_state)
+        set_state_arrays(m, new_state, weights)
         self.expect[key] = new_state
         return float(loss), out
 
@@ -377,7 +378,7 @@ class StepReplay:
         out, after = out.copy(), state_arrays(m)
         set_state_arrays(m, copies)
         opt.iterations = iterations
-        r_loss, r_out = self._replay(key, plan, x, y, copies)
+        r_loss, r_out = self._replay(key, plan, x, y, copies, m.weights)
         r_after = state_arrays(m)
         if _agree(loss, r_loss) and _agree(out, r_out) and len(after) == len(r_after) and all(
                 _agree(a, b) for a, b in zip(after, r_after)):

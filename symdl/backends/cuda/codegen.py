@@ -13,7 +13,7 @@ import os
 from ...loops.ir import LoopProgram, MatMul
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
-from .flat import flat_loop
+from .flat import flat_loop, partial_sums
 from .mapping import (PREFIX, Reduction, ThreadMap, atomic_map, has_scatter, prefix_reduction, reduction,
                       split_sums, thread_map)
 from .matmul import matmul_source
@@ -157,17 +157,8 @@ def _reduced(name: str, red: Reduction, p, params: str, keep=()):
     part = [KERNEL, f"def {name}_partial(_part_, {params}):",
             "    # each thread sums a grid-stride share of every reduction loop; blocks reduce in shared "
             "memory"]
-    extents = []
-    for n, s in enumerate(body[:red.last + 1]):
-        if n in red.pairs:
-            part.append(f"    {py_name(s.name.name)} = F(0)")
-        elif n - 1 in red.pairs:
-            _, loops, inner = red.pairs[n - 1]
-            loop, extent = flat_loop(loops, p, "    ", f"{slot[n - 1]}_")
-            part += loop + (statements(inner, p, "        ") or ["        pass"])
-            extents.append(extent)
-        else:
-            part += statements((s,), p, "    ")
+    sums, extents = partial_sums(red, slot, p, "    ")
+    part += sums
     part += ["    _x_ = cuda.threadIdx.x", f"    _sh_ = cuda.shared.array(({slots}, RED_THREADS), F)"]
     part += [f"    _sh_[{slot[n]}, _x_] = {py_name(red.pairs[n][0].name)}" for n in order]
     part += _tree(slots, "    ")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ...printing import py_name
+from ..statements import statements
 
 GRID = ("cuda.grid(1)", "cuda.gridsize(1)")  # a thread's first flat index and its stride
 
@@ -46,3 +47,21 @@ def recover(loops, p, pad: str, tag: str, var: str) -> list[str]:
         lines.append(f"{pad}{py_name(loops[k].var.name)} = {_start(loops[k], p, f'{rest} % _n{tag}{k}_')}")
         lines.append(f"{pad}{rest} //= _n{tag}{k}_")
     return lines + [f"{pad}{py_name(loops[0].var.name)} = {_start(loops[0], p, rest)}"]
+
+
+def partial_sums(red, slot: dict, p, pad: str, walk: tuple = GRID, var: str = "_t_") -> tuple[list[str], list[str]]:
+    """A reduction body up to its last sum (`red`, mapping.Reduction), each sum's loops flattened
+    into one loop from walk[0] in steps of walk[1]: each thread adds its share of every sum into the
+    sum's scalar. Returns the lines and each flattened loop's host-side length."""
+    lines, lengths = [], []
+    for n, s in enumerate(red.body[:red.last + 1]):
+        if n in red.pairs:
+            lines.append(f"{pad}{py_name(s.name.name)} = F(0)")
+        elif n - 1 in red.pairs:
+            _, loops, inner = red.pairs[n - 1]
+            loop, length = flat_loop(loops, p, pad, f"{slot[n - 1]}_", walk, var)
+            lines += loop + (statements(inner, p, pad + "    ") or [f"{pad}    pass"])
+            lengths.append(length)
+        else:
+            lines += statements((s,), p, pad)
+    return lines, lengths

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ...printing import py_name
 from ..statements import statements
-from .flat import flat_loop, recover, sizes
+from .flat import flat_loop, partial_sums, recover, sizes
 from .mapping import Reduction, ThreadMap
 
 KERNEL = "@cuda.jit(cache=True)"
@@ -35,17 +35,8 @@ def split_source(name: str, tm: ThreadMap, red: Reduction, p, params: str,
                      "        _c_ = _u_ // _cols_  # the chunk",
                      "        _t_ = _u_ % _cols_   # the output, fastest: neighbouring threads, neighbouring columns"]
     part += recover(tm.loops, p, "        ", "", "_t_")
-    lengths = []
-    for n, s in enumerate(body[:red.last + 1]):
-        if n in red.pairs:
-            part.append(f"        {py_name(s.name.name)} = F(0)")
-        elif n - 1 in red.pairs:
-            _, loops, inner = red.pairs[n - 1]
-            loop, length = flat_loop(loops, p, "        ", f"{slot[n - 1]}_", ("_c_", "_nc_"), "_k_")
-            part += loop + (statements(inner, p, "            ") or ["            pass"])
-            lengths.append(length)
-        else:
-            part += statements((s,), p, "        ")
+    sums, lengths = partial_sums(red, slot, p, "        ", ("_c_", "_nc_"), "_k_")
+    part += sums
     part += [f"        _part_[{_row(slot[n], '_c_')}, _t_] = {py_name(red.pairs[n][0].name)}" for n in order]
     join = [KERNEL, f"def {name}_join(_part_, _nc_, {params}):",
             "    # one thread per output adds its _nc_ partial sums (in order) and finishes"]

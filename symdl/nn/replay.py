@@ -112,7 +112,6 @@ class Recording:
         self.loss = read(parts["loss"], "the loss") if "loss" in parts else None  # None: a forward pass
         self.out = read(out, "the model's output")
         self.out_shape, self.out_dtype = out.shape, out.dtype
-        self.launches = launches
 
     def signature(self) -> tuple:
         """Everything but the arrays' identities: two steps of one plan agree on it."""
@@ -178,7 +177,6 @@ class Plan:
     """The recorded step as one generated Python function over buffers allocated once."""
 
     def __init__(self, rec: Recording, inputs: dict, before: list, name: str, names: list):
-        self.rec = rec
         self.input_shapes = {n: (a.shape, a.dtype.str) for n, a in inputs.items()}
         twins = sorted({a[1] for a in rec.after if a[0] == "buf"})
         self.pairs = {i: (rec.buffers[i], np.empty_like(rec.buffers[i])) for i in twins}

@@ -123,7 +123,10 @@ class Recording:
 def state_arrays(model, weights: list | None = None) -> list:
     """The arrays a step reads and replaces: every weight's value, then the optimizer's slots."""
     slots = model.optimizer._state
-    return [v.value for v in (weights or model.weights)] + [a for n in sorted(slots) for a in slots[n].values()]
+    state = [v.value for v in (weights or model.weights)]
+    for n in sorted(slots):
+        state.extend(slots[n].values())
+    return state
 
 
 def state_names(model) -> list:
@@ -259,8 +262,8 @@ class StepReplay:
         m = self.model
         x = x if x.base is None and x.flags.c_contiguous else x.copy()
         weights = m.weights
-        key = (x.shape, x.dtype.str, np.shape(y), np.asarray(y).dtype.str,
-               tuple(v.trainable for v in weights), id(m.optimizer))
+        y_dtype = y.dtype if isinstance(y, np.ndarray) else np.asarray(y).dtype
+        key = (x.shape, x.dtype, np.shape(y), y_dtype, tuple([v.trainable for v in weights]), id(m.optimizer))
         plan = self.plans.get(key)
         if plan is not None:
             state = state_arrays(m, weights)

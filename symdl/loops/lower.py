@@ -98,7 +98,13 @@ def _lower_contractions(f: Formula, body, contractions) -> LoopProgram:
     direct = _direct(f, body, contractions)
     if direct is not None:  # the whole formula is one matrix product: BLAS writes the output itself
         return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(direct[0]), tuple(direct[1]))
-    temps, steps = _library_steps(contractions, {c.temp: c.temp for c in contractions})
+    writes = {c.temp: c.temp for c in contractions}
+    into = _epilogue_in_place(f, body, contractions)
+    if into is not None:  # the GEMM writes the output; the loops update it element by element
+        writes[into] = f.output.name
+        out = sp.IndexedBase(f.output.name, real=True)[f.indices]
+        body = body.xreplace({sp.IndexedBase(into, real=True)[f.indices]: out})
+    temps, steps = _library_steps(contractions, writes)
     body = merge_sibling_sums(body)  # one pass for the regions of a piecewise derivative
     names = _Names(_taken(f, body))
     body, inv_temps, inv_nests = hoist_nested_reductions(f, body, names, emit, _with_cse)
@@ -137,6 +143,26 @@ def _direct(f: Formula, body, contractions):
     if axes != tuple(f.indices) or body != sp.IndexedBase(c.temp, real=True)[f.indices]:
         return None
     return _library_steps(contractions, {c.temp: f.output.name})
+
+
+def _epilogue_in_place(f: Formula, body, contractions) -> str | None:
+    """A contraction's temporary that can be the output itself (no temporary, one pass less over
+    memory): read only at the output's own element (f.indices, in order, outside any reduction,
+    whose bound indices could shadow an output index), of the output's shape, in a formula that
+    reads no other element of its output. Each element is then read before the one store that
+    replaces it, in any loop order and across threads."""
+    if not f.indices or f.recurrence is not None or any(lo != 0 for lo, _ in f.ranges.values()):
+        return None
+    if f.output.name in {str(b.label) for b in body.atoms(sp.IndexedBase)}:
+        return None
+    inside = {str(b.label) for r in body.atoms(*REDUCTIONS) for b in r.atoms(sp.IndexedBase)}
+    for c in contractions:
+        axes = (c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
+        reads = {r for r in body.atoms(sp.Indexed) if str(r.base.label) == c.temp}
+        own = {sp.IndexedBase(c.temp, real=True)[f.indices]}
+        if c.temp not in inside and axes == tuple(f.indices) and reads == own and len(c.shape) == len(f.indices):
+            return c.temp
+    return None
 
 
 def _library_steps(contractions, writes: dict) -> tuple[list, list]:

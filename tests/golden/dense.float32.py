@@ -9,22 +9,21 @@ import numpy as np
 F = np.float32
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
-def loops_serial(b, T0, y, B, M, N):
+def loops_serial(b, y, B, M, N):
     for i in range(0, B):
         for j in range(0, M):
-            y[i, j] = b[j] + T0[i, j]
+            y[i, j] = b[j] + y[i, j]
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
-def loops_parallel(b, T0, y, B, M, N):
+def loops_parallel(b, y, B, M, N):
     for i in nb.prange(0, B):
         for j in range(0, M):
-            y[i, j] = b[j] + T0[i, j]
+            y[i, j] = b[j] + y[i, j]
 
 
 def run(y, b, W, x, B, M, N, parallel):
-    T0 = np.empty((B, M,), dtype=F)
-    np.matmul(x, W, out=T0)
+    np.matmul(x, W, out=y)
     if parallel:
-        loops_parallel(b, T0, y, B, M, N)
+        loops_parallel(b, y, B, M, N)
     else:
-        loops_serial(b, T0, y, B, M, N)
+        loops_serial(b, y, B, M, N)

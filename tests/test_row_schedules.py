@@ -96,3 +96,29 @@ def test_a_multi_region_weight_gradient_takes_rows_and_a_guarded_sum_does_not():
     guarded = symdl.Formula(sp.Eq(y[b, t, j], sp.Piecewise((sp.Sum(W[k, j] * x[b, t, k], (k, 0, K - 1)), t > 0),
                                                            (0, True))), name="rows_guarded")
     assert not _takes_rows(guarded)
+
+
+# sums down columns over a box of summed indices (a convolution's bias gradient): partial rows per
+# outermost summed index in parallel, then their total; summed axes before, between or after others
+BOXES = [("bijo->o", "Σ_bij g"), ("bijo->jo", "Σ_bi g"), ("boij->o", "o before the summed axes"),
+         ("bio->io", "one summed index"), ("btko->o", "3 summed, 4-D")]
+
+
+@pytest.mark.parametrize("spec, dtype", list(itertools.product([s for s, _ in BOXES], ["float32", "float64"])))
+def test_box_sums_down_columns_equal_numpy(spec, dtype):
+    ins, out = spec.split("->")
+    dims = {n: sp.Symbol(f"N{n}", integer=True, positive=True) for n in ins}
+    idx = {n: sp.Idx(n, dims[n]) for n in ins}
+    g = sp.IndexedBase("g")
+    summed = [n for n in ins if n not in out]
+    f = symdl.Formula(sp.Eq(y[[idx[n] for n in out]], sp.Sum(g[[idx[n] for n in ins]], *[idx[n] for n in summed])),
+                      name=f"box_{ins}_{out}")
+    kern = f.compile()
+    names = [s.name for s in kern.program.steps]
+    partial = len(summed) >= 2 and ins.index(summed[0]) < ins.index(out[-1])
+    assert ("partial_rows" in names) == partial, names
+    rng = np.random.default_rng(len(spec))
+    for lengths in ({n: 1 for n in ins}, {n: int(v) for n, v in zip(ins, rng.integers(2, 7, len(ins)))}):
+        a = rng.standard_normal([lengths[n] for n in ins]).astype(dtype)
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(kern(g=a), np.einsum(spec, a.astype(np.float64)), rtol=tol, atol=tol)

@@ -23,25 +23,32 @@ def lower_rows(f: Formula, order: list) -> LoopProgram | None:
     """The row schedule for `f` (output loops in `order`, a recurrence's step first), or None."""
     if _sums_down_columns(f):
         return _lower_row_reduction(f)
+    if _sums_down_columns(f, nested=True):
+        return _lower_partial_rows(f)
     if _sum_along_last_axis(f):
         return _lower_inner_accumulation(f)
     sums = _row_sums(f, order)
     return None if sums is None else _lower_row_sums(f, order, sums)
 
 
-def _sums_down_columns(f: Formula) -> bool:
+def _sums_down_columns(f: Formula, nested: bool = False) -> bool:
     """One Sum over r with bounds free of output indices, no nested reduction, no gather, no
-    matrix product, and a read whose r axis comes before the axis of the last output index."""
+    matrix product, and a read whose r axis comes before the axis of the last output index.
+    `nested`: a box of two or more Sums instead (a convolution's bias gradient Σ_b Σ_i Σ_j g[b, i,
+    j, o]), r being the outermost."""
     body = f.body
-    if f.recurrence is not None or not f.indices or not isinstance(body, Sum) or len(body.limits) != 1:
+    if f.recurrence is not None or not f.indices or not isinstance(body, Sum):
         return False
-    r, lo, hi = body.limits[0]
-    if (lo.free_symbols | hi.free_symbols) & set(f.indices) or body.function.has(*REDUCTIONS):
+    summand, limits = _flat_sum(body) if nested else (body.function, list(body.limits))
+    if len(limits) < 2 if nested else len(limits) != 1:
+        return False
+    bounds = {s for _, lo, hi in limits for s in sp.sympify(lo).free_symbols | sp.sympify(hi).free_symbols}
+    if bounds & set(f.indices) or summand.has(*REDUCTIONS, sp.Piecewise):
         return False
     if any(t.integer for t in f.inputs) or extract_matmuls(f)[1]:
         return False
-    last = f.indices[-1]
-    for read in body.function.atoms(sp.Indexed):
+    r, last = limits[0][0], f.indices[-1]
+    for read in summand.atoms(sp.Indexed):
         axes = list(read.indices)
         if r in axes and last in axes and axes.index(r) < axes.index(last):
             return True
@@ -63,6 +70,38 @@ def _lower_row_reduction(f: Formula) -> LoopProgram:
     steps = (Nest("zero", zero, (f.output.name,), sp.Integer(0)),
              Nest("rows", (Loop(r, lo, hi + 1, add),), arrays, sp.Integer(0)))
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
+
+
+def _lower_partial_rows(f: Formula) -> LoopProgram:
+    """A box of Sums down columns in two passes, each reading memory in order: in parallel over
+    the outermost summed index r, a row of partial sums per r (the other summed indices added row
+    by row); then the output zeroed and the partial rows added. The partials are the output's size
+    times r's length, far less than the input read (two or more summed indices)."""
+    summand, limits = _flat_sum(f.body)
+    (r, lo, hi), inner = limits[0], limits[1:]
+    names = _Names(_taken(f, f.body))
+    part = names.new("part").name
+    shape = (hi - lo + 1, *f.output.shape)
+    at = (r - lo, *f.indices)
+    partial = sp.IndexedBase(part, real=True)[at]
+    stmts, value = emit(summand, names)
+    zero_part: tuple = (Store(part, at, sp.Integer(0)),)
+    add: tuple = tuple(stmts) + tuple(_with_cse(Store(part, at, partial + value), names))
+    zero: tuple = (Store(f.output.name, f.indices, sp.Integer(0)),)
+    total: tuple = (ScatterAdd(f.output.name, f.indices, partial),)
+    for i in reversed(f.indices):
+        lo_i, hi_i = f.ranges[i]
+        zero_part, add = (Loop(i, lo_i, hi_i + 1, zero_part),), (Loop(i, lo_i, hi_i + 1, add),)
+        zero, total = (Loop(i, lo_i, hi_i + 1, zero),), (Loop(i, lo_i, hi_i + 1, total),)
+    for var, lo_v, hi_v in reversed(inner):
+        add = (Loop(var, lo_v, hi_v + 1, add),)
+    used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
+    arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (part,)
+    work = sp.Mul(*[hi_v - lo_v + 1 for _, lo_v, hi_v in limits], *[hi_i + 1 for _, hi_i in f.ranges.values()])
+    steps = (Nest("partial_rows", (Loop(r, lo, hi + 1, zero_part + add, parallel=True),), arrays, work),
+             Nest("zero", zero, (f.output.name,), sp.Integer(0)),
+             Nest("rows", (Loop(r, lo, hi + 1, total),), (part, f.output.name), sp.Integer(0)))
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (Temp(part, shape),), steps)
 
 
 def _sum_along_last_axis(f: Formula) -> bool:

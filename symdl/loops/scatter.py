@@ -108,9 +108,9 @@ def lower_scatter(f: Formula, hit, emit_values, arrays: tuple, new_index) -> tup
     `emit_values(exprs)` gives (statements, values); `new_index()` a fresh integer symbol."""
     sums, value, targets, rest = hit
     zero: tuple = (Store(f.output.name, f.indices, sp.Integer(0)),)
-    for i in reversed(f.indices):
+    for depth, i in reversed(list(enumerate(f.indices))):
         lo, hi = f.ranges[i]
-        zero = (Loop(i, lo, hi + 1, zero),)
+        zero = (Loop(i, lo, hi + 1, zero, parallel=depth == 0),)  # disjoint stores: threads may share it
     pre, positions = emit_values(list(targets.values()))
     at = {}  # a position searched for (an arg-max) is computed once, before the tests on it
     for (p, e), position in zip(targets.items(), positions, strict=True):

@@ -357,7 +357,8 @@ class StepReplay:
 
     def _replay(self, key, plan: Plan, x, y, state: list, weights: list):
         m = self.model
-        t = m.loss.feed(y, plan.out_template)[m.loss.true_name]  # the targets' checks, as a plain step
+        # the targets' checks, as a plain step; a view of the caller's array will do (the step only reads it)
+        t = m.loss.prepare(y if isinstance(y, np.ndarray) else np.asarray(y), plan.out_template)[0]
         if (t.shape, t.dtype.str) != plan.input_shapes["t"]:
             return m._plain_step(x, y)
         if any(key[4]):  # the weights' trainable flags: the optimizer steps (as Trainer._apply)

@@ -136,7 +136,7 @@ def test_program_names_keep_one_role_and_one_rank():
 def test_py_name_is_one_to_one_and_keeps_off_reserved_names():
     names = ["x", "np", "np_", "np__", "F", "F_", "run", "run_", "loops_serial", "loops_serial_",
              "matmul0", "MM_BM", "parallel", "max", "range", "cuda", "_exp", "_exp_u", "_t", "acc0",
-             "α", "lambda", "match", "h_final", "float32_ldexp"]
+             "α", "lambda", "match", "h_final", "float32_ldexp", "contract", "matmul"]
     mapped = [py_name(n) for n in names]
     assert len(set(mapped)) == len(names)
     assert all(m.isidentifier() and m not in RESERVED for m in mapped)
@@ -190,6 +190,21 @@ def test_names_of_generated_code_as_user_names_compute_correctly():
         defined |= {(a.asname or a.name).split(".")[0] for n in tree.body
                     if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
         assert not {py_name(n) for n in f.used_names} & defined
+
+
+def test_tensors_named_like_the_cpu_gemm_helpers():
+    """Was: a tensor named `contract` shadowed the cpu driver's GEMM helper of the same name (a
+    TypeError calling an array); `matmul` is its 2-D sibling."""
+    N3, M3, K3 = (sp.Symbol(n, integer=True, positive=True) for n in ("N3", "M3", "K3"))
+    a, b, c = sp.Idx("a", N3), sp.Idx("b", M3), sp.Idx("c", K3)
+    d = sp.Idx("d", K3)
+    con, mm, z = sp.IndexedBase("contract"), sp.IndexedBase("matmul"), sp.IndexedBase("z")
+    f = Formula(sp.Eq(z[a, b], sp.Sum(con[a, c] * mm[c, b], c)), name="gemm_names")
+    g = Formula(sp.Eq(z[a, b], sp.Sum(con[a, c, d] * mm[d, c, b], c, d)), name="grouped_names")
+    x2, w2 = RNG.standard_normal((3, 4)), RNG.standard_normal((4, 5))
+    np.testing.assert_allclose(f.compile()(contract=x2, matmul=w2), x2 @ w2, rtol=1e-12)
+    x3, w3 = RNG.standard_normal((3, 4, 4)), RNG.standard_normal((4, 4, 5))
+    np.testing.assert_allclose(g.compile()(contract=x3, matmul=w3), np.einsum("acd,dcb->ab", x3, w3), rtol=1e-12)
 
 
 CUDA_SCRIPT = """

@@ -5,6 +5,7 @@ import math
 
 import numba as nb
 import numpy as np
+from symdl.backends.cpu.blas import matmul
 
 F = np.float32
 
@@ -22,7 +23,7 @@ def loops_parallel(b, y, B, M, N):
 
 
 def run(y, b, W, x, B, M, N, parallel):
-    np.matmul(x, W, out=y)
+    matmul(x, W, y)
     if parallel:
         loops_parallel(b, y, B, M, N)
     else:

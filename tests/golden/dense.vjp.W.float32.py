@@ -5,9 +5,10 @@ import math
 
 import numba as nb
 import numpy as np
+from symdl.backends.cpu.blas import matmul
 
 F = np.float32
 
 
 def run(grad_W, grad_y, x, B, M, N, parallel):
-    np.matmul(x.T, grad_y, out=grad_W)
+    matmul(x.T, grad_y, grad_W)

@@ -5,9 +5,10 @@ import math
 
 import numba as nb
 import numpy as np
+from symdl.backends.cpu.blas import matmul
 
 F = np.float32
 
 
 def run(grad_x, W, grad_y, B, M, N, parallel):
-    np.matmul(grad_y, W.T, out=grad_x)
+    matmul(grad_y, W.T, grad_x)

@@ -1,6 +1,7 @@
 """Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest,
-and a plain-Python driver `run` that allocates temporaries and calls BLAS (blas.py for contractions of any rank) (NumPy's matmul costs
-microseconds from Python, while np.dot inside njit needs SciPy and seconds to compile)."""
+and a plain-Python driver `run` that allocates temporaries and calls BLAS through NumPy (blas.py:
+2-D products and contractions of any rank); np.dot inside njit would need SciPy and seconds to
+compile."""
 from __future__ import annotations
 
 from ...loops.ir import Branch, Contract, LoopProgram, MatMul
@@ -31,7 +32,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "import numba as nb",
         "import numpy as np",
         *printer.imports,
-        *(["from symdl.backends.cpu.blas import contract"] if "contract(" in "\n".join(calls) else []),
+        *_blas_imports("\n".join(calls)),
         "",
         f"F = {DTYPES[dtype]}",
         "",
@@ -43,6 +44,11 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
     ])
 
+
+
+def _blas_imports(calls: str) -> list:
+    used = [name for name in ("contract", "matmul") if f"{name}(" in calls]
+    return [f"from symdl.backends.cpu.blas import {', '.join(used)}"] if used else []
 
 
 def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> list:
@@ -59,7 +65,7 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
         elif isinstance(step, MatMul):
             a = py_name(step.a) + (".T" if step.trans_a else "")
             b = py_name(step.b) + (".T" if step.trans_b else "")
-            lines.append(f"{pad}np.matmul({a}, {b}, out={py_name(step.out)})")
+            lines.append(f"{pad}matmul({a}, {b}, {py_name(step.out)})")
         elif isinstance(step, Contract):  # a contraction of any rank: one GEMM on reshaped views (blas.py)
             a_perm = tuple(step.a_axes.index(i) for i in step.rows + step.sums)
             b_perm = tuple(step.b_axes.index(i) for i in step.sums + step.cols)

@@ -17,7 +17,7 @@ from ..declare.reductions import REDUCTIONS
 from ..passes.col2im import extract_col2im
 from ..passes.contraction import Contraction, Gather, GroupedContraction, extract_matmuls
 from ..passes.sums import merge_sibling_sums
-from . import blocked, rows, scatter
+from . import blocked, col2im, rows, scatter
 from .emit import _Names, _taken, _with_cse, emit, emit_shared
 from .invariant import hoist_nested_reductions
 from .ir import Branch, Contract, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
@@ -98,11 +98,15 @@ LARGE = 1024  # every dimension at once, where a way's condition is asked whethe
 
 
 def _lower_col2im(f: Formula, body, contractions) -> LoopProgram:
-    """The GEMMs into whole-axes temporaries, then their sums accumulated into the output row by
-    row (rows.py) where the body is one such sum, else the plain loops."""
+    """The GEMMs into whole-axes temporaries, then their sums: over Z in its memory order, adding
+    into the zeroed output (col2im.py), or accumulated into the output row by row (rows.py), or
+    the plain loops."""
     shapes = {c.temp: c.shape for c in contractions}
     sums = Formula.from_parts(f.name, f.output.name, f.indices, f.ranges, body, shapes, domains=f.domains)
-    inner = rows.lower_along_rows(sums)
+    inner = None
+    if len(contractions) == 1:
+        inner = col2im.lower_scatter(sums, contractions[0].temp, _Names(_taken(sums, sums.body)))
+    inner = inner or rows.lower_along_rows(sums)
     if inner is None:
         return _lower_contractions(f, body, contractions)
     temps, library = _library_steps(contractions, {c.temp: c.temp for c in contractions})

@@ -111,5 +111,5 @@ def _always(cond, box: dict) -> bool:
         if not k.is_number or sp.expand(d - k * z).has(z):
             return False
         at[z] = box[z][0] if k > 0 else box[z][1]
-    least = sp.simplify(d.xreplace(at))
+    least = sp.expand(d.xreplace(at))  # dimensions cancel where the box implies it (no simplify: slow)
     return bool(least.is_number and least >= 0)

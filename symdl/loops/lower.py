@@ -70,15 +70,14 @@ def _lower_grouped(f: Formula) -> LoopProgram | None:
     gathered = _lower_contractions(f, body, contractions) if grouped and pays is not sp.false else None
     transposed = extract_col2im(f)
     if transposed is not None:
-        fast = _renamed(_lower_col2im(f, *transposed), "col2im")
         first = sp.And(*[c.pays for c in transposed[1] if isinstance(c, GroupedContraction)])
         if gathered is not None:  # no more memory and no more multiply-adds than the gathers' way
-            first = sp.And(first, sp.Le(_temp_size(fast), _temp_size(gathered)),
+            first = sp.And(first, sp.Le(_library_size(transposed[1]), _temp_size(gathered)),
                            sp.Le(_gemm_work(transposed[1]), _gemm_work(contractions)))
         # where it loses at large sizes (a forward convolution: Z of the input's H·W positions, not
         # the output's), it never runs in practice: the module keeps the gathers' way alone
         if first.subs({d: LARGE for d in f.dims}) is not sp.false:
-            ways.append((first, fast))
+            ways.append((first, _renamed(_lower_col2im(f, *transposed), "col2im")))
     if gathered is not None:
         ways.append((pays, gathered))
     ways = [(cond, p) for cond, p in ways if cond is not sp.false]
@@ -123,6 +122,11 @@ def _renamed(program: LoopProgram, prefix: str) -> LoopProgram:
 def _temp_size(program: LoopProgram) -> sp.Expr:
     """Elements of the temporaries a program allocates."""
     return sp.Add(*[sp.Mul(*t.shape) for t in program.temps])
+
+
+def _library_size(contractions) -> sp.Expr:
+    """Elements of the contractions' temporaries and gathers."""
+    return sp.Add(*[sp.Mul(*t) for c in contractions for t in (c.shape, *(g.shape for g in getattr(c, "gathers", ())))])
 
 
 def _gemm_work(contractions) -> sp.Expr:

@@ -156,3 +156,24 @@ def test_user_transposed_convolution(stride, taps, scaled, dtype):
     few = kern(x=x[:, :, :2], w=w[:, :, :2])  # the plain loops' side of the condition
     np.testing.assert_allclose(few, _transposed_1d_numpy(x[:, :, :2], w[:, :, :2], stride) * (1.5 if scaled else 1),
                                rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_output_index_in_two_axes_keeps_the_plain_loops_after_the_gemm():
+    """out[b, p, c] = Σ_i Σ_o x[b, i, o]·w[p + c - i, c, o]: c names two axes of Z, so no element
+    of Z belongs to one output element alone; the sum over Z runs as the plain loops."""
+    B, N, C, O, T = sp.symbols("B N C O T", integer=True, positive=True)
+    b, p, c = sp.Idx("b", B), sp.Idx("p", N + T - 1), sp.Idx("c", C)
+    i, o = sp.symbols("i o", integer=True)
+    x, w = sp.IndexedBase("x", shape=(B, N, O)), sp.IndexedBase("w", shape=(T, C, O))
+    body = sp.Sum(x[b, i, o] * w[p + c - i, c, o], (i, sp.Max(0, p + c - T + 1), sp.Min(N - 1, p + c)), (o, 0, O - 1))
+    f = symdl.Formula(sp.Eq(sp.IndexedBase("out")[b, p, c], body), name="skewed_tconv")
+    kern = f.compile()
+    dims = {"B": 2, "N": 5, "C": 3, "O": 16, "T": 4}
+    assert [s.name for s in _taken(kern.program.steps, dims) if isinstance(s, Nest)] == ["col2im_loops"]
+    rng = np.random.default_rng(7)
+    xv, wv = rng.standard_normal((2, 5, 16)), rng.standard_normal((4, 3, 16))
+    want = np.zeros((2, 8, 3))
+    for pv, cv, iv in itertools.product(range(8), range(3), range(5)):
+        if 0 <= pv + cv - iv < 4:
+            want[:, pv, cv] += xv[:, iv] @ wv[pv + cv - iv, cv]
+    np.testing.assert_allclose(kern(x=xv, w=wv), want, rtol=1e-11, atol=1e-11)

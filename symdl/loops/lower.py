@@ -97,15 +97,13 @@ LARGE = 1024  # every dimension at once, where a way's condition is asked whethe
 
 
 def _lower_col2im(f: Formula, body, contractions) -> LoopProgram:
-    """The GEMMs into whole-axes temporaries, then their sums: over Z in its memory order, adding
-    into the zeroed output (col2im.py), or accumulated into the output row by row (rows.py), or
-    the plain loops."""
+    """The GEMM into a whole-axes temporary, then its sum over Z in Z's memory order, adding into
+    the zeroed output (col2im.py); the plain loops where that does not apply."""
     shapes = {c.temp: c.shape for c in contractions}
     sums = Formula.from_parts(f.name, f.output.name, f.indices, f.ranges, body, shapes, domains=f.domains)
     inner = None
     if len(contractions) == 1:
         inner = col2im.lower_scatter(sums, contractions[0].temp, _Names(_taken(sums, sums.body)))
-    inner = inner or rows.lower_along_rows(sums)
     if inner is None:
         return _lower_contractions(f, body, contractions)
     temps, library = _library_steps(contractions, {c.temp: c.temp for c in contractions})

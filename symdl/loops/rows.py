@@ -65,21 +65,12 @@ def _lower_row_reduction(f: Formula) -> LoopProgram:
     return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
 
 
-def lower_along_rows(f: Formula) -> LoopProgram | None:
-    """The output row accumulated as `_lower_inner_accumulation` does, the Sum's bounds free of the
-    innermost output index only (they may name the outer ones, whose loops enclose the Sum's): a
-    transposed contraction's sum over its temporary (passes/col2im.py), Z[b, i, j, p - i, q - j, c]
-    read along c; or None."""
-    return _lower_inner_accumulation(f) if _sum_along_last_axis(f, outer_bounds=True) else None
-
-
-def _sum_along_last_axis(f: Formula, outer_bounds: bool = False) -> bool:
+def _sum_along_last_axis(f: Formula) -> bool:
     """`rest + Σ summand` (rest free of reductions; one Sum, box-shaped: bounds free of output
-    indices, or of the last one where `outer_bounds`; a summand without reductions or guards) whose
-    innermost output index is the contiguous axis of a read: a convolution's y[b, i, j, o] =
-    bias[o] + Σ K[kh, kw, c, o] x[...] and its kernel gradient. Scalar accumulators would run the
-    reduction once per o, each reading K with stride Cout; accumulating into the output row instead
-    runs o innermost, contiguous."""
+    indices; a summand without reductions or guards) whose innermost output index is the
+    contiguous axis of a read: a convolution's y[b, i, j, o] = bias[o] + Σ K[kh, kw, c, o] x[...]
+    and its kernel gradient. Scalar accumulators would run the reduction once per o, each reading K
+    with stride Cout; accumulating into the output row instead runs o innermost, contiguous."""
     if f.recurrence is not None or len(f.indices) < 2 or any(t.integer for t in f.inputs):
         return False
     sums = [t for t in sp.Add.make_args(f.body) if isinstance(t, sp.Sum)]
@@ -88,7 +79,7 @@ def _sum_along_last_axis(f: Formula, outer_bounds: bool = False) -> bool:
     summand, limits = _flat_sum(sums[0])
     last = f.indices[-1]
     bounds = {s for _, lo, hi in limits for s in sp.sympify(lo).free_symbols | sp.sympify(hi).free_symbols}
-    if bounds & ({last} if outer_bounds else set(f.indices)) or summand.has(*REDUCTIONS, sp.Piecewise):
+    if bounds & set(f.indices) or summand.has(*REDUCTIONS, sp.Piecewise):
         return False
     if extract_matmuls(f)[1]:
         return False  # BLAS does it

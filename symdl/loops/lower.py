@@ -124,7 +124,8 @@ def _temp_size(program: LoopProgram) -> sp.Expr:
 
 def _library_size(contractions) -> sp.Expr:
     """Elements of the contractions' temporaries and gathers."""
-    return sp.Add(*[sp.Mul(*t) for c in contractions for t in (c.shape, *(g.shape for g in getattr(c, "gathers", ())))])
+    shapes = [t for c in contractions for t in (c.shape, *(g.shape for g in getattr(c, "gathers", ())))]
+    return sp.Add(*[sp.Mul(*shape) for shape in shapes])
 
 
 def _gemm_work(contractions) -> sp.Expr:

@@ -14,9 +14,10 @@ import sympy as sp
 from ..declare.formula import Formula, Tensor
 from ..declare.indexing import free_indices
 from ..declare.reductions import REDUCTIONS
+from ..passes.col2im import extract_col2im
 from ..passes.contraction import Contraction, Gather, GroupedContraction, extract_matmuls
 from ..passes.sums import merge_sibling_sums
-from . import blocked, rows, scatter
+from . import blocked, col2im, rows, scatter
 from .emit import _Names, _taken, _with_cse, emit, emit_shared
 from .invariant import hoist_nested_reductions
 from .ir import Branch, Contract, Let, Loop, LoopProgram, MatMul, Nest, Store, Temp
@@ -58,21 +59,78 @@ def _hoist_projections(f: Formula) -> LoopProgram | None:
 def _lower_grouped(f: Formula) -> LoopProgram | None:
     """The program with grouped contractions as GEMMs, or None when there is none. Where a gather
     pays only at some sizes (contraction.MIN_REUSE), a Branch runs it there and the plain
-    program's loops elsewhere."""
+    program's loops elsewhere; a transposed pattern's GEMM without a gather (col2im.py) runs
+    first where it pays and its temporaries are no larger than the gathers'."""
     if scatter.match(f) is not None:
         return None
+    ways = []  # (condition on dimensions, program): the first whose condition holds runs
     body, contractions = extract_matmuls(f, grouped=True)
     grouped = [c for c in contractions if isinstance(c, GroupedContraction)]
     pays = sp.And(*[c.pays for c in grouped])
-    if not grouped or pays is sp.false:
+    gathered = _lower_contractions(f, body, contractions) if grouped and pays is not sp.false else None
+    transposed = extract_col2im(f)
+    if transposed is not None:
+        first = sp.And(*[c.pays for c in transposed[1] if isinstance(c, GroupedContraction)])
+        if gathered is not None:  # no more memory and no more multiply-adds than the gathers' way
+            first = sp.And(first, sp.Le(_library_size(transposed[1]), _temp_size(gathered)),
+                           sp.Le(_gemm_work(transposed[1]), _gemm_work(contractions)))
+        # where it loses at large sizes (a forward convolution: Z of the input's H·W positions, not
+        # the output's), it never runs in practice: the module keeps the gathers' way alone
+        if first.subs({d: LARGE for d in f.dims}) is not sp.false:
+            ways.append((first, _renamed(_lower_col2im(f, *transposed), "col2im")))
+    if gathered is not None:
+        ways.append((pays, gathered))
+    ways = [(cond, p) for cond, p in ways if cond is not sp.false]
+    if not ways:
         return None
-    fast = _lower_contractions(f, body, contractions)
-    if pays is sp.true:
-        return fast
-    plain = _lower_plain(f, True)
-    loops = tuple(replace(s, name=f"plain_{s.name}") if isinstance(s, Nest) else s for s in plain.steps)
-    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (),
-                       (Branch(pays, fast.temps, fast.steps, plain.temps, loops),))
+    if ways[0][0] is sp.true:
+        return ways[0][1]
+    program = _renamed(_lower_plain(f, True), "plain")
+    for cond, fast in reversed(ways):
+        program = fast if cond is sp.true else LoopProgram(
+            f.name, str(f), f.inputs, f.output, f.dims, (),
+            (Branch(cond, fast.temps, fast.steps, program.temps, program.steps),))
+    return program
+
+
+LARGE = 1024  # every dimension at once, where a way's condition is asked whether it can pay
+
+
+def _lower_col2im(f: Formula, body, contractions) -> LoopProgram:
+    """The GEMM into a whole-axes temporary, then its sum over Z in Z's memory order, adding into
+    the zeroed output (col2im.py); the plain loops where that does not apply."""
+    shapes = {c.temp: c.shape for c in contractions}
+    sums = Formula.from_parts(f.name, f.output.name, f.indices, f.ranges, body, shapes, domains=f.domains)
+    inner = None
+    if len(contractions) == 1:
+        inner = col2im.lower_scatter(sums, contractions[0].temp, _Names(_taken(sums, sums.body)))
+    if inner is None:
+        return _lower_contractions(f, body, contractions)
+    temps, library = _library_steps(contractions, {c.temp: c.temp for c in contractions})
+    return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, tuple(temps) + inner.temps,
+                       tuple(library) + inner.steps)
+
+
+def _renamed(program: LoopProgram, prefix: str) -> LoopProgram:
+    """The program with its nests named `prefix_name`: each way of a Branch defines its own."""
+    steps = tuple(replace(s, name=f"{prefix}_{s.name}") if isinstance(s, Nest) else s for s in program.steps)
+    return replace(program, steps=steps)
+
+
+def _temp_size(program: LoopProgram) -> sp.Expr:
+    """Elements of the temporaries a program allocates."""
+    return sp.Add(*[sp.Mul(*t.shape) for t in program.temps])
+
+
+def _library_size(contractions) -> sp.Expr:
+    """Elements of the contractions' temporaries and gathers."""
+    shapes = [t for c in contractions for t in (c.shape, *(g.shape for g in getattr(c, "gathers", ())))]
+    return sp.Add(*[sp.Mul(*shape) for shape in shapes])
+
+
+def _gemm_work(contractions) -> sp.Expr:
+    """Multiply-adds of the grouped contractions' GEMMs (m·n·k each)."""
+    return sp.Add(*[sp.Mul(*c.sizes) for c in contractions if isinstance(c, GroupedContraction)])
 
 
 def _lower_plain(f: Formula, row_reductions: bool) -> LoopProgram:

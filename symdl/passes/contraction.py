@@ -14,7 +14,8 @@ convolution's x[b, i + m, j + n, c], a guarded read, a product of reads, a slice
 gathered into a contiguous temporary over its box of indices (im2col), guards giving zeros. A
 sum whose bounds name output indices (a convolution's input gradient) is first rebased onto a
 read's constant-length axis (`_rebase`), its bounds becoming a guard. A gather pays only where
-the GEMM reuses it enough (`MIN_REUSE`); loops.lower branches on that per call.
+the GEMM reuses it enough (`MIN_REUSE`); loops.lower branches on that per call, and on whether
+col2im.py's GEMM without a gather (a transposed convolution's) needs a smaller temporary.
 """
 from __future__ import annotations
 
@@ -74,9 +75,11 @@ class GroupedContraction:
 MIN_REUSE = 16
 
 
-def extract_matmuls(f: Formula, grouped: bool = False, unless_reading: str | None = None) -> tuple[sp.Expr, list]:
+def extract_matmuls(f: Formula, grouped: bool = False, unless_reading: str | None = None,
+                    first=None) -> tuple[sp.Expr, list]:
     """Return the body with contraction Sums replaced by temporaries, and the contractions; a Sum
-    that reads the tensor `unless_reading` (a recurrence's own output) stays."""
+    that reads the tensor `unless_reading` (a recurrence's own output) stays. `first(sum, order)`,
+    a matcher tried before the others (col2im.py), returns what `_match` does, or None."""
     found: dict = {}
     order = list(f.indices)
     # temporaries T0, T1, ... skip every name the formula uses (a user tensor T0 stays itself)
@@ -86,7 +89,8 @@ def extract_matmuls(f: Formula, grouped: bool = False, unless_reading: str | Non
         if isinstance(expr, sp.Sum):
             if unless_reading and any(str(r.base.label) == unless_reading for r in expr.atoms(sp.Indexed)):
                 return expr
-            hit = _match(expr, f, order)
+            hit = first(expr, order) if first is not None else None
+            hit = hit or _match(expr, f, order)
             if hit is None and grouped:
                 # under a guard a gather could read where the formula does not: plain views only
                 hit = _match_grouped(expr, f, order, gathers=not guarded)
@@ -94,8 +98,7 @@ def extract_matmuls(f: Formula, grouped: bool = False, unless_reading: str | Non
                 key = expr
                 if key not in found:
                     found[key] = hit(temps)
-                c, axes, coeff = found[key]
-                return coeff * sp.IndexedBase(c.temp, real=True)[axes]
+                return found[key][1]
             return expr
         if not expr.args or isinstance(expr, sp.Indexed):
             return expr
@@ -108,7 +111,8 @@ def extract_matmuls(f: Formula, grouped: bool = False, unless_reading: str | Non
 
 
 def _match(s: sp.Sum, f: Formula, order):
-    """The contraction `s` is, or None. A GEMM sums over whole axes: the Sum must run from 0 to the
+    """A function of the temporaries' names giving (the contraction `s` is, the read of its
+    temporary replacing `s`), or None. A GEMM sums over whole axes: the Sum must run from 0 to the
     length of both operands' k axes minus 1 (a Sum over (k, 0, N - 2) of an N-long axis is not a
     matrix product of the tensors as given)."""
     if len(s.limits) != 1:
@@ -142,8 +146,12 @@ def _match(s: sp.Sum, f: Formula, order):
     trans_b = not tb_first
     shape = (f.ranges[u][1] + 1, f.ranges[v][1] + 1)
     coeff = sp.Mul(*rest)
-    return lambda temps: (Contraction(next(temps), str(ra.base.label), str(rb.base.label), ta, trans_b,
-                                      shape), (u, v), coeff)
+
+    def build(temps):
+        c = Contraction(next(temps), str(ra.base.label), str(rb.base.label), ta, trans_b, shape)
+        return c, coeff * sp.IndexedBase(c.temp, real=True)[u, v]
+
+    return build
 
 
 def _flatten(s: sp.Sum, f: Formula):
@@ -311,7 +319,7 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
         pays = sp.And(*[sp.Ge(r, MIN_REUSE) for r in reuse])
         c = GroupedContraction(name, a, a_axes, b, b_axes, rows, cols, sums,
                                tuple(size[i] for i in rows + cols), (m, n, k), tuple(made), pays)
-        return c, rows + cols, sp.Mul(*coeff)
+        return c, sp.Mul(*coeff) * sp.IndexedBase(name, real=True)[rows + cols]
 
     return build
 

@@ -86,7 +86,7 @@ class Kernel:
         parallel = b.parallel(self.program, bound)
         module = self._module(dtype)
         if self.check:
-            check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None)
+            check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None, bound)
         return CallPlan(bound, ((f.output.name, shape),), tuple(bound[str(d)] for d in f.dims), parallel,
                         module.run)
 

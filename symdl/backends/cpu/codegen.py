@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...loops.ir import Branch, Contract, LoopProgram, MatMul
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
-from .helpers import FASTMATH
+from .helpers import FASTMATH, fingerprint
 from .printer import CpuPrinter
 
 
@@ -18,7 +18,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     functions: list = []
     temps = _steps(prog.temps, (), printer, [], functions, "    ")
     calls = _steps((), prog.steps, printer, dims + scalars, functions, "    ")
-    helpers = [printer.helper_source(h) for h in sorted(printer.helpers)]
+    helpers = _helper_lines(sorted(printer.helpers), dtype)
     args = driver_args(prog, dims)
     casts = [f"    {s} = F({s})" for s in scalars]
     header = "\n".join(f"#   {comment(line)}" for line in prog.formula.splitlines())
@@ -30,12 +30,11 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
         "import numba as nb",
         "import numpy as np",
-        *printer.imports,
         *(["from symdl.backends.cpu.blas import contract"] if "contract(" in "\n".join(calls) else []),
+        *helpers,
         "",
         f"F = {DTYPES[dtype]}",
         "",
-        *helpers,
         *functions,
         "",
         f"def run({args}):",
@@ -43,6 +42,14 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
     ])
 
+
+def _helper_lines(names: list, dtype: str) -> list:
+    """The helpers the kernels call, from shared.py: compiled once per process for every module."""
+    if not names:
+        return []
+    return [f"# helpers.py's {dtype} helpers, compiled once per process for every module (shared.py)",
+            "from symdl.backends.cpu.shared import helpers",
+            f"{', '.join(names)}, = helpers({dtype!r}, {fingerprint(dtype)!r}, {', '.join(map(repr, names))})"]
 
 
 def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> list:

@@ -3,7 +3,7 @@ and a plain-Python driver `run` that allocates temporaries and calls BLAS (blas.
 microseconds from Python, while np.dot inside njit needs SciPy and seconds to compile)."""
 from __future__ import annotations
 
-from ...loops.ir import Branch, Contract, LoopProgram, MatMul
+from ...loops.ir import Branch, Contract, If, Let, Loop, LoopProgram, MatMul, Nest
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
 from .helpers import FASTMATH, fingerprint
@@ -57,7 +57,7 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
     parallel functions to `functions`; a Branch becomes an if on the dimensions."""
     lines = [f"{pad}{py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
              for t in temps]
-    for step in steps:
+    for step in _merged(steps):
         if isinstance(step, Branch):
             lines.append(f"{pad}if {printer.cond(step.cond)}:")
             lines += _steps(step.then_temps, step.then_steps, printer, extra, functions, pad + "    ")
@@ -81,3 +81,43 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
             lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"
                          f"{pad}else:\n{pad}    {step.name}_serial({params})")
     return lines
+
+
+def _merged(steps) -> list:
+    """Consecutive nests as one function (a zeroing nest and the scatter or row sum after it, a
+    hoisted reduction and the loops reading it): numba spends ~0.05-0.1 s compiling any function, so
+    a cold start compiles fewer. Merged only where no local of one is a local of the other (loop
+    indices, always integers, may repeat), so numba types every variable as it did apart."""
+    out: list = []
+    for step in steps:
+        last = out[-1] if out else None
+        if isinstance(step, Nest) and isinstance(last, Nest) and _apart(last.body, step.body):
+            step = Nest(f"{last.name}_{step.name}", last.body + step.body,
+                        tuple(dict.fromkeys(last.tensors + step.tensors)), last.parallel_work + step.parallel_work)
+            out[-1] = step
+        else:
+            out.append(step)
+    return out
+
+
+def _apart(a, b) -> bool:
+    """No name that one body assigns (a Let or an accumulator) is assigned or looped over in the other."""
+    lets_a, loops_a = _locals(a)
+    lets_b, loops_b = _locals(b)
+    return not (lets_a & (lets_b | loops_b) or lets_b & loops_a)
+
+
+def _locals(body) -> tuple:
+    """(names of Lets, names of loop variables) in `body`, at any depth."""
+    lets, loops = set(), set()
+    for s in body:
+        if isinstance(s, Loop):
+            loops.add(s.var.name)
+            inner = _locals(s.body)
+        elif isinstance(s, If):
+            inner = tuple(x | y for x, y in zip(_locals(s.then), _locals(s.orelse), strict=True))
+        else:
+            inner = ({s.name.name}, set()) if isinstance(s, Let) else (set(), set())
+        lets |= inner[0]
+        loops |= inner[1]
+    return lets, loops

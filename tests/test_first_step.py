@@ -88,3 +88,27 @@ def test_a_cold_step_compiles_only_the_nests_it_runs(tmp_path):
     cold = run("cnn", tmp_path / "cache")
     assert "gather_T1_serial" in cold["compiled"], cold
     assert not [n for n in cold["compiled"] if n.startswith("plain_") or n.endswith("_parallel")], cold
+
+
+def test_consecutive_nests_merge_only_when_their_locals_are_apart():
+    """Two nests in a row compile as one function (one numba compile) unless a name one assigns is
+    assigned or looped over in the other: numba would then type the two uses as one variable."""
+    import sympy as sp
+
+    from symdl.backends.cpu.codegen import _merged
+    from symdl.loops.ir import Let, Loop, Nest, Store
+
+    i, j, n = sp.Symbol("i", integer=True), sp.Symbol("j", integer=True), sp.Symbol("N", integer=True)
+    acc, t = sp.Symbol("acc0"), sp.Symbol("t", integer=True)
+
+    def nest(name, *body, var=i):
+        return Nest(name, (Loop(var, 0, n, tuple(body)),), ("y",), n)
+
+    zero = nest("zero", Store("y", (i,), sp.Integer(0)))
+    sums = nest("rows", Let(acc, sp.Integer(1)), Store("y", (i,), acc))
+    (merged,) = _merged([zero, sums])
+    assert merged.name == "zero_rows" and merged.body == zero.body + sums.body and merged.tensors == ("y",)
+    assert len(_merged([sums, nest("again", Let(acc, sp.Integer(2)), Store("y", (i,), acc))])) == 2
+    assert len(_merged([sums, nest("loop_t", Store("y", (t,), sp.Integer(0)), var=t),
+                        nest("let_t", Let(t, i), Store("y", (t,), sp.Integer(0)))])) == 2
+    assert len(_merged([zero, nest("inner", Loop(j, 0, n, (Store("y", (j,), sp.Integer(1)),)))])) == 1

@@ -30,7 +30,8 @@ def fresh_cache(tmp_path, monkeypatch):  # every kernel compiles: the helpers' c
 
 
 def kernels(tag: str) -> dict:
-    return {n: symdl.Formula(sp.Eq(y[i], body(x[i])), name=f"{n}_{tag}").compile() for n, (body, _) in BODIES.items()}
+    return {n: symdl.Formula(sp.Eq(y[i], body(x[i])), name=f"{n}_{tag}").compile()
+            for n, (body, _) in BODIES.items()}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

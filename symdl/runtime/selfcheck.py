@@ -17,8 +17,9 @@ path is checked when a call first takes it.
 
 A pass is memoised in the process and written as a marker file beside the module in the kernel
 cache (`<module>.<flavour>.checked`; `<module>.<flavour>.path-<taken>.checked` for a path through
-Branches, `taken` one 1 or 0 per Branch), so it costs once per module (and path) per machine. A mismatch raises
-CompileError naming the formula, the tensor, the index and both values; the call returns nothing.
+Branches, `taken` one 1 or 0 per Branch), so it costs once per module (and path) per machine. A
+mismatch raises CompileError naming the formula, the tensor, the index and both values; the call
+returns nothing.
 A formula whose small sizes cannot be chosen automatically, or that the reference cannot evaluate,
 is skipped with a debug note (logger "symdl.check", and SYMDL_DEBUG=2), never a false alarm.
 

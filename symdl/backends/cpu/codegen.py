@@ -1,5 +1,6 @@
-"""Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest,
-and a plain-Python driver `run` that allocates temporaries and calls BLAS (blas.py for contractions of any rank) (NumPy's matmul costs
+"""Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest (or
+per run of consecutive nests sharing no local), and a plain-Python driver `run` that allocates
+temporaries and calls BLAS (blas.py for contractions of any rank) (NumPy's matmul costs
 microseconds from Python, while np.dot inside njit needs SciPy and seconds to compile)."""
 from __future__ import annotations
 

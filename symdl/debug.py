@@ -10,6 +10,8 @@ def level() -> int:
         return 0
 
 
-def show(stage: str, text: str) -> None:
+def show(stage: str, text) -> None:
+    """Print a stage's output under SYMDL_DEBUG=2; `text` may be a function making it, so that
+    printing a formula or a loop IR costs nothing when debugging is off (a warm start makes dozens)."""
     if level() >= 2:
-        print(f"--- symdl {stage} ---\n{text}", file=sys.stderr)
+        print(f"--- symdl {stage} ---\n{text() if callable(text) else text}", file=sys.stderr)

@@ -90,9 +90,15 @@ def test_generated_source_matches_golden(stem):
     compare_or_update(GOLDEN / f"{stem}.{DTYPE}.py", source)
 
 
+def test_shared_helpers_match_golden():
+    """The float32 helpers every module imports (backends/cpu/shared.py), pinned as the kernels are."""
+    from symdl.backends.cpu import shared
+    compare_or_update(GOLDEN / f"helpers.{DTYPE}.py", shared.source(DTYPE))
+
+
 def test_golden_folder_holds_only_pinned_kernels():
     """A golden file whose kernel was dropped from CASES would never be checked again."""
-    expected = {f"{stem}.{DTYPE}.py" for stem in CASES}
+    expected = {f"{stem}.{DTYPE}.py" for stem in [*CASES, "helpers"]}
     stale = {p for p in GOLDEN.glob("*.py") if p.name not in expected}
     if UPDATE:
         for p in stale:

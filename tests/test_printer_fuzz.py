@@ -27,6 +27,8 @@ from hypothesis import HealthCheck, Phase, assume, given, note, settings
 from hypothesis import strategies as st
 
 import symdl
+from symdl.backends.cpu import shared
+from symdl.backends.cpu.helpers import fingerprint
 from symdl.backends.cpu.printer import CpuPrinter as Printer
 from symdl.printing import python_function
 
@@ -222,12 +224,8 @@ def namespace(dtype: str, printer_class=Printer) -> dict:
     if key not in _NAMESPACES:
         p = printer_class(dtype=dtype)
         ns = {"F": np.dtype(dtype).type, "np": np, "math": math, "nb": nb}
-        for name in p.helper_table:
-            p.use(name)
-        for line in p.imports:
-            exec(line, ns)  # noqa: S102 (the printer's own import lines)
-        for name in sorted(p.helpers):  # numba cannot cache functions defined by exec
-            exec(p.helper_source(name).replace("cache=True, ", ""), ns)  # noqa: S102
+        names = sorted(p.helper_table)  # as generated modules import them (backends/cpu/shared.py)
+        ns.update(zip(names, shared.helpers(dtype, fingerprint(dtype), *names), strict=True))
         _NAMESPACES[key] = ns
     return _NAMESPACES[key]
 

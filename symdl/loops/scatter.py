@@ -48,6 +48,9 @@ def match(f: Formula):
             rest.append(c)
         else:
             targets[hit[0]] = hit[1]
+    # in the output's axis order, not the guard's (an And's order follows hashes, which vary
+    # between processes: the generated source, so its cache entry, must not)
+    targets = {p: targets[p] for p in f.indices if p in targets}
     if not targets or any(value.has(p) or any(c.has(p) for c in rest) or
                           any(e.has(*targets) for e in targets.values()) for p in targets):
         return None

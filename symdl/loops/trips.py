@@ -45,16 +45,42 @@ def nest_work(prog: LoopProgram, dims: dict, limit: int) -> int:
     return total
 
 
-def _run_steps(temps, steps, values):
+def branch_path(prog: LoopProgram, dims: dict) -> tuple:
+    """The way a call at these dimensions takes through the program's Branches: one bool per
+    Branch it reaches, in order (() for a program without one). Two calls with equal paths run the
+    same nests (the self-check runs the call's path: runtime/selfcheck.py)."""
+    values = {str(d): int(v) for d, v in dims.items()}
+    path: list = []
+    for _ in _run_steps((), prog.steps, values, path):
+        pass
+    return tuple(path)
+
+
+def branch_dims(prog: LoopProgram) -> set:
+    """The names of the dimensions any Branch of the program decides on."""
+    names: set = set()
+    stack = list(prog.steps)
+    while stack:
+        step = stack.pop()
+        if isinstance(step, Branch):
+            names |= {s.name for s in sp.sympify(step.cond).free_symbols}
+            stack += [*step.then_steps, *step.else_steps]
+    return names
+
+
+def _run_steps(temps, steps, values, path: list | None = None):
     """(temporaries in scope, step) for the steps a call at these dimensions runs: a Branch's
     condition is decided here as the driver decides it."""
     for step in steps:
         if isinstance(step, Branch):
             names, fn = _compiled(step.cond, condition=True)
-            if fn(*[values[n] for n in names]):
-                yield from _run_steps(temps + step.then_temps, step.then_steps, values)
+            taken = bool(fn(*[values[n] for n in names]))
+            if path is not None:
+                path.append(taken)
+            if taken:
+                yield from _run_steps(temps + step.then_temps, step.then_steps, values, path)
             else:
-                yield from _run_steps(temps + step.else_temps, step.else_steps, values)
+                yield from _run_steps(temps + step.else_temps, step.else_steps, values, path)
         else:
             yield temps, step
 

@@ -33,7 +33,7 @@ class GroupKernel:
         self._specs = tuple(specs.values())
         self.program = program
         check_ir(program)
-        show(f"{what} loop IR", format_ir(program))
+        show(f"{what} loop IR", lambda: format_ir(program))
         self._modules: dict = {}
         self._plans: dict = {}
 

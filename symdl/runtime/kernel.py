@@ -41,10 +41,10 @@ class Kernel:
     def __init__(self, formula: Formula, backend="cpu", check_finite: bool = False, check: bool = True):
         self.backend = get_backend(backend)  # ValueError naming the choices; cuda: ImportError naming the extra
         self.formula, self.check_finite, self.check = formula, check_finite, check
-        show("formula", str(formula))
+        show("formula", lambda: str(formula))
         self.program = lower(formula, row_reductions=self.backend.row_reductions)  # GEMM detection, loops, CSE
         check_ir(self.program)                  # cheap: always on
-        show("loop IR", format_ir(self.program))
+        show("loop IR", lambda: format_ir(self.program))
         self.binder = Binder(formula)
         self._modules: dict = {}
         self._plans: dict = {}
@@ -86,7 +86,7 @@ class Kernel:
         parallel = b.parallel(self.program, bound)
         module = self._module(dtype)
         if self.check:
-            check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None)
+            check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None, bound)
         return CallPlan(bound, ((f.output.name, shape),), tuple(bound[str(d)] for d in f.dims), parallel,
                         module.run)
 

@@ -9,11 +9,17 @@ modules are different sources, each checked when a call first loads it, in the f
 parallel) that call runs, with arrays of the call's numba types (dtype, layout, read-only flag).
 So the check runs code numba compiles for the user's call anyway, and never compiles a dtype,
 flavour or specialisation the call would not need; what it adds is the NumPy reference at sizes
-2-8 and a run of the kernel there (microseconds).
+2-8 and a run of the kernel there (microseconds). A module with Branches (a gather where it pays,
+loops elsewhere: loops/lower.py) is checked on the path the call takes: the dimensions its
+conditions read are raised toward the call's (4, 8, 16, ...) until the small case takes that path,
+so the check neither compiles the other path's nests nor leaves the call's path unchecked; each
+path is checked when a call first takes it.
 
 A pass is memoised in the process and written as a marker file beside the module in the kernel
-cache (`<module>.<flavour>.checked`), so it costs once per module per machine. A mismatch raises
-CompileError naming the formula, the tensor, the index and both values; the call returns nothing.
+cache (`<module>.<flavour>.checked`; `<module>.<flavour>.path-<taken>.checked` for a path through
+Branches, `taken` one 1 or 0 per Branch), so it costs once per module (and path) per machine. A
+mismatch raises CompileError naming the formula, the tensor, the index and both values; the call
+returns nothing.
 A formula whose small sizes cannot be chosen automatically, or that the reference cannot evaluate,
 is skipped with a debug note (logger "symdl.check", and SYMDL_DEBUG=2), never a false alarm.
 
@@ -40,6 +46,7 @@ import numpy as np
 from ..version import __version__
 from ..debug import show
 from ..errors import CompileError
+from ..loops.trips import branch_dims, branch_path
 from .cache import atomic_write, cache_dir
 
 SEED = 0
@@ -69,14 +76,16 @@ class Case:
 
 # -- entry points (called by the runtime where a call first loads a module) ----------------------
 
-def check_kernel(kernel, module, dtype, parallel: bool, templates=None) -> None:
+def check_kernel(kernel, module, dtype, parallel: bool, templates=None, dims: dict | None = None) -> None:
     """Check `module` (the generated module of `kernel` at `dtype`) unless done already; CompileError
-    on a mismatch. `templates`: the call's arguments in kernel order (their numba types are reused)."""
+    on a mismatch. `templates`: the call's arguments in kernel order (their numba types are reused);
+    `dims`: the call's dimensions (the check takes the call's path through the module's Branches)."""
     b = kernel.backend
-    flavour = _flavour(b.name, parallel)
+    path = branch_path(kernel.program, dims) if dims else ()
+    flavour = _flavour(b.name, parallel) + _path_name(path)
     if not enabled() or not _pending(module, flavour):
         return
-    case = _case(kernel, [kernel])
+    case = _case(kernel, [kernel], path=(kernel.program, dims, path) if path else None)
     if case is None:
         return
     f = kernel.formula
@@ -144,6 +153,10 @@ def _flavour(backend: str, parallel: bool) -> str:
     return "cuda" if backend == "cuda" else "parallel" if parallel else "serial"
 
 
+def _path_name(path: tuple) -> str:
+    return f".path-{''.join('1' if taken else '0' for taken in path)}" if path else ""
+
+
 def _stamp() -> str:
     import numba  # a new numba compiles the module anew: check it again
     return f"passed: symdl {__version__}, numba {numba.__version__}\n"
@@ -181,11 +194,14 @@ def _note(text: str) -> None:
 
 # -- the case: sizes, inputs, reference ----------------------------------------------------------
 
-def _case(owner, kernels, reference=None) -> Case | None:
-    """The owner's case, built once (None when it cannot be: skipped with a note)."""
-    case = owner.__dict__.get("_check_case")
+def _case(owner, kernels, reference=None, path=None) -> Case | None:
+    """The owner's case (per path through its Branches), built once (None when it cannot be:
+    skipped with a note). `path`: (program, the call's dimensions, the call's path) or None."""
+    cases = owner.__dict__.setdefault("_check_cases", {})
+    key = path[2] if path else ()
+    case = cases.get(key)
     if case is None:
-        case = owner._check_case = _build_case(kernels, reference) or _SKIP
+        case = cases[key] = _build_case(kernels, reference, path) or _SKIP
     return None if case is _SKIP else case
 
 
@@ -196,18 +212,20 @@ def _each(formulas, inputs, dims) -> dict:
                                     {str(d): dims[str(d)] for d in f.dims}) for f in formulas}
 
 
-def _build_case(kernels, reference=None) -> Case | None:
-
+def _build_case(kernels, reference=None, path=None) -> Case | None:
     formulas = [k.formula for k in kernels]
     name = formulas[0].name if len(formulas) == 1 else "+".join(f.name for f in formulas)
     given = {str(d): int(v) for f in formulas for d, v in f.sizes.items()}
     free = sorted({str(d) for f in formulas for d in f.dims} - set(given))
-    for values in _size_options(len(free)):
-        sizes = dict(given, **dict(zip(free, values, strict=True)))
+    off_path = False
+    for sizes in _candidates(given, free, path):
         drawn = _draw(kernels, sizes)
         if drawn is None:
             continue
         dims, inputs, out_shapes = drawn
+        if path is not None and branch_path(path[0], dims) != path[2]:
+            off_path = True
+            continue
         try:
             with np.errstate(all="ignore"):
                 wants = (reference or _each)(formulas, inputs, dims)
@@ -215,8 +233,26 @@ def _build_case(kernels, reference=None) -> Case | None:
             _note(f"{name}: not checked, the reference evaluator fails: {type(err).__name__}: {err}")
             return None
         return Case(sizes, dims, inputs, out_shapes, wants)
-    _note(f"{name}: not checked, no small sizes satisfy its shape rules; declare sizes= to check it")
+    _note(f"{name}: not checked, no small sizes take the call's path through its branches" if off_path else
+          f"{name}: not checked, no small sizes satisfy its shape rules; declare sizes= to check it")
     return None
+
+
+def _candidates(given: dict, free: list, path):
+    """The sizes to try: each of _size_options (declared sizes kept); with a path to take, after each
+    the dimensions the Branches decide on (declared or not) raised toward the call's (4, 8, 16, ...,
+    at most the call's value)."""
+    for values in _size_options(len(free)):
+        sizes = dict(given, **dict(zip(free, values, strict=True)))
+        raised = [n for n in sorted(branch_dims(path[0])) if n in sizes and n in path[1]] if path else []
+        yield sizes
+        call = {n: int(path[1][n]) for n in raised} if raised else {}
+        top, v = max(call.values(), default=0), 4
+        while raised:
+            yield dict(sizes, **{n: max(sizes[n], min(call[n], v)) for n in raised})
+            if v >= top:
+                break
+            v *= 2
 
 
 def _size_options(n: int):

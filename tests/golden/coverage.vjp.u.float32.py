@@ -5,35 +5,11 @@ import math
 
 import numba as nb
 import numpy as np
-from symdl.backends.cpu.intrinsics import float32_frexp_exponent, float32_frexp_mantissa, float32_ldexp
+# helpers.py's float32 helpers, compiled once per process for every module (shared.py)
+from symdl.backends.cpu.shared import helpers
+_exp, _sigmoid, = helpers('float32', '9e345de21d084b43', '_exp', '_sigmoid')
 
 F = np.float32
-
-@nb.njit(cache=True, fastmath={'contract'}, error_model='numpy')
-def _exp(x):
-    # float32 exp without libm (math.exp is a scalar call: loops calling it do not vectorise).
-    # Cephes expf: x = n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial, times 2**n
-    y = x if not (x < F(-104.0)) else F(-104.0)  # comparisons are False for NaN: it passes through
-    y = y if not (y > F(89.0)) else F(89.0)
-    n = (y * F(1.44269504088896341) + F(12582912.0)) - F(12582912.0)  # round(y / ln2): + 1.5 * 2**23
-    n = n if n > F(-200.0) else F(0)  # NaN -> 0, so float32_ldexp gets an integer
-    r = y - n * F(0.693359375) + n * F(2.12194440e-4)  # ln2 in two parts: r is exact
-    p = F(1.9875691500e-4)
-    p = p * r + F(1.3981999507e-3)
-    p = p * r + F(8.3334519073e-3)
-    p = p * r + F(4.1665795894e-2)
-    p = p * r + F(1.6666665459e-1)
-    p = p * r + F(5.0000001201e-1)
-    p = p * r * r + r + F(1)
-    e = float32_ldexp(p, n)  # overflows to inf and rounds into the subnormals as exp itself does
-    return e if not (x < F(-104.0)) else F(0)
-
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', inline='always')
-def _sigmoid(x):
-    # 1 / (1 + exp(-x)) without branches or overflow: exp(-|x|) is at most 1
-    z = _exp(-abs(x))
-    s = F(1) / (F(1) + z)
-    return s if x >= F(0) else z * s
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
 def loops_serial(grad_y, x, u, grad_u, N):

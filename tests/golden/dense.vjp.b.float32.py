@@ -9,23 +9,17 @@ import numpy as np
 F = np.float32
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
-def zero_serial(grad_b, B, M):
+def zero_rows_serial(grad_b, grad_y, B, M):
     for j in range(0, M):
         grad_b[j] = F(0)
-
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
-def zero_parallel(grad_b, B, M):
-    for j in range(0, M):
-        grad_b[j] = F(0)
-
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
-def rows_serial(grad_y, grad_b, B, M):
     for i in range(0, B):
         for j in range(0, M):
             grad_b[j] += grad_y[i, j]
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
-def rows_parallel(grad_y, grad_b, B, M):
+def zero_rows_parallel(grad_b, grad_y, B, M):
+    for j in range(0, M):
+        grad_b[j] = F(0)
     for i in range(0, B):
         for j in range(0, M):
             grad_b[j] += grad_y[i, j]
@@ -33,10 +27,6 @@ def rows_parallel(grad_y, grad_b, B, M):
 
 def run(grad_b, grad_y, B, M, parallel):
     if parallel:
-        zero_parallel(grad_b, B, M)
+        zero_rows_parallel(grad_b, grad_y, B, M)
     else:
-        zero_serial(grad_b, B, M)
-    if parallel:
-        rows_parallel(grad_y, grad_b, B, M)
-    else:
-        rows_serial(grad_y, grad_b, B, M)
+        zero_rows_serial(grad_b, grad_y, B, M)

@@ -1,13 +1,13 @@
-"""Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest,
-and a plain-Python driver `run` that allocates temporaries and calls BLAS through NumPy (blas.py:
-2-D products and contractions of any rank); np.dot inside njit would need SciPy and seconds to
-compile."""
+"""Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest (or
+per run of consecutive nests sharing no local), and a plain-Python driver `run` that allocates
+temporaries and calls BLAS through NumPy (blas.py: 2-D products and contractions of any rank);
+np.dot inside njit would need SciPy and seconds to compile."""
 from __future__ import annotations
 
-from ...loops.ir import Branch, Contract, LoopProgram, MatMul
+from ...loops.ir import Branch, Contract, If, Let, Loop, LoopProgram, MatMul, Nest
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
-from .helpers import FASTMATH
+from .helpers import FASTMATH, fingerprint
 from .printer import CpuPrinter
 
 
@@ -19,7 +19,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     functions: list = []
     temps = _steps(prog.temps, (), printer, [], functions, "    ")
     calls = _steps((), prog.steps, printer, dims + scalars, functions, "    ")
-    helpers = [printer.helper_source(h) for h in sorted(printer.helpers)]
+    helpers = _helper_lines(sorted(printer.helpers), dtype)
     args = driver_args(prog, dims)
     casts = [f"    {s} = F({s})" for s in scalars]
     header = "\n".join(f"#   {comment(line)}" for line in prog.formula.splitlines())
@@ -31,12 +31,11 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
         "import numba as nb",
         "import numpy as np",
-        *printer.imports,
         *_blas_imports("\n".join(calls)),
+        *helpers,
         "",
         f"F = {DTYPES[dtype]}",
         "",
-        *helpers,
         *functions,
         "",
         f"def run({args}):",
@@ -44,6 +43,14 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
     ])
 
+
+def _helper_lines(names: list, dtype: str) -> list:
+    """The helpers the kernels call, from shared.py: compiled once per process for every module."""
+    if not names:
+        return []
+    return [f"# helpers.py's {dtype} helpers, compiled once per process for every module (shared.py)",
+            "from symdl.backends.cpu.shared import helpers",
+            f"{', '.join(names)}, = helpers({dtype!r}, {fingerprint(dtype)!r}, {', '.join(map(repr, names))})"]
 
 
 def _blas_imports(calls: str) -> list:
@@ -56,7 +63,7 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
     parallel functions to `functions`; a Branch becomes an if on the dimensions."""
     lines = [f"{pad}{py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
              for t in temps]
-    for step in steps:
+    for step in _merged(steps):
         if isinstance(step, Branch):
             lines.append(f"{pad}if {printer.cond(step.cond)}:")
             lines += _steps(step.then_temps, step.then_steps, printer, extra, functions, pad + "    ")
@@ -80,3 +87,43 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
             lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"
                          f"{pad}else:\n{pad}    {step.name}_serial({params})")
     return lines
+
+
+def _merged(steps) -> list:
+    """Consecutive nests as one function (a zeroing nest and the scatter or row sum after it, a
+    hoisted reduction and the loops reading it): numba spends ~0.05-0.1 s compiling any function, so
+    a cold start compiles fewer. Merged only where no local of one is a local of the other (loop
+    indices, always integers, may repeat), so numba types every variable as it did apart."""
+    out: list = []
+    for step in steps:
+        last = out[-1] if out else None
+        if isinstance(step, Nest) and isinstance(last, Nest) and _apart(last.body, step.body):
+            step = Nest(f"{last.name}_{step.name}", last.body + step.body,
+                        tuple(dict.fromkeys(last.tensors + step.tensors)), last.parallel_work + step.parallel_work)
+            out[-1] = step
+        else:
+            out.append(step)
+    return out
+
+
+def _apart(a, b) -> bool:
+    """No name that one body assigns (a Let or an accumulator) is assigned or looped over in the other."""
+    lets_a, loops_a = _locals(a)
+    lets_b, loops_b = _locals(b)
+    return not (lets_a & (lets_b | loops_b) or lets_b & loops_a)
+
+
+def _locals(body) -> tuple:
+    """(names of Lets, names of loop variables) in `body`, at any depth."""
+    lets, loops = set(), set()
+    for s in body:
+        if isinstance(s, Loop):
+            loops.add(s.var.name)
+            inner = _locals(s.body)
+        elif isinstance(s, If):
+            inner = tuple(x | y for x, y in zip(_locals(s.then), _locals(s.orelse), strict=True))
+        else:
+            inner = ({s.name.name}, set()) if isinstance(s, Let) else (set(), set())
+        lets |= inner[0]
+        loops |= inner[1]
+    return lets, loops

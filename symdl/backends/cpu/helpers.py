@@ -2,6 +2,8 @@
 (printing/helpers.py) and its own float32 building blocks, branch-free polynomials that keep the
 loops calling them vectorisable."""
 
+import hashlib
+
 from ...printing.helpers import SOURCES
 
 # fastmath without 'nnan'/'ninf': keeps NaN checks working and still vectorises reductions (the
@@ -96,7 +98,10 @@ HELPERS_F32 = {
 # helpers that call other helpers
 HELPER_DEPS = {"_tanh": ("_exp",), "_sigmoid": ("_exp",), "_softplus": ("_exp", "_log1p"),
                "_log1p": ("_log",)}
-INTRINSICS = ("from symdl.backends.cpu.intrinsics import float32_frexp_exponent, float32_frexp_mantissa, "
-              "float32_ldexp")
 
 
+def fingerprint(dtype: str) -> str:
+    """The hash of one dtype's helper table (decorators and text), named by the generated modules
+    that import the helpers (shared.py), so that editing a helper changes their source."""
+    table = HELPERS_F32 if dtype == "float32" else HELPERS
+    return hashlib.sha256(repr(sorted(table.items())).encode()).hexdigest()[:16]

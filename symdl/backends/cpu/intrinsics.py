@@ -5,9 +5,11 @@ on AVX2. Written in numba Python they would not: numba widens int32 arithmetic t
 int64 <-> float32 conversions have no AVX2 instruction, so the loop falls back to 4 lanes or
 scalar code. Integral values travel as float32 for the same reason.
 
-The helpers that use these stay in the generated module, so numba's cache (keyed on that file's
-content) sees every change to them; these live here, in an importable module, because numba's
-cache pickles references to the functions a kernel calls and re-imports them in the next process.
+The helpers that use these (`_exp`, `_log`) are made once per process in shared.py, and every
+generated module calling them names their text's fingerprint, so numba's cache (keyed on that
+file's content) sees every change to them; these live here, in an importable module, because
+numba's cache pickles references to the functions a kernel calls and re-imports them in the next
+process.
 """
 from __future__ import annotations
 

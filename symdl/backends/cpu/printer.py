@@ -8,7 +8,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ...printing.expressions import FLOAT_FUNCTIONS, Printer
-from .helpers import HELPER_DEPS, HELPERS, HELPERS_F32, INTRINSICS
+from .helpers import HELPER_DEPS, HELPERS, HELPERS_F32
 
 FLOAT32_FUNCTIONS = {**FLOAT_FUNCTIONS, sp.exp: "_exp", sp.log: "_log", sp.tanh: "_tanh"}
 
@@ -31,9 +31,3 @@ class CpuPrinter(Printer):
     def helper_source(self, name: str) -> str:
         decorator, text = self.helper_table[name]
         return f"{decorator}\n{text}\n"
-
-    @property
-    def imports(self) -> list[str]:
-        """The float32 exponent-field intrinsics live in a real module, so that numba's cache can
-        re-import them in the next process."""
-        return [INTRINSICS] if self.helpers & {"_exp", "_log"} else []

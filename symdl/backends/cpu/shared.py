@@ -1,0 +1,45 @@
+"""The helper functions of helpers.py, made once per process and dtype for every generated module.
+
+A generated module that calls `_exp` imports it from here (`helpers("float32", ...)`) instead of
+defining its own copy: numba then compiles each helper once per process, not once per module (a
+float32 `_exp` took ~0.09 s to compile in each of the three softmax modules of an MLP's first
+step). The helpers are not cached on their own: a kernel's cached machine code holds the helpers it
+calls, so a warm start compiles none. Their text is in the kernels' cache key all the same: the
+generated module names the fingerprint of the helper table it was printed against, so editing a
+helper changes every module's source, name and numba cache entry.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from .helpers import HELPERS, HELPERS_F32, fingerprint
+from .intrinsics import float32_frexp_exponent, float32_frexp_mantissa, float32_ldexp
+
+_TABLES = {"float32": HELPERS_F32, "float64": HELPERS}
+_MADE: dict = {}
+
+
+def helpers(dtype: str, printed_against: str, *names: str) -> tuple:
+    """The dispatchers of the helpers `names` for `dtype`, defined in one namespace per dtype on first
+    use; `printed_against`: the fingerprint the module was generated with (it must be this table's)."""
+    if printed_against != fingerprint(dtype):
+        raise ImportError(f"a symdl kernel module was generated against other {dtype} helpers "
+                          f"({printed_against}, these are {fingerprint(dtype)}): generate it again")
+    space = _MADE.get(dtype)
+    if space is None:
+        space = {"nb": nb, "np": np, "math": math, "F": np.dtype(dtype).type,
+                 "float32_frexp_exponent": float32_frexp_exponent,
+                 "float32_frexp_mantissa": float32_frexp_mantissa, "float32_ldexp": float32_ldexp}
+        exec(compile(source(dtype), f"<symdl {dtype} helpers>", "exec"), space)  # noqa: S102 (symdl's own text)
+        _MADE[dtype] = space
+    return tuple(space[n] for n in names)
+
+
+def source(dtype: str) -> str:
+    """The text the helpers of `dtype` are made from (tests/golden pins the float32 one); numba
+    cannot cache a function made by exec, so their decorators ask for no cache."""
+    return "\n".join(f"{decorator.replace('cache=True, ', '')}\n{text}\n"
+                     for decorator, text in _TABLES[dtype].values())

@@ -197,8 +197,7 @@ def _direct(f: Formula, body, contractions):
     if len(contractions) != 1 or not f.indices:
         return None
     c = contractions[0]
-    axes = (c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
-    if axes != tuple(f.indices) or body != sp.IndexedBase(c.temp, real=True)[f.indices]:
+    if _axes(c, f) != tuple(f.indices) or body != sp.IndexedBase(c.temp, real=True)[f.indices]:
         return None
     return _library_steps(contractions, {c.temp: f.output.name})
 
@@ -215,12 +214,16 @@ def _epilogue_in_place(f: Formula, body, contractions) -> str | None:
         return None
     inside = {str(b.label) for r in body.atoms(*REDUCTIONS) for b in r.atoms(sp.IndexedBase)}
     for c in contractions:
-        axes = (c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
         reads = {r for r in body.atoms(sp.Indexed) if str(r.base.label) == c.temp}
         own = {sp.IndexedBase(c.temp, real=True)[f.indices]}
-        if c.temp not in inside and axes == tuple(f.indices) and reads == own and len(c.shape) == len(f.indices):
+        if c.temp not in inside and _axes(c, f) == tuple(f.indices) and reads == own and len(c.shape) == len(f.indices):
             return c.temp
     return None
+
+
+def _axes(c, f: Formula) -> tuple:
+    """The output indices a contraction's temporary is laid out by (a 2-D product's are the formula's)."""
+    return (c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
 
 
 def _library_steps(contractions, writes: dict) -> tuple[list, list]:

@@ -204,3 +204,37 @@ def test_predict_replays_its_forward_pass_and_follows_new_weights(model):
     va.value = np.asfortranarray(va.value)  # another layout: not replayed
     vb.value = va.value.copy()
     np.testing.assert_allclose(a.predict(x, batch_size=8), b.predict(x, batch_size=8), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_batches_that_are_views_of_a_larger_array(model):
+    """A batch sliced from the data set (a view at any offset, contiguous or strided) trains and
+    predicts as its copy does: the recording roots its views at a copy, a replay at the batch."""
+    layers, shape, classes = MODELS[model]
+    a, b = _models(layers, LOSSES[model], OPTIMIZERS["adam"])
+    rng = np.random.default_rng(23)
+    data = rng.normal(size=(40, *shape)).astype(np.float32)
+    views = [data[k:k + 8] for k in (0, 8, 3, 17, 29)] + [data[1:17:2], data[::5]]
+    for x in views:  # contiguous views at several offsets, then strided ones
+        y = _targets(LOSSES[model], rng, 8, classes)
+        la, lb = a.train_on_batch(x, y), b.train_on_batch(x.copy(), y)
+        assert la == pytest.approx(lb, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(a.predict(data[5:13], batch_size=8), b.predict(data[5:13].copy(), batch_size=8),
+                                   rtol=1e-5, atol=1e-6)
+    for u, v in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+    assert a._replay.plans and not a._replay.refused, a._replay.refused
+    np.testing.assert_allclose(a.predict(data, batch_size=8), b.predict(data, batch_size=8), rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_that_is_its_own_target_is_recorded_apart():
+    """An autoencoder's step fed x as its own targets (fit(x, x)) is recorded with the batch and
+    the targets as two inputs: a later step with different targets reads each from its own array."""
+    layers = lambda: [nn.Input((6,)), nn.Dense(3, activation="tanh"), nn.Dense(6)]  # noqa: E731
+    a, b = _models(layers, "mse", OPTIMIZERS["adam"])
+    rng = np.random.default_rng(29)
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    _train_both(a, b, [x] * STEPS, [x] * STEPS)
+    xs = [rng.normal(size=(8, 6)).astype(np.float32) for _ in range(3)]
+    _train_both(a, b, xs, [rng.normal(size=(8, 6)).astype(np.float32) for _ in range(3)])
+    assert a._replay.plans and not a._replay.refused, a._replay.refused

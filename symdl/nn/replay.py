@@ -260,7 +260,7 @@ class StepReplay:
 
     def step(self, x: np.ndarray, y: np.ndarray):
         m = self.model
-        x = x if x.base is None and x.flags.c_contiguous else x.copy()
+        x = x if x.flags.c_contiguous else x.copy()
         weights = m.weights
         y_dtype = y.dtype if isinstance(y, np.ndarray) else np.asarray(y).dtype
         key = (x.shape, x.dtype, np.shape(y), y_dtype, tuple([v.trainable for v in weights]), id(m.optimizer))
@@ -277,7 +277,7 @@ class StepReplay:
             return m._plain_step(x, y)
         n = self.seen[key] = self.seen.get(key, 0) + 1
         if n - 1 in RECORD_AT:
-            return self._record(key, x, y, n - 1 == RECORD_AT[-1])
+            return self._record(key, _owned(x), y, n - 1 == RECORD_AT[-1])
         return m._plain_step(x, y)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -285,7 +285,7 @@ class StepReplay:
         calls per batch shape recorded, the third run both ways. It reads the weights as they are
         at each call (no identity to keep: a forward pass replaces none)."""
         m = self.model
-        x = x if x.base is None and x.flags.c_contiguous else x.copy()
+        x = x if x.flags.c_contiguous else x.copy()
         weights = m.weights
         key = ("forward", x.shape, x.dtype.str, len(weights))
         plan = self.plans.get(key)
@@ -310,6 +310,7 @@ class StepReplay:
         n = self.seen[key] = self.seen.get(key, 0) + 1
         if n - 1 not in RECORD_AT:
             return m.forward(x)
+        x = _owned(x)
         with trace.recording() as launches:
             out = m.forward(x)
         try:
@@ -390,6 +391,13 @@ class StepReplay:
         del self.plans[key]
         self.refused[key] = "the replayed step disagreed with the step run layer by layer"
         return loss, out
+
+
+def _owned(x: np.ndarray) -> np.ndarray:
+    """x as the root of the views a recording finds (it walks each array's `.base` to its owner): a
+    view of a user's array (a batch sliced from the data set) is copied. A replay takes any
+    C-contiguous batch, since the recorded views are rebuilt from the batch itself."""
+    return x if x.base is None else x.copy()
 
 
 def _recordable(state: list) -> bool:

@@ -378,11 +378,10 @@ class Trainer:
             check_batch_axis("predict", x, self.input_shape)
         self._ensure_built()
         forward = self._replay.forward if self._replay is not None and self.device == "cpu" else self.forward
-        outs = [_host_copy(forward(x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
-        return np.concatenate(outs) if outs else np.zeros((0, *self.output_shape), dtype=np.float32)
-
-
-def _host_copy(a) -> np.ndarray:
-    """A NumPy array the next batch cannot overwrite (forward outputs live in reused buffers)."""
-    host = to_host(a)
-    return host.copy() if host is a else host
+        out = np.zeros((0, *self.output_shape), dtype=np.float32)
+        for lo in range(0, len(x), batch_size):
+            y = to_host(forward(x[lo:lo + batch_size]))  # in a buffer the next batch reuses: copied out
+            if lo == 0:
+                out = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
+            out[lo:lo + len(y)] = y
+        return out

@@ -75,7 +75,7 @@ class DeviceOptimizer:
         get_state = getattr(self.optimizer, "get_state", None)
         if get_state is None:
             return
-        for key, a in get_state()[1].items():  # {"<variable position>/<slot>": flat array}
+        for key, a in get_state()[1].items():  # {"<weight position>/<slot>": flat array}
             n, slot = key.split("/")
             self.state.setdefault(int(n), {})[slot] = to_device(np.asarray(a).reshape(-1))
 
@@ -86,9 +86,9 @@ class DeviceOptimizer:
             set_state(self.optimizer.iterations, {f"{n}/{slot}": to_host(a) for n, slots in
                                                   sorted(self.state.items()) for slot, a in slots.items()})
 
-    def apply(self, variables: list, grads: list) -> None:
+    def apply(self, variables: list, grads: list, keys: list | None = None) -> None:
         """One step; every variable's value becomes the kernel's w_new (a device array)."""
         if not self._loaded:
             self._load_host_state()
         self.optimizer.iterations += 1
-        self.optimizer.update(self.kernel, self.state, variables, grads, on_device=True)
+        self.optimizer.update(self.kernel, self.state, variables, grads, on_device=True, keys=keys)

@@ -25,7 +25,7 @@ class Optimizer:
         self.learning_rate = float(learning_rate)
         self.iterations = 0
         self._kernel = None
-        self._state: dict[int, dict[str, np.ndarray]] = {}
+        self._state: dict[int, dict[str, np.ndarray]] = {}  # the weight's position in model.weights -> slots
 
     def program(self):
         """The catalog Program this optimizer runs; every optimizer class defines it."""
@@ -41,16 +41,21 @@ class Optimizer:
             self._kernel = self.program().compile()
         return self._kernel
 
-    def apply(self, variables: list, grads: list) -> None:
-        """One step: every variable's value is replaced by the kernel's w_new."""
+    def apply(self, variables: list, grads: list, keys: list | None = None) -> None:
+        """One step: every variable's value is replaced by the kernel's w_new. `keys` name each
+        variable's slots (a model passes its trainable weights' positions among all its weights,
+        so that freezing one weight leaves every other's slots where they were); by default the
+        variables' order."""
         self.iterations += 1
-        self.update(self.kernel, self._state, variables, grads, on_device=False)
+        self.update(self.kernel, self._state, variables, grads, on_device=False, keys=keys)
 
-    def update(self, kernel, states: dict, variables: list, grads: list, on_device: bool) -> None:
+    def update(self, kernel, states: dict, variables: list, grads: list, on_device: bool,
+               keys: list | None = None) -> None:
         """Run the update kernel on each variable with its state slots (zeros at its first step),
         on the host or on the device (DeviceOptimizer): w, m, v... become w_new, m_new, v_new."""
         hyper = self.hyper()
-        for n, (var, g) in enumerate(zip(variables, grads, strict=True)):
+        keys = range(len(variables)) if keys is None else keys
+        for n, var, g in zip(keys, variables, grads, strict=True):
             w = (to_device(var.value) if on_device else var.value).reshape(-1)
             g = to_device(g) if on_device else np.ascontiguousarray(g, dtype=w.dtype)
             state = states.get(n)
@@ -64,7 +69,7 @@ class Optimizer:
             var.value = out.reshape(var.shape)
 
     def get_state(self) -> tuple[int, dict[str, np.ndarray]]:
-        """(iterations, {"<variable position>/<slot>": array}): what `model.save` stores so that a
+        """(iterations, {"<weight position>/<slot>": array}): what `model.save` stores so that a
         reloaded model continues training exactly where it stopped."""
         return self.iterations, {f"{n}/{s}": a for n, slots in sorted(self._state.items())
                                  for s, a in slots.items()}

@@ -131,10 +131,9 @@ def state_arrays(model, weights: list | None = None) -> list:
 
 def state_names(model) -> list:
     """Identifiers for state_arrays' entries: the weights' names, then name_slot for the slots."""
-    trainable = [v for v in model.weights if v.trainable]
-    slots = model.optimizer._state
-    names = [v.name for v in model.weights] + [f"{trainable[n].name}_{s}" if n < len(trainable) else f"slot{n}_{s}"
-                                               for n in sorted(slots) for s in slots[n]]
+    weights, slots = model.weights, model.optimizer._state
+    names = [v.name for v in weights] + [f"{weights[n].name}_{s}" if n < len(weights) else f"slot{n}_{s}"
+                                         for n in sorted(slots) for s in slots[n]]
     out: list = []
     for n in names:
         n = re.sub(r"\W", "_", n)

@@ -4,9 +4,9 @@ Layout: "symdl_model" is a uint8 array of UTF-8 JSON {"format", "version", "mode
 "compile": config or null, "weights": count, "optimizer": {"iterations", "slots"} or null,
 "rng": the model generator's state}; "weight_000", "weight_001", ... are the arrays in
 `get_weights()` order, "optimizer_000", ... the optimizer's state arrays in the order of the JSON's
-"slots" ("<variable position>/<name>", e.g. "0/m"). With the optimizer state and the generators,
-a reloaded model continues `fit(..., initial_epoch=k)` exactly as the uninterrupted run would
-have.
+"slots" ("<weight position>/<name>", e.g. "0/m"; the position among all the model's weights,
+frozen ones included). With the optimizer state and the generators, a reloaded model continues
+`fit(..., initial_epoch=k)` exactly as the uninterrupted run would have.
 
 Writing: a temporary file in the target's folder, fsynced, moved into place with os.replace (and
 the folder fsynced), so a crash never leaves a half-written model; temporaries that a killed
@@ -248,19 +248,20 @@ class ModelFile:
                 for n, v in enumerate(variables)]
 
     def optimizer_slots(self, model) -> tuple[int, dict[str, np.ndarray]]:
-        """(iterations, slots) for `model.optimizer`, each slot checked against the trainable
-        variable it belongs to (flat, that variable's size) and the optimizer's state names."""
+        """(iterations, slots) for `model.optimizer`, each slot checked against the weight it
+        belongs to (its position among the model's weights; flat, that weight's size) and the
+        optimizer's state names."""
         opt = self.meta["optimizer"]
-        trainable = model.trainable_weights
+        weights = model.weights
         names = getattr(model.optimizer, "state_names", ())
         slots = {}
         for n, key in enumerate(opt["slots"]):
             pos, slot = _SLOT.match(key).groups()
             pos = int(pos)
-            if pos >= len(trainable) or slot not in names:
-                raise self.error(f"optimizer state {key!r}: the model has {len(trainable)} trainable "
+            if pos >= len(weights) or slot not in names:
+                raise self.error(f"optimizer state {key!r}: the model has {len(weights)} "
                                  f"weights and {model.optimizer.name} keeps {list(names)}")
-            v = trainable[pos]
+            v = weights[pos]
             slots[key] = self.checked(self.array, _slot_key(n), shape=(v.value.size,),
                                       what=f"optimizer state {key!r} ({v.name})")
         return opt["iterations"], slots

@@ -112,9 +112,9 @@ class Trainer:
 
     def _apply(self, grads: list) -> None:
         """One optimizer step on every trainable weight."""
-        variables = self.trainable_weights
-        if variables:
-            (self._device_optimizer or self.optimizer).apply(variables, grads)
+        keys = [n for n, v in enumerate(self.weights) if v.trainable]
+        if keys:
+            (self._device_optimizer or self.optimizer).apply([self.weights[n] for n in keys], grads, keys)
 
     def _train_batch(self, x, y, w, idx) -> tuple[float, list]:
         """One step on the samples `idx`: (batch loss, batch metrics)."""

@@ -43,8 +43,19 @@ class Layer:
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.output_shape: tuple | None = None
         self.weights: list[Variable] = []
-        self.trainable = trainable
+        self._trainable = bool(trainable)
         self.built = False
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        """Freeze or unfreeze the layer: its weights (made already or later) follow, as in Keras."""
+        self._trainable = bool(value)
+        for v in self.weights:
+            v.trainable = self._trainable
 
     def build(self, input_shape: tuple, rng: np.random.Generator) -> None:
         self.input_shape = tuple(input_shape)

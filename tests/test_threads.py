@@ -1,6 +1,7 @@
-"""Threads: symdl.set_num_threads sets numba's and OpenBLAS's counts; parallel flavours run only
-for nests large enough to pay (the crossover is measured by benchmarks/threads.py, not here);
-OpenMP's idle threads sleep rather than spin unless the user chose otherwise."""
+"""Threads: symdl.set_num_threads sets numba's count (OpenBLAS stays single-threaded: large products
+split across numba's threads); parallel flavours run only for nests large enough to pay (the
+crossover is measured by benchmarks/threads.py, not here);
+OpenMP's idle threads spin briefly, then sleep, unless the user chose otherwise."""
 import ctypes
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import sympy as sp
 
 import symdl
-from symdl.backends.cpu import backend as cpu
+from symdl.backends.cpu import backend as cpu, blas, gemm
 from symdl.loops import lower
 from symdl.runtime import threads
 
@@ -30,19 +31,21 @@ def restore_threads():
     symdl.set_num_threads(before)
 
 
-def test_set_num_threads_sets_numba_and_blas(restore_threads):
-    symdl.set_num_threads(1)
-    assert symdl.get_num_threads() == numba.get_num_threads() == 1
-    setter = threads._blas_setter()
-    if setter is None:
+def test_set_num_threads_sets_numba_and_keeps_openblas_single_threaded(restore_threads):
+    """Products split across numba's threads (backends/cpu/gemm.py); OpenBLAS's own pool stays at one
+    thread whatever the count, so that its idle workers never spin beside numba's."""
+    if not gemm.available():
         pytest.skip("NumPy's BLAS here is not OpenBLAS: its own environment variables decide")
     getters = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
                "openblas_get_num_threads64_", "openblas_get_num_threads")
     getter = next((getattr(lib, name) for lib in map(ctypes.CDLL, _blas_paths()) for name in getters
                    if hasattr(lib, name)), None)
-    assert getter is not None and getter() == 1
-    symdl.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    assert getter() == numba.config.NUMBA_NUM_THREADS
+    assert getter is not None
+    for n in (1, numba.config.NUMBA_NUM_THREADS):
+        symdl.set_num_threads(n)
+        assert symdl.get_num_threads() == numba.get_num_threads() == n
+        assert getter() == 1
+        assert blas.product_threads() == n  # a large product splits into as many blocks
 
 
 def _blas_paths():
@@ -77,14 +80,16 @@ def test_a_kernel_call_takes_the_flavour_its_plan_chose(monkeypatch):
     np.testing.assert_array_equal(kern(x=xv, b=bv), xv + bv)
 
 
-@pytest.mark.parametrize("given", [None, "ACTIVE"])
-def test_openmp_threads_sleep_when_idle_unless_the_user_says(given):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, symdl.backends.cpu.backend; print(os.environ['OMP_WAIT_POLICY'])"
+@pytest.mark.parametrize("policy, spin", [(None, None), ("ACTIVE", None), ("PASSIVE", None), (None, "0")])
+def test_openmp_threads_spin_briefly_unless_the_user_says(policy, spin):
+    """Idle OpenMP threads spin 10000 rounds, then sleep; a user's OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT is left as it is (and no spin count is added to a wait policy)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update({k: v for k, v in (("OMP_WAIT_POLICY", policy), ("GOMP_SPINCOUNT", spin)) if v})
+    code = ("import os, symdl.backends.cpu.backend; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == (given or "PASSIVE")
+    assert out.stdout.split() == [str(policy), "10000" if (policy, spin) == (None, None) else str(spin)]
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""How many threads symdl's kernels use: numba's parallel loops and the BLAS library NumPy calls for
-matrix products.
+"""How many threads symdl's kernels use: numba's parallel loops, and large matrix products split
+across the same threads (backends/cpu/gemm.py: OpenBLAS itself runs single-threaded in a symdl
+process, so that its idle workers never spin beside numba's; where NumPy's BLAS is another library,
+its own settings decide).
 
-By default both follow the load (`adapt`, called by symdl.nn once per training or inference
+By default the count follows the load (`adapt`, called by symdl.nn once per training or inference
 batch): every core numba sees (NUMBA_NUM_THREADS) on a quiet machine, fewer while other processes
 keep cores busy, since a thread waiting for a core stalls every thread of a parallel loop or a
 matrix product. A parallel flavour runs only for nests large enough to pay for waking the threads
@@ -9,20 +11,12 @@ matrix product. A parallel flavour runs only for nests large enough to pay for w
 """
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import time
 
-# OpenBLAS's setter under the names NumPy's wheels (scipy-openblas) and system builds export
-_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-            "openblas_set_num_threads64_", "openblas_set_num_threads")
-
-
 def set_num_threads(n: int) -> None:
-    """Use `n` threads in numba's parallel loops and, where NumPy's BLAS is OpenBLAS, in matrix
-    products too (ValueError outside 1..NUMBA_NUM_THREADS). The count stays fixed: `adapt` no
-    longer follows the load."""
+    """Use `n` threads in numba's parallel loops and in large matrix products (ValueError outside
+    1..NUMBA_NUM_THREADS). The count stays fixed: `adapt` no longer follows the load."""
     _LOAD.fixed = True
     _apply(_checked(n, "set_num_threads"))
 
@@ -39,10 +33,21 @@ def _checked(n, where: str) -> int:
 def _apply(n: int) -> None:
     import numba
 
+    _follow_in_products()
     numba.set_num_threads(n)
-    setter = _blas_setter()
-    if setter is not None:
-        setter(n)
+
+
+def _follow_in_products() -> None:
+    """Large products split across numba's threads (backends/cpu/blas.py) take the count from here,
+    looking at the load first as a step does; OpenBLAS itself stays single-threaded."""
+    from symdl.backends.cpu import blas  # loads numba: only once kernels are about to run
+
+    blas.product_threads = _product_threads
+
+
+def _product_threads() -> int:
+    adapt()
+    return get_num_threads()
 
 
 class _Load:
@@ -98,6 +103,7 @@ def adapt() -> None:
     if load.fixed:
         return
     if load.threads is None:  # first call: the environment decides whether to follow
+        _follow_in_products()
         setting = os.environ.get("SYMDL_THREADS", "auto").strip().lower()
         if setting != "auto":
             load.fixed = True
@@ -126,28 +132,3 @@ def get_num_threads() -> int:
     import numba
 
     return numba.get_num_threads()
-
-
-@functools.cache
-def _blas_setter():
-    """OpenBLAS's set_num_threads from the library NumPy loaded, or None (another BLAS: its own
-    environment variables, e.g. MKL_NUM_THREADS, decide)."""
-    import numpy as np
-
-    np.dot(np.ones((2, 2)), np.ones((2, 2)))  # NumPy loads its BLAS on first use
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line})
-    except OSError:  # not Linux
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _SETTERS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn.argtypes, fn.restype = [ctypes.c_int], None
-                return fn
-    return None

@@ -3,10 +3,16 @@ function per loop nest, chosen per call from the counted work.
 
 Threads pay only for large nests: waking numba's pool costs about 35 us (2 cores, OpenMP with
 passive waiting), the time a vectorised loop (elementwise, or a row reduction) takes for ~2^20
-iterations; parallel wins from ~2^21 on (benchmarks/threads.py measures the crossover). OpenMP's
-threads are told to sleep rather than spin when idle (OMP_WAIT_POLICY=PASSIVE unless the user set
-it): spinning workers compete with BLAS's threads and with other processes for the same cores,
-which made small kernels 5-20x slower on a busy two-core machine.
+iterations; parallel wins from ~2^21 on (benchmarks/threads.py measures the crossover).
+
+OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=10000 (~0.4 ms of spinning per
+thread measured here), unless the user set it or OMP_WAIT_POLICY. A step's parallel regions and
+split products (blas.py) come closer together than that, so its threads are awake for each (the
+E2 MLP at batch 128 0.42 -> 0.35 ms, inference at batch 1024 0.78 -> 0.68 ms against passive
+waiting); a process that stops computing frees its cores at once. libgomp's default (~8 ms) and
+OMP_WAIT_POLICY=ACTIVE (for good) keep spinning workers competing with other processes for the
+same cores, which made small kernels 5-20x slower on a busy two-core machine; under load the
+thread count drops instead (runtime/threads.py).
 """
 from __future__ import annotations
 
@@ -19,9 +25,15 @@ from ...loops.trips import nest_work
 from ..base import Backend
 from .codegen import generate
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when numba first loads its OpenMP pool
+if "OMP_WAIT_POLICY" not in os.environ:  # read when numba first loads its OpenMP pool
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 PARALLEL_WORK = 1 << 21  # counted loop iterations from which a parallel flavour pays (SYMDL_PARALLEL_WORK)
+# a product's multiply-adds (m·n·k) from which splitting it across the threads pays (blas.py,
+# gemm.py): from 2^22 where every side is at least SPLIT_SIDE (E2 batch 128's 128x784x64 products:
+# step 0.42 -> 0.35 ms), from 2^24 for any shape (E5's convolution, 21632x9x32 with its thin
+# sums, ran 10% slower split at 6.2M; E1's 115200x27x32 25% faster at 100M)
+SPLIT_WORK, SPLIT_WORK_ANY, SPLIT_SIDE = 1 << 22, 1 << 24, 64
 
 
 class CpuBackend(Backend):

@@ -1,18 +1,38 @@
 """The cpu driver's GEMMs: `matmul` for a 2-D product (loops/ir.py `MatMul`), and `contract` for a
 contraction of any rank (`Contract`): each operand's axes permuted into (rows, sums) and (sums,
 cols) order and each group flattened, then one product. NumPy's reshape is a view where the
-strides allow it (a transposed view goes to BLAS as a transpose flag) and one copy otherwise."""
+strides allow it (a transposed view goes to BLAS as a transpose flag) and one copy otherwise.
+
+A product of at least SPLIT_WORK multiply-adds (SPLIT_WORK_ANY where a side is thin: backend.py)
+is split across numba's threads (gemm.py), as many
+as `product_threads()` says (runtime/threads.py installs the load-following count); every other
+one is one single-threaded BLAS call. The decision is the product's own: a kernel's loops run on
+threads only when they are large themselves (backend.py), since waking the pool twice for one
+large product and a small bias loop cost inference ~15%."""
 from __future__ import annotations
 
 import math
 
+import numba as nb
 import numpy as np
+
+from .backend import SPLIT_SIDE, SPLIT_WORK, SPLIT_WORK_ANY
+from .gemm import single_threaded_blas, split_matmul
+
+single_threaded_blas()  # once the first kernel module loads: products use numba's threads only
+product_threads = nb.get_num_threads
 
 
 def matmul(a, b, out) -> None:
     """out = a @ b. np.dot into a C-contiguous output of the right type calls the same BLAS GEMM as
     np.matmul without the ufunc machinery (half a microsecond less per call, which is a tiny
     model's whole product); np.matmul takes any other output."""
+    (m, k), n = a.shape, b.shape[1]
+    work = m * k * n
+    if work >= SPLIT_WORK_ANY or (work >= SPLIT_WORK and min(m, k, n) >= SPLIT_SIDE):
+        threads = product_threads()
+        if threads > 1 and split_matmul(a, b, out, threads):
+            return
     if out.flags.c_contiguous:
         np.dot(a, b, out=out)
     else:

@@ -1,0 +1,121 @@
+"""Large products split across numba's threads (backends/cpu/gemm.py, blas.matmul): every layout
+BLAS reads in place, both dtypes, row and column blocks, any number of parts, against NumPy in
+float64; layouts it cannot read are refused (the caller falls back to NumPy); a model whose
+products are split trains as one whose products are not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symdl
+from symdl.backends.cpu import backend, blas, gemm
+
+pytestmark = pytest.mark.skipif(not gemm.available(), reason="NumPy's BLAS here is not OpenBLAS")
+
+SHAPES = [(1, 1, 1), (2, 3, 5), (300, 7, 2), (3, 200, 300), (64, 64, 64), (97, 31, 13)]
+
+
+def _layouts(x: np.ndarray, rng):
+    """x as C order, Fortran order, and a block of a larger array in each order (lda > width)."""
+    rows, cols = x.shape
+    big = rng.normal(size=(rows + 3, cols + 5)).astype(x.dtype)
+    big[1:rows + 1, 2:cols + 2] = x
+    big_f = np.asfortranarray(big)
+    return {"C": x.copy(), "F": np.asfortranarray(x), "block": big[1:rows + 1, 2:cols + 2],
+            "F block": big_f[1:rows + 1, 2:cols + 2]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_every_layout_and_part_count_against_numpy(m, k, n, dtype):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a, b = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-4 * np.sqrt(k) if dtype == np.float32 else 1e-12 * k
+    for (la, a_in), (lb, b_in) in ((p, q) for p in _layouts(a, rng).items() for q in _layouts(b, rng).items()):
+        for parts in (1, 2, 3, 7):
+            frame = np.full((m + 2, n + 4), 7.0, dtype=dtype)
+            for out in (np.empty((m, n), dtype), frame[1:m + 1, 2:n + 2]):
+                assert gemm.split_matmul(a_in, b_in, out, parts), (la, lb)
+                np.testing.assert_allclose(out, want, rtol=tol, atol=tol, err_msg=f"{la} x {lb}, {parts} parts")
+            assert (frame[0] == 7).all() and (frame[-1] == 7).all() and (frame[:, :2] == 7).all() \
+                and (frame[:, -2:] == 7).all(), "wrote outside the output block"
+
+
+@pytest.mark.parametrize("case", ["reversed rows", "every other column", "mixed dtypes", "int", "empty"])
+def test_layouts_blas_cannot_read_are_refused(case):
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)
+    out = np.zeros((6, 5), np.float32)
+    if case == "reversed rows":
+        a = a[::-1]
+    elif case == "every other column":
+        b = rng.normal(size=(4, 10)).astype(np.float32)[:, ::2]
+    elif case == "mixed dtypes":
+        b = b.astype(np.float64)
+    elif case == "int":
+        a, b, out = a.astype(np.int64), b.astype(np.int64), out.astype(np.int64)
+    else:
+        a, out = a[:0], out[:0]
+    assert not gemm.split_matmul(a, b, out, 2)
+    assert not out.any()
+
+
+def test_matmul_splits_only_large_products_with_threads_to_spare(monkeypatch):
+    """Split from SPLIT_WORK multiply-adds when every side is at least SPLIT_SIDE, from SPLIT_WORK_ANY
+    for any shape, and only with more than one thread; NumPy's result otherwise."""
+    calls = []
+    monkeypatch.setattr(blas, "split_matmul", lambda *args: calls.append(args[:3]) or False)
+    rng = np.random.default_rng(2)
+    side, small, thin = backend.SPLIT_SIDE, backend.SPLIT_WORK, backend.SPLIT_WORK_ANY
+    cube = int(round(small ** (1 / 3))) + 1  # every side long, just past SPLIT_WORK
+    assert cube >= side
+    cases = [((cube, cube, cube), 2, True), ((cube, cube, cube), 1, False), ((16, 16, 16), 2, False),
+             ((small // (4 * side) + 1, 4, side), 2, False),   # past SPLIT_WORK, one thin side
+             ((thin // (4 * side) + 1, 4, side), 2, True)]     # past SPLIT_WORK_ANY
+    for (m, k, n), threads, split in cases:
+        monkeypatch.setattr(blas, "product_threads", lambda threads=threads: threads)
+        a, b = rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32)
+        out = np.empty((m, n), np.float32)
+        calls.clear()
+        blas.matmul(a, b, out)  # the split refused above: NumPy computes it
+        np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+        assert len(calls) == split, ((m, k, n), threads)
+
+
+def _split_count(monkeypatch, split_work: int) -> list:
+    """Products from split_work multiply-adds on split in two (on any machine); the parts of each
+    split that ran."""
+    monkeypatch.setattr(blas, "SPLIT_WORK", split_work)
+    monkeypatch.setattr(blas, "SPLIT_WORK_ANY", split_work)
+    monkeypatch.setattr(blas, "product_threads", lambda: 2)
+    runs, split = [], gemm.split_matmul
+
+    def counted(a, b, out, parts):
+        done = split(a, b, out, parts)
+        runs.append(parts if done else 0)
+        return done
+    monkeypatch.setattr(blas, "split_matmul", counted)
+    return runs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_split_products_in_kernels_and_their_gradients(monkeypatch, dtype):
+    """A dense layer, its gradients (transposed operands) and a convolution (a grouped product on
+    gathered patches), each compiled afresh with every product split, against NumPy."""
+    runs = _split_count(monkeypatch, 1)
+    tol = 2e-4 if dtype == "float32" else 1e-11
+    rng = np.random.default_rng(8)
+    dense = symdl.formulas.get("dense").compile()
+    x, w, bias = (rng.normal(size=s).astype(dtype) for s in ((37, 23), (23, 11), (11,)))
+    np.testing.assert_allclose(dense(x=x, W=w, b=bias), x.astype(np.float64) @ w + bias, rtol=tol, atol=tol)
+    g = rng.normal(size=(37, 11)).astype(dtype)
+    grads = dense.vjp(g, wrt=["x", "W"], x=x, W=w, b=bias)
+    np.testing.assert_allclose(grads["x"], g.astype(np.float64) @ w.T, rtol=tol, atol=tol)
+    np.testing.assert_allclose(grads["W"], x.astype(np.float64).T @ g, rtol=tol, atol=tol)
+    conv = symdl.formulas.get("conv2d").compile()
+    xc, kc, bc = (rng.normal(size=s).astype(dtype) for s in ((3, 9, 8, 2), (3, 3, 2, 17), (17,)))
+    want = bc + sum(np.einsum("bijc,co->bijo", xc[:, p:p + 7, q:q + 6, :].astype(np.float64), kc[p, q])
+                    for p in range(3) for q in range(3))
+    np.testing.assert_allclose(conv(x=xc, kernel=kc, bias=bc), want, rtol=tol, atol=tol)
+    assert len(runs) >= 4 and all(parts == 2 for parts in runs), runs

@@ -5,7 +5,7 @@ import numpy as np
 import sympy as sp
 
 from symdl.declare import Formula
-from symdl.formulas.activations import activation as activation_formula, stable_softmax
+from symdl.formulas.activations import ACTIVATIONS, activation as activation_formula, stable_softmax
 from symdl.formulas.dense import linear as dense_linear
 
 from .. import initializers
@@ -42,10 +42,23 @@ def _linear(use_bias: bool) -> Formula:
     """y = x W (+ b): the catalog's dense formula, or the same contraction without the bias."""
     if use_bias:
         return dense_linear(x="x", W="W", b="b", out="y", name="y.dense")
+    return Formula(sp.Eq(*_product(False)), name="y.dense")
+
+
+def _linear_then(activation: str, use_bias: bool) -> Formula:
+    """y = f(x W (+ b)) as one formula: its kernel applies f in the matrix product's epilogue, in
+    place (loops/lower.py), one pass and one launch less than the product and then f."""
+    y, z = _product(use_bias)
+    return Formula(sp.Eq(y, ACTIVATIONS[activation](z)), name=f"y.dense_{activation}")
+
+
+def _product(use_bias: bool) -> tuple:
+    """(y[i, j], Σ_k x[i, k] W[k, j] (+ b[j]))."""
     B, N, M = sp.symbols("B N M", integer=True, positive=True)
     i, j, k = sp.Idx("i", B), sp.Idx("j", M), sp.Idx("k", N)
-    x, W, y = sp.IndexedBase("x"), sp.IndexedBase("W"), sp.IndexedBase("y")
-    return Formula(sp.Eq(y[i, j], sp.Sum(x[i, k] * W[k, j], k)), name="y.dense")
+    x, W, b, y = (sp.IndexedBase(n) for n in ("x", "W", "b", "y"))
+    z = sp.Sum(x[i, k] * W[k, j], k)
+    return y[i, j], (z + b[j] if use_bias else z)
 
 
 class Dense(Layer):
@@ -60,6 +73,7 @@ class Dense(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.op = FormulaOp(_linear(self.use_bias))
         self.act = activation_stage(self.activation)
+        self._fused = None  # y = f(x W + b) in one kernel, for forward passes nothing differentiates
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
@@ -78,12 +92,20 @@ class Dense(Layer):
         args = {"x": x2, "W": self.kernel.value}
         if self.use_bias:
             args["b"] = self.bias.value
+        if not training and self.activation in ACTIVATIONS and not is_device_array(x2):
+            if self._fused is None:
+                self._fused = FormulaOp(_linear_then(self.activation, self.use_bias))
+            y = self._fused.forward(**args)["y"]
+            return y.reshape(*lead, self.units), (None, lead, args)
         env = self.op.forward(**args)
         y, act_ctx = activation_call(self.act, env["y"])
         return y.reshape(*lead, self.units), (env, lead, act_ctx)
 
     def backward(self, ctx, grad, need_input_grad=True):
         env, lead, act_ctx = ctx
+        if env is None:  # a fused forward pass (training=False): its product and activation again
+            env = self.op.forward(**act_ctx)
+            act_ctx = activation_call(self.act, env["y"])[1]
         grad = activation_backward(self.act, act_ctx, grad.reshape(-1, self.units))
         wrt = (["x"] if need_input_grad else []) + ["W"] + (["b"] if self.use_bias else [])
         g = self.op.backward(env, {"y": grad}, wrt)

@@ -119,3 +119,27 @@ def test_split_products_in_kernels_and_their_gradients(monkeypatch, dtype):
                     for p in range(3) for q in range(3))
     np.testing.assert_allclose(conv(x=xc, kernel=kc, bias=bc), want, rtol=tol, atol=tol)
     assert len(runs) >= 4 and all(parts == 2 for parts in runs), runs
+
+
+def test_an_openblas_with_32_bit_integers(monkeypatch):
+    """The LP64 interface (cblas_?gemm with int sizes, as system OpenBLAS builds export it), through
+    SciPy's bundled OpenBLAS where SciPy is installed."""
+    import ctypes
+    import glob
+    import os
+
+    scipy = pytest.importorskip("scipy")
+    paths = glob.glob(os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*"))
+    lib = next((ctypes.CDLL(p) for p in paths if hasattr(ctypes.CDLL(p), "scipy_cblas_sgemm")), None)
+    if lib is None:
+        pytest.skip("no LP64 OpenBLAS beside SciPy")
+    address = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value  # noqa: E731
+    narrow = gemm.Library(address("scipy_cblas_sgemm"), address("scipy_cblas_dgemm"), False, None)
+    monkeypatch.setattr(gemm, "library", lambda: narrow)
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        a, b = rng.normal(size=(70, 33)).astype(dtype), rng.normal(size=(33, 45)).astype(dtype)
+        for a_in, b_in in ((a, b), (np.asfortranarray(a), np.asfortranarray(b))):
+            out = np.empty((70, 45), dtype)
+            assert gemm.split_matmul(a_in, b_in, out, 2)
+            np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)

@@ -17,6 +17,7 @@ import numpy as np
 from symdl.declare import Formula, Program
 from symdl.formulas.tensor_ops import flat_elementwise as elementwise
 from symdl.autodiff import grad_name
+from symdl.runtime.chain import chain_kernel
 from symdl.runtime.program import (ProgramKernel, arrays_dtype, kernel_for, run_formulas, scalar_argument,
                                    system_kernels)
 
@@ -67,6 +68,7 @@ class FormulaOp:
         self._gradients: dict = {}  # (wrt, on device) -> the gradient ProgramKernel (systems only)
         self.reuse_buffers = reuse_buffers
         self._buffers: dict = {}  # (formula position, on device, input shapes) -> the output to reuse
+        self._chains: dict = {}  # None (forward) or wrt -> (gradient formulas, their ChainKernel or None)
 
     def kernels_on(self, on_device: bool) -> list:
         """The formulas' kernels for host (cpu) or device (cuda) arrays."""
@@ -86,6 +88,12 @@ class FormulaOp:
         array among the inputs, the others are copied in and every kernel runs on the device."""
         env = dict(inputs)
         on_device = any(is_device_array(a) for a in env.values())
+        if not on_device and not self.systems_on(False):  # a Program's formulas as one module
+            chain = self._chain(None, self.formulas)
+            outs = None if chain is None else chain.run(env)
+            if outs is not None:
+                env.update(outs)
+                return env
         if on_device:  # host arrays (labels): one copy in, so that every kernel sees device arrays
             env = {n: to_device(a) if isinstance(a, np.ndarray) and a.ndim else a for n, a in env.items()}
         return run_formulas(self.formulas, self.kernels_on(on_device), env,
@@ -129,6 +137,10 @@ class FormulaOp:
         on_device = any(is_device_array(a) for a in env.values())
         if getattr(self.source, "systems", ()):
             return self._system_backward(env, grads, wrt, on_device)
+        if not on_device and len(self.formulas) > 1:
+            chained = self._chain_backward(env, grads, wrt)
+            if chained is not None:
+                return chained
         kernels = self.kernels_on(on_device)
         for f, k in zip(reversed(self.formulas), reversed(kernels), strict=True):
             g = acc.pop(f.output.name, None)
@@ -145,3 +157,35 @@ class FormulaOp:
                 acc[name] = add(acc[name], gx) if name in acc else gx
         return {n: acc[n] if n in acc else zeros(np.shape(env[n]), arrays_dtype(env), on_device)
                 for n in wrt}
+
+    def _chain(self, key, formulas):
+        """The ChainKernel of `formulas` (the forward's, or a gradient program's), made once per key;
+        None where they do not chain (runtime/chain.py)."""
+        if key not in self._chains:
+            name = getattr(self.source, "name", "chain") + ("" if key is None else ".vjp")
+            self._chains[key] = chain_kernel([kernel_for(f) for f in formulas], name)
+        return self._chains[key]
+
+    def _chain_backward(self, env: dict, grads: dict, wrt: list) -> dict | None:
+        """{name: gradient} from the Program's gradient program run as one ChainKernel (its gradient
+        formulas, on the forward values in `env`); None where it does not chain or run."""
+        key = ("vjp", tuple(wrt))
+        if key not in self._chains:
+            program = self.source.vjp(wrt)
+            done = {f.output.name for f in self.formulas} | set(self.input_names)
+            members = [f for f in program.formulas if f.output.name not in done]
+            self._chains[("outputs", key)] = program.outputs
+            self._chain(key, members)
+        chain = self._chains[key]
+        if chain is None:
+            return None
+        feed = dict(env)
+        for o in self.outputs:  # an output no loss reads: a zero upstream gradient
+            g = grads.get(o)
+            if g is None:
+                g = zeros(np.shape(env[o]), arrays_dtype(env), False)
+            feed[grad_name(o)] = float(g) if np.ndim(g) == 0 else g  # a scalar's goes by value
+        out = chain.run(feed)
+        if out is None:
+            return None
+        return {n: out[o] for n, o in zip(wrt, self._chains[("outputs", key)], strict=True)}

@@ -29,7 +29,8 @@ Coverage:
   for are never compiled; a recurrence's vjp is a program of such kernels);
 - gathers: integer tensors drawn in the range their reads allow, as reference.inputs draws them;
 - ProgramKernel: each formula's Kernel on its first run; FusedKernel: the fused module, each output
-  against its own formula's reference;
+  against its own formula's reference; ChainKernel: every output against the formulas' references
+  run in order;
 - a cuda Kernel: the same check, run on the device (the simulator with NUMBA_ENABLE_CUDASIM=1).
 The check runs only the module it checks and the reference: it never builds another kernel, so
 checking gradient kernels (which are Kernels themselves) cannot recurse.
@@ -120,6 +121,36 @@ def check_fused(fused, module, dtype, parallel: bool, templates: dict | None = N
         got = b.to_host(b.result(got, case.out_shapes[k.formula.output.name], False))
         _compare(k.formula.name, k.formula.output.name, got, case, dtype, b.name)
     _passed(module, flavour)
+
+
+def check_chain(chain, module, dtype, parallel: bool, templates: dict | None = None) -> None:
+    """Check a ChainKernel's module: every output against the reference of the formulas run in
+    order, each reading the reference values of the outputs before it."""
+    b = chain.backend
+    flavour = _flavour(b.name, parallel)
+    if not enabled() or not _pending(module, flavour):
+        return
+    case = _case(chain, chain.kernels, _in_order)
+    if case is None:
+        return
+    args = [_argument(case.inputs[t.name], t, dtype, (templates or {}).get(t.name)) for t in chain.program.inputs]
+    values = [case.dims[str(d)] for d in chain.program.dims]
+    outs = [b.empty(case.out_shapes[n] or (1,), dtype) for n in chain.outputs]
+    b.launch(module.run, outs[0], [*outs[1:], *b.place([t.name for t in chain.program.inputs], args, {})],
+             values, parallel)
+    for k, got in zip(chain.kernels, outs, strict=True):
+        _compare(k.formula.name, k.formula.output.name, b.to_host(got), case, dtype, b.name)
+    _passed(module, flavour)
+
+
+def _in_order(formulas, inputs, dims) -> dict:
+    """The reference of formulas each reading the outputs of those before it."""
+    from ..reference import evaluate
+    env, out = dict(inputs), {}
+    for f in formulas:
+        env[f.output.name] = out[f.output.name] = evaluate(f, {t.name: env[t.name] for t in f.inputs},
+                                                           {str(d): dims[str(d)] for d in f.dims})
+    return out
 
 
 def check_system(system, module, dtype, parallel: bool, templates: dict | None = None) -> None:

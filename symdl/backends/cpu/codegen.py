@@ -7,7 +7,7 @@ from __future__ import annotations
 from ...loops.ir import Branch, Contract, If, Let, Loop, LoopProgram, MatMul, Nest
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
-from .helpers import FASTMATH, fingerprint
+from .helpers import FASTMATH, NO_CFUNC, fingerprint
 from .printer import CpuPrinter
 
 
@@ -82,8 +82,8 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
             params = ", ".join([py_name(t) for t in step.tensors] + extra)
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
                 text = "\n".join(statements(step.body, printer, "    ", flavour == "parallel"))
-                functions.append(f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy'{decorator})\n"
-                                 f"def {step.name}_{flavour}({params}):\n{text}\n")
+                options = f"cache=True, fastmath={FASTMATH}, error_model='numpy', {NO_CFUNC}{decorator}"
+                functions.append(f"@nb.njit({options})\ndef {step.name}_{flavour}({params}):\n{text}\n")
             lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"
                          f"{pad}else:\n{pad}    {step.name}_serial({params})")
     return lines

@@ -2,7 +2,10 @@
 
 The forward pass keeps every intermediate tensor (the layer's saved activations); the backward
 pass walks the formulas in reverse, calling each kernel's `vjp` for the inputs that lead to a
-wanted gradient and summing contributions with a compiled add kernel. A Sequential model chains
+wanted gradient and summing contributions with a compiled add kernel. On the cpu a Program's
+formulas run as one generated module instead where they chain (runtime/chain.py): the forward
+formulas, and backward its gradient program's formulas on the kept forward values (a softmax is
+then one numba function each way, not four and eight: fewer to compile in a cold first step). A Sequential model chains
 these per layer on its tape, so every number of a training step comes from symdl kernels.
 
 Device arrays in (a model on device="cuda", symdl/nn/device.py) select each formula's cuda Kernel:
@@ -15,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from symdl.declare import Formula, Program
+from symdl.errors import FormulaError
 from symdl.formulas.tensor_ops import flat_elementwise as elementwise
 from symdl.autodiff import grad_name
 from symdl.runtime.chain import chain_kernel
@@ -171,7 +175,11 @@ class FormulaOp:
         formulas, on the forward values in `env`); None where it does not chain or run."""
         key = ("vjp", tuple(wrt))
         if key not in self._chains:
-            program = self.source.vjp(wrt)
+            try:
+                program = self.source.vjp(wrt)
+            except (FormulaError, ValueError, KeyError, TypeError):  # the formula by formula way words it
+                self._chains[key] = None
+                return None
             done = {f.output.name for f in self.formulas} | set(self.input_names)
             members = [f for f in program.formulas if f.output.name not in done]
             self._chains[("outputs", key)] = program.outputs

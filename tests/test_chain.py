@@ -46,7 +46,7 @@ def test_softmax_forward_and_gradient_as_one_function_each(shape, dtype):
     want = y * (g - (g * y).sum(1, keepdims=True))
     np.testing.assert_allclose(gx, want, **TOL[dtype])
     assert gx.dtype == dtype and env["y"].dtype == dtype
-    forward, backward = op._chains[None], op._chains[("vjp", ("x",))]
+    forward, backward = op._chains[None], op._chains[("vjp", ("x",), False)]
     assert isinstance(forward, ChainKernel) and isinstance(backward, ChainKernel)
     assert forward._plans and backward._plans  # both ran (no fallback)
     # max, exp, sum, divide: one function; the eight gradient formulas: one function
@@ -72,7 +72,7 @@ def test_clipped_cross_entropy_and_its_gradient(batch, classes, dtype):
     inside = (probs >= lo) & (probs <= hi)
     np.add.at(want, (rows, t), -1 / (batch * p[rows, t]))
     np.testing.assert_allclose(gp, np.where(inside, want, 0), **TOL[dtype])
-    assert op._chains[None]._plans and op._chains[("vjp", ("probs",))]._plans
+    assert op._chains[None]._plans and op._chains[("vjp", ("probs",), False)]._plans
 
 
 def test_a_label_out_of_range_is_refused_before_the_chain_runs():
@@ -152,4 +152,24 @@ def test_two_arg_max_temporaries_of_one_name_do_not_chain():
     want_z = np.zeros_like(zv)
     want_z[np.arange(4), zv.argmax(1)] = xv.max(1)
     np.testing.assert_allclose(g["z"], want_z)
-    assert op._chains[None] is not None and op._chains[("vjp", ("x", "z"))] is None  # two inv0 temporaries
+    assert op._chains[None] is not None and op._chains[("vjp", ("x", "z"), False)] is None  # two inv0 temporaries
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_loss_value_and_gradient_as_one_module(dtype):
+    from symdl import nn
+    loss = nn.losses.get("sparse_categorical_crossentropy")
+    rng = np.random.default_rng(7)
+    for batch, classes in [(3, 4), (32, 10)]:
+        probs = softmax(rng.normal(size=(batch, classes))).astype(dtype)
+        t = rng.integers(0, classes, batch)
+        value, g = loss.value_and_grad(t, probs)
+        rows = np.arange(batch)
+        p = probs.astype(np.float64)
+        assert value == pytest.approx(-np.log(p[rows, t]).mean(), rel=1e-5)
+        want = np.zeros((batch, classes))
+        want[rows, t] = -1 / (batch * p[rows, t])
+        np.testing.assert_allclose(g, want, **TOL[dtype])
+    whole = loss.op._chains[("vjp", (loss.pred_name,), True)]
+    assert isinstance(whole, ChainKernel) and whole._plans  # clip, cross-entropy and both gradients
+    assert serial_functions(whole, dtype) == 2

@@ -162,28 +162,42 @@ class FormulaOp:
         return {n: acc[n] if n in acc else zeros(np.shape(env[n]), arrays_dtype(env), on_device)
                 for n in wrt}
 
-    def _chain(self, key, formulas):
+    def value_and_grad(self, inputs: dict, grads: dict, wrt) -> tuple[dict, dict]:
+        """(every tensor by name, {name: gradient}): `forward` then `backward`, for a caller that
+        has the upstream gradients before the forward pass runs (a loss: d L / d L = 1). On the cpu
+        a Program's whole gradient program runs as one generated module where it chains."""
+        if len(self.formulas) > 1 and set(grads) == set(self.outputs) and \
+                not any(is_device_array(a) for a in inputs.values()):
+            env = dict(inputs)
+            got = self._chain_backward(env, grads, list(wrt), whole=True)
+            if got is not None:
+                return env, got
+        env = self.forward(**inputs)
+        return env, self.backward(env, grads, wrt)
+
+    def _chain(self, key, formulas, suffix: str = ""):
         """The ChainKernel of `formulas` (the forward's, or a gradient program's), made once per key;
         None where they do not chain (runtime/chain.py)."""
         if key not in self._chains:
-            name = getattr(self.source, "name", "chain") + ("" if key is None else ".vjp")
+            name = getattr(self.source, "name", "chain") + suffix
             self._chains[key] = chain_kernel([kernel_for(f) for f in formulas], name)
         return self._chains[key]
 
-    def _chain_backward(self, env: dict, grads: dict, wrt: list) -> dict | None:
-        """{name: gradient} from the Program's gradient program run as one ChainKernel (its gradient
-        formulas, on the forward values in `env`); None where it does not chain or run."""
-        key = ("vjp", tuple(wrt))
+    def _chain_backward(self, env: dict, grads: dict, wrt: list, whole: bool = False) -> dict | None:
+        """{name: gradient} from the Program's gradient program run as one ChainKernel: its gradient
+        formulas on the forward values in `env`, or (`whole`) its forward formulas too, adding the
+        forward's tensors to `env`; None where it does not chain or run."""
+        key = ("vjp", tuple(wrt), whole)
         if key not in self._chains:
             try:
                 program = self.source.vjp(wrt)
             except (FormulaError, ValueError, KeyError, TypeError):  # the formula by formula way words it
                 self._chains[key] = None
                 return None
-            done = {f.output.name for f in self.formulas} | set(self.input_names)
+            done = set(self.input_names) | (set() if whole else {f.output.name for f in self.formulas})
             members = [f for f in program.formulas if f.output.name not in done]
             self._chains[("outputs", key)] = program.outputs
-            self._chain(key, members)
+            self._chain(key, members, ".value_and_grad" if whole else ".vjp")
         chain = self._chains[key]
         if chain is None:
             return None
@@ -196,4 +210,6 @@ class FormulaOp:
         out = chain.run(feed)
         if out is None:
             return None
+        if whole:
+            env.update((f.output.name, out[f.output.name]) for f in self.formulas)
         return {n: out[o] for n, o in zip(wrt, self._chains[("outputs", key)], strict=True)}

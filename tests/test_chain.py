@@ -135,7 +135,7 @@ def test_members_binding_one_length_apart_fall_back():
     assert op._chains[None] is not None and op._chains[None]._plans  # tried, refused for these shapes
 
 
-def test_two_arg_max_temporaries_of_one_name_do_not_chain():
+def test_two_arg_max_temporaries_of_one_name_are_renamed_apart():
     x, z, m1, m2, y = (sp.IndexedBase(n) for n in ("x", "z", "m1", "m2", "y"))
     prog = Program([Formula(sp.Eq(m1[i], ReduceMax(x[i, j], (j, 0, N - 1))), name="mx"),
                     Formula(sp.Eq(m2[i], ReduceMax(z[i, j], (j, 0, N - 1))), name="mz"),
@@ -152,7 +152,10 @@ def test_two_arg_max_temporaries_of_one_name_do_not_chain():
     want_z = np.zeros_like(zv)
     want_z[np.arange(4), zv.argmax(1)] = xv.max(1)
     np.testing.assert_allclose(g["z"], want_z)
-    assert op._chains[None] is not None and op._chains[("vjp", ("x", "z"), False)] is None  # two inv0 temporaries
+    backward = op._chains[("vjp", ("x", "z"), False)]  # two members' temporaries named inv0: renamed apart
+    assert isinstance(backward, ChainKernel) and backward._plans
+    temps = [t.name for t in backward.program.temps]
+    assert len(temps) == len(set(temps)) == 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

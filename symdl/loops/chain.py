@@ -20,8 +20,8 @@ from .ir import Accumulate, Branch, If, Let, Loop, LoopProgram, Nest, ScatterAdd
 def lower_chain(programs, name: str) -> LoopProgram | None:
     """One LoopProgram running `programs` (each a formula's, in the order given) one after the
     other, its outputs every member's output; None where they cannot share one module: a rank-0
-    output read by a later member (the driver passes scalars by value), a temporary of one
-    member named like any tensor of another, or two members writing the same tensor."""
+    output read by a later member (the driver passes scalars by value), or two members writing
+    the same tensor. Temporaries two members name alike (each GEMM's T0) are renamed apart."""
     programs = list(programs)
     outputs = [p.output for p in programs]
     if len({t.name for t in outputs}) != len(outputs) or any(p.extra_outputs for p in programs):
@@ -29,12 +29,8 @@ def lower_chain(programs, name: str) -> LoopProgram | None:
     made = {t.name: t for t in outputs}
     if any(t.name in made and made[t.name].rank == 0 for p in programs for t in p.inputs):
         return None
-    tensors = [{t.name for t in (*p.inputs, p.output)} | set(_temps(p.temps, p.steps)) for p in programs]
-    for n, p in enumerate(programs):
-        others = set().union(*(ts for m, ts in enumerate(tensors) if m != n))
-        if set(_temps(p.temps, p.steps)) & others:
-            return None
     taken = set().union(*(_names(p) for p in programs))
+    programs = [_own_temps(p, f"m{n}", taken, programs) for n, p in enumerate(programs)]
     members = [_apart(p, f"m{n}", taken) for n, p in enumerate(programs)]
     inputs = {t.name: t for p in programs for t in p.inputs if t.name not in made}
     dims = {str(d): d for p in programs for d in p.dims}
@@ -43,16 +39,50 @@ def lower_chain(programs, name: str) -> LoopProgram | None:
                        tuple(s for p in members for s in p.steps), tuple(outputs[1:]))
 
 
+def _own_temps(p: LoopProgram, prefix: str, taken: set, programs: list) -> LoopProgram:
+    """The member with each temporary that another member's tensors or temporaries name too
+    renamed to a name no member uses: in its allocation, its nests' statements and library calls."""
+    others = set().union(*({t.name for t in (*q.inputs, q.output)} | set(_temps(q.temps, q.steps))
+                           for q in programs if q is not p))
+    renames = {}
+    for name in _temps(p.temps, p.steps):
+        if name in others and name not in renames:
+            renames[name] = _fresh(name, prefix, taken)
+    if not renames:
+        return p
+    return replace(p, temps=_temp_specs(p.temps, renames), steps=tuple(_tensors(s, renames) for s in p.steps))
+
+
+def _fresh(name: str, prefix: str, taken: set) -> str:
+    for k in itertools.count():
+        new = f"{name}_{prefix}" if k == 0 else f"{name}_{prefix}_{k}"
+        if new not in taken:
+            taken.add(new)
+            return new
+    raise AssertionError("unreachable")
+
+
+def _temp_specs(temps, renames: dict) -> tuple:
+    return tuple(replace(t, name=renames.get(t.name, t.name)) for t in temps)
+
+
+def _tensors(step, renames: dict):
+    """A step with the tensors `renames` names renamed (allocations, reads, writes, library calls)."""
+    if isinstance(step, Branch):
+        return replace(step, then_temps=_temp_specs(step.then_temps, renames),
+                       then_steps=tuple(_tensors(s, renames) for s in step.then_steps),
+                       else_temps=_temp_specs(step.else_temps, renames),
+                       else_steps=tuple(_tensors(s, renames) for s in step.else_steps))
+    if isinstance(step, Nest):
+        return replace(step, body=_body(step.body, {}, renames),
+                       tensors=tuple(renames.get(t, t) for t in step.tensors))
+    fields = {f: renames[getattr(step, f)] for f in ("out", "a", "b") if getattr(step, f) in renames}
+    return replace(step, **fields)  # a library call (MatMul, Contract)
+
+
 def _apart(p: LoopProgram, prefix: str, taken: set) -> LoopProgram:
     """The member with its nests named `prefix_name` and its locals given names no member uses."""
-    fresh = {}
-    for s in sorted(_lets(p.steps), key=str):
-        for k in itertools.count():
-            new = f"{s.name}_{prefix}" if k == 0 else f"{s.name}_{prefix}_{k}"
-            if new not in taken:
-                taken.add(new)
-                fresh[s] = sp.Symbol(new, **s.assumptions0)
-                break
+    fresh = {s: sp.Symbol(_fresh(s.name, prefix, taken), **s.assumptions0) for s in sorted(_lets(p.steps), key=str)}
     return replace(p, steps=tuple(_step(s, prefix, fresh) for s in p.steps))
 
 
@@ -65,25 +95,38 @@ def _step(step, prefix: str, fresh: dict):
     return step  # a library call: names only tensors
 
 
-def _body(body, fresh: dict) -> tuple:
+def _body(body, fresh: dict, renames: dict | None = None) -> tuple:
+    """Statements with the symbols `fresh` maps replaced, and the tensors `renames` names renamed."""
+    renames = renames or {}
+
+    def x(expr):
+        return _x(expr, fresh, renames)
     out = []
     for s in body:
         if isinstance(s, Loop):
-            out.append(replace(s, lo=_x(s.lo, fresh), stop=_x(s.stop, fresh), body=_body(s.body, fresh)))
+            out.append(replace(s, lo=x(s.lo), stop=x(s.stop), body=_body(s.body, fresh, renames)))
         elif isinstance(s, (Let, Accumulate)):
-            out.append(replace(s, name=fresh.get(s.name, s.name), value=_x(s.value, fresh)))
+            out.append(replace(s, name=fresh.get(s.name, s.name), value=x(s.value)))
         elif isinstance(s, (Store, ScatterAdd)):
-            out.append(replace(s, index=tuple(_x(i, fresh) for i in s.index), value=_x(s.value, fresh)))
+            out.append(replace(s, tensor=renames.get(s.tensor, s.tensor), index=tuple(x(i) for i in s.index),
+                               value=x(s.value)))
         elif isinstance(s, If):
-            out.append(replace(s, cond=_x(s.cond, fresh), then=_body(s.then, fresh),
-                               orelse=_body(s.orelse, fresh)))
+            out.append(replace(s, cond=x(s.cond), then=_body(s.then, fresh, renames),
+                               orelse=_body(s.orelse, fresh, renames)))
         else:
             raise TypeError(f"unknown loop IR statement {s!r}")
     return tuple(out)
 
 
-def _x(expr, fresh: dict):
-    return sp.sympify(expr).xreplace(fresh) if fresh else expr
+def _x(expr, fresh: dict, renames: dict):
+    if not fresh and not renames:
+        return expr
+    expr = sp.sympify(expr).xreplace(fresh) if fresh else expr
+    if renames:  # reads of a renamed temporary: the same read of its new name
+        expr = sp.sympify(expr).replace(
+            lambda e: isinstance(e, sp.Indexed) and str(e.base.label) in renames,
+            lambda e: sp.IndexedBase(sp.Symbol(renames[str(e.base.label)], **e.base.label.assumptions0))[e.indices])
+    return expr
 
 
 def _lets(steps) -> set:

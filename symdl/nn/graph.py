@@ -2,7 +2,10 @@
 
 The forward pass keeps every intermediate tensor (the layer's saved activations); the backward
 pass walks the formulas in reverse, calling each kernel's `vjp` for the inputs that lead to a
-wanted gradient and summing contributions with a compiled add kernel. A Sequential model chains
+wanted gradient and summing contributions with a compiled add kernel. On the cpu a Program's
+formulas run as one generated module instead where they chain (runtime/chain.py): the forward
+formulas, and backward its gradient program's formulas on the kept forward values (a softmax is
+then one numba function each way, not four and eight: fewer to compile in a cold first step). A Sequential model chains
 these per layer on its tape, so every number of a training step comes from symdl kernels.
 
 Device arrays in (a model on device="cuda", symdl/nn/device.py) select each formula's cuda Kernel:
@@ -15,8 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from symdl.declare import Formula, Program
+from symdl.errors import FormulaError
 from symdl.formulas.tensor_ops import flat_elementwise as elementwise
 from symdl.autodiff import grad_name
+from symdl.runtime.chain import chain_kernel
 from symdl.runtime.program import (ProgramKernel, arrays_dtype, kernel_for, run_formulas, scalar_argument,
                                    system_kernels)
 
@@ -67,6 +72,7 @@ class FormulaOp:
         self._gradients: dict = {}  # (wrt, on device) -> the gradient ProgramKernel (systems only)
         self.reuse_buffers = reuse_buffers
         self._buffers: dict = {}  # (formula position, on device, input shapes) -> the output to reuse
+        self._chains: dict = {}  # None (forward) or wrt -> (gradient formulas, their ChainKernel or None)
 
     def kernels_on(self, on_device: bool) -> list:
         """The formulas' kernels for host (cpu) or device (cuda) arrays."""
@@ -86,6 +92,12 @@ class FormulaOp:
         array among the inputs, the others are copied in and every kernel runs on the device."""
         env = dict(inputs)
         on_device = any(is_device_array(a) for a in env.values())
+        if not on_device and not self.systems_on(False):  # a Program's formulas as one module
+            chain = self._chain(None, self.formulas)
+            outs = None if chain is None else chain.run(env)
+            if outs is not None:
+                env.update(outs)
+                return env
         if on_device:  # host arrays (labels): one copy in, so that every kernel sees device arrays
             env = {n: to_device(a) if isinstance(a, np.ndarray) and a.ndim else a for n, a in env.items()}
         return run_formulas(self.formulas, self.kernels_on(on_device), env,
@@ -129,6 +141,10 @@ class FormulaOp:
         on_device = any(is_device_array(a) for a in env.values())
         if getattr(self.source, "systems", ()):
             return self._system_backward(env, grads, wrt, on_device)
+        if not on_device and len(self.formulas) > 1:
+            chained = self._chain_backward(env, grads, wrt)
+            if chained is not None:
+                return chained
         kernels = self.kernels_on(on_device)
         for f, k in zip(reversed(self.formulas), reversed(kernels), strict=True):
             g = acc.pop(f.output.name, None)
@@ -145,3 +161,55 @@ class FormulaOp:
                 acc[name] = add(acc[name], gx) if name in acc else gx
         return {n: acc[n] if n in acc else zeros(np.shape(env[n]), arrays_dtype(env), on_device)
                 for n in wrt}
+
+    def value_and_grad(self, inputs: dict, grads: dict, wrt) -> tuple[dict, dict]:
+        """(every tensor by name, {name: gradient}): `forward` then `backward`, for a caller that
+        has the upstream gradients before the forward pass runs (a loss: d L / d L = 1). On the cpu
+        a Program's whole gradient program runs as one generated module where it chains."""
+        if len(self.formulas) > 1 and set(grads) == set(self.outputs) and \
+                not any(is_device_array(a) for a in inputs.values()):
+            env = dict(inputs)
+            got = self._chain_backward(env, grads, list(wrt), whole=True)
+            if got is not None:
+                return env, got
+        env = self.forward(**inputs)
+        return env, self.backward(env, grads, wrt)
+
+    def _chain(self, key, formulas, suffix: str = ""):
+        """The ChainKernel of `formulas` (the forward's, or a gradient program's), made once per key;
+        None where they do not chain (runtime/chain.py)."""
+        if key not in self._chains:
+            name = getattr(self.source, "name", "chain") + suffix
+            self._chains[key] = chain_kernel([kernel_for(f) for f in formulas], name)
+        return self._chains[key]
+
+    def _chain_backward(self, env: dict, grads: dict, wrt: list, whole: bool = False) -> dict | None:
+        """{name: gradient} from the Program's gradient program run as one ChainKernel: its gradient
+        formulas on the forward values in `env`, or (`whole`) its forward formulas too, adding the
+        forward's tensors to `env`; None where it does not chain or run."""
+        key = ("vjp", tuple(wrt), whole)
+        if key not in self._chains:
+            try:
+                program = self.source.vjp(wrt)
+            except (FormulaError, ValueError, KeyError, TypeError):  # the formula by formula way words it
+                self._chains[key] = None
+                return None
+            done = set(self.input_names) | (set() if whole else {f.output.name for f in self.formulas})
+            members = [f for f in program.formulas if f.output.name not in done]
+            self._chains[("outputs", key)] = program.outputs
+            self._chain(key, members, ".value_and_grad" if whole else ".vjp")
+        chain = self._chains[key]
+        if chain is None:
+            return None
+        feed = dict(env)
+        for o in self.outputs:  # an output no loss reads: a zero upstream gradient
+            g = grads.get(o)
+            if g is None:
+                g = zeros(np.shape(env[o]), arrays_dtype(env), False)
+            feed[grad_name(o)] = float(g) if np.ndim(g) == 0 else g  # a scalar's goes by value
+        out = chain.run(feed)
+        if out is None:
+            return None
+        if whole:
+            env.update((f.output.name, out[f.output.name]) for f in self.formulas)
+        return {n: out[o] for n, o in zip(wrt, self._chains[("outputs", key)], strict=True)}

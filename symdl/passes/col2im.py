@@ -28,6 +28,8 @@ def extract_col2im(f: Formula) -> tuple[sp.Expr, list] | None:
     """(body, contractions) as `extract_matmuls(f, grouped=True)` finds them, except that each Sum
     of the transposed pattern is a GEMM into a whole-axes temporary and the Sums it leaves; None
     when no Sum has the pattern."""
+    if not _may_match(f.body):
+        return None
     hits: list = []
     taken = set(f.used_names)
 
@@ -39,6 +41,14 @@ def extract_col2im(f: Formula) -> tuple[sp.Expr, list] | None:
 
     body, contractions = extract_matmuls(f, grouped=True, first=first)
     return (body, contractions) if hits else None
+
+
+def _may_match(body: sp.Expr) -> bool:
+    """The pattern's necessary condition, cheap to test before the contraction search runs again:
+    a read whose index is an expression (p - i, not i) of a variable some Sum binds."""
+    summed = {lim[0] for s in body.atoms(sp.Sum) for lim in s.limits}
+    return bool(summed) and any(not isinstance(e, sp.Symbol) and e.free_symbols & summed
+                                for r in body.atoms(sp.Indexed) for e in r.indices)
 
 
 def _match(s: sp.Sum, f: Formula, order: list, taken: set):

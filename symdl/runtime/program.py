@@ -152,7 +152,7 @@ def run_formulas(formulas, kernels, env: dict, buffers: dict | None = None, scal
         elif buffers is None:
             env[name] = _as_program_dtype(k(**args), f, dtype)
         else:
-            key = (n, k.backend.name, tuple(np.shape(a) for a in args.values()))
+            key = (n, k.backend.name, dtype, tuple(np.shape(a) for a in args.values()))  # a dtype's own
             buf = buffers.get(key)
             env[name] = buffers[key] = k(**args) if buf is None else k(out=buf, **args)
         dims.update(k.last_dims)

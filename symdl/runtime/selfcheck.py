@@ -29,7 +29,8 @@ Coverage:
   for are never compiled; a recurrence's vjp is a program of such kernels);
 - gathers: integer tensors drawn in the range their reads allow, as reference.inputs draws them;
 - ProgramKernel: each formula's Kernel on its first run; FusedKernel: the fused module, each output
-  against its own formula's reference;
+  against its own formula's reference; ChainKernel: every output against the formulas' references
+  run in order;
 - a cuda Kernel: the same check, run on the device (the simulator with NUMBA_ENABLE_CUDASIM=1).
 The check runs only the module it checks and the reference: it never builds another kernel, so
 checking gradient kernels (which are Kernels themselves) cannot recurse.
@@ -122,6 +123,46 @@ def check_fused(fused, module, dtype, parallel: bool, templates: dict | None = N
     _passed(module, flavour)
 
 
+def check_chain(chain, module, dtype, parallel: bool, templates: dict | None = None) -> None:
+    """Check a ChainKernel's module: every output against the reference of the formulas run in
+    order, each reading the reference values of the outputs before it."""
+    b = chain.backend
+    flavour = _flavour(b.name, parallel)
+    if not enabled() or not _pending(module, flavour):
+        return
+    case = _case(chain, chain.kernels, _in_order, accept=lambda dims, inputs: _agrees(chain, dims, inputs))
+    if case is None:
+        return
+    args = [_argument(case.inputs[t.name], t, dtype, (templates or {}).get(t.name)) for t in chain.program.inputs]
+    values = [case.dims[str(d)] for d in chain.program.dims]
+    outs = [b.empty(case.out_shapes[n] or (1,), dtype) for n in chain.outputs]
+    b.launch(module.run, outs[0], [*outs[1:], *b.place([t.name for t in chain.program.inputs], args, {})],
+             values, parallel)
+    for k, got in zip(chain.kernels, outs, strict=True):
+        _compare(k.formula.name, k.formula.output.name, b.to_host(got), case, dtype, b.name)
+    _passed(module, flavour)
+
+
+def _agrees(chain, dims: dict, inputs: dict) -> bool:
+    """Whether sizes drawn per member are one call of the chain: each member's declared shapes
+    are drawn alone, and one formula's OH need not be another's H - 2."""
+    try:
+        bound, _ = chain.bind({t.name: np.shape(inputs[t.name]) for t in chain.program.inputs})
+    except ValueError:
+        return False
+    return all(dims.get(d, v) == v for d, v in bound.items())
+
+
+def _in_order(formulas, inputs, dims) -> dict:
+    """The reference of formulas each reading the outputs of those before it."""
+    from ..reference import evaluate
+    env, out = dict(inputs), {}
+    for f in formulas:
+        env[f.output.name] = out[f.output.name] = evaluate(f, {t.name: env[t.name] for t in f.inputs},
+                                                           {str(d): dims[str(d)] for d in f.dims})
+    return out
+
+
 def check_system(system, module, dtype, parallel: bool, templates: dict | None = None) -> None:
     """Check a SystemKernel's module: every state against the reference of the whole system."""
     from ..reference import evaluate_system
@@ -194,14 +235,15 @@ def _note(text: str) -> None:
 
 # -- the case: sizes, inputs, reference ----------------------------------------------------------
 
-def _case(owner, kernels, reference=None, path=None) -> Case | None:
+def _case(owner, kernels, reference=None, path=None, accept=None) -> Case | None:
     """The owner's case (per path through its Branches), built once (None when it cannot be:
-    skipped with a note). `path`: (program, the call's dimensions, the call's path) or None."""
+    skipped with a note). `path`: (program, the call's dimensions, the call's path) or None;
+    `accept(dims, inputs)`: whether drawn sizes suit the owner (else the next are tried)."""
     cases = owner.__dict__.setdefault("_check_cases", {})
     key = path[2] if path else ()
     case = cases.get(key)
     if case is None:
-        case = cases[key] = _build_case(kernels, reference, path) or _SKIP
+        case = cases[key] = _build_case(kernels, reference, path, accept) or _SKIP
     return None if case is _SKIP else case
 
 
@@ -212,7 +254,7 @@ def _each(formulas, inputs, dims) -> dict:
                                     {str(d): dims[str(d)] for d in f.dims}) for f in formulas}
 
 
-def _build_case(kernels, reference=None, path=None) -> Case | None:
+def _build_case(kernels, reference=None, path=None, accept=None) -> Case | None:
     formulas = [k.formula for k in kernels]
     name = formulas[0].name if len(formulas) == 1 else "+".join(f.name for f in formulas)
     given = {str(d): int(v) for f in formulas for d, v in f.sizes.items()}
@@ -223,6 +265,8 @@ def _build_case(kernels, reference=None, path=None) -> Case | None:
         if drawn is None:
             continue
         dims, inputs, out_shapes = drawn
+        if accept is not None and not accept(dims, inputs):
+            continue
         if path is not None and branch_path(path[0], dims) != path[2]:
             off_path = True
             continue

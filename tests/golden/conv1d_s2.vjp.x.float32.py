@@ -8,7 +8,7 @@ import numpy as np
 
 F = np.float32
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(grad_y, w, grad_x, K, L):
     for p in range(0, L):
         acc0 = F(0)
@@ -16,7 +16,7 @@ def loops_serial(grad_y, w, grad_x, K, L):
             acc0 += grad_y[i] * w[p - 2 * i]
         grad_x[p] = acc0
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, w, grad_x, K, L):
     for p in nb.prange(0, L):
         acc0 = F(0)

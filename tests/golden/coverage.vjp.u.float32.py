@@ -7,16 +7,16 @@ import numba as nb
 import numpy as np
 # helpers.py's float32 helpers, compiled once per process for every module (shared.py)
 from symdl.backends.cpu.shared import helpers
-_exp, _sigmoid, = helpers('float32', '9e345de21d084b43', '_exp', '_sigmoid')
+_exp, _sigmoid, = helpers('float32', '5118819a4ca73e4b', '_exp', '_sigmoid')
 
 F = np.float32
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(grad_y, x, u, grad_u, N):
     for i in range(0, N):
         grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, x, u, grad_u, N):
     for i in nb.prange(0, N):
         grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))

@@ -9,13 +9,13 @@ from symdl.backends.cpu.blas import matmul
 
 F = np.float32
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(b, y, B, M, N):
     for i in range(0, B):
         for j in range(0, M):
             y[i, j] = b[j] + y[i, j]
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(b, y, B, M, N):
     for i in nb.prange(0, B):
         for j in range(0, M):

@@ -8,7 +8,7 @@ import numpy as np
 
 F = np.float32
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def zero_rows_serial(grad_b, grad_y, B, M):
     for j in range(0, M):
         grad_b[j] = F(0)
@@ -16,7 +16,7 @@ def zero_rows_serial(grad_b, grad_y, B, M):
         for j in range(0, M):
             grad_b[j] += grad_y[i, j]
 
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', parallel=True)
+@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def zero_rows_parallel(grad_b, grad_y, B, M):
     for j in range(0, M):
         grad_b[j] = F(0)

@@ -9,20 +9,20 @@ def _sigmoid(x):
 def _softplus(x):
     return max(x, F(0)) + _log1p(_exp(-abs(x)))
 
-@nb.njit(fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+@nb.njit(fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def _sign(x):
     return F(1) if x > F(0) else (F(-1) if x < F(0) else F(0))
 
-@nb.njit(fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+@nb.njit(fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def _sq(x):
     # a square of a computed value: the value is computed once
     return x * x
 
-@nb.njit(fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy')
+@nb.njit(fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def _cube(x):
     return x * x * x
 
-@nb.njit(fastmath={'contract'}, error_model='numpy')
+@nb.njit(fastmath={'contract'}, error_model='numpy', no_cfunc_wrapper=True)
 def _exp(x):
     # float32 exp without libm (math.exp is a scalar call: loops calling it do not vectorise).
     # Cephes expf: x = n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial, times 2**n
@@ -41,7 +41,7 @@ def _exp(x):
     e = float32_ldexp(p, n)  # overflows to inf and rounds into the subnormals as exp itself does
     return e if not (x < F(-104.0)) else F(0)
 
-@nb.njit(fastmath={'contract'}, error_model='numpy')
+@nb.njit(fastmath={'contract'}, error_model='numpy', no_cfunc_wrapper=True)
 def _log(x):
     # float32 log without libm, as _exp. Cephes logf: x = m 2**e with m in [sqrt(1/2), sqrt(2)),
     # log(m) by a polynomial in m - 1
@@ -67,7 +67,7 @@ def _log(x):
     r = r if x < F(np.inf) else x  # inf and NaN stay themselves
     return r if not (x <= F(0)) else (F(-np.inf) if x == F(0) else F(np.nan))
 
-@nb.njit(fastmath={'contract'}, error_model='numpy')
+@nb.njit(fastmath={'contract'}, error_model='numpy', no_cfunc_wrapper=True)
 def _log1p(z):
     # Goldberg: log(u) * z / (u - 1) with u = 1 + z corrects u's rounding; z itself where u == 1
     u = F(1) + z

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ...loops.ir import Branch, Contract, If, Let, Loop, LoopProgram, MatMul, Nest
 from ...printing import DTYPES, comment, py_name
 from ..statements import driver_args, statements
-from .helpers import FASTMATH, fingerprint
+from .helpers import FASTMATH, NO_CFUNC, fingerprint
 from .printer import CpuPrinter
 
 
@@ -82,8 +82,8 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
             params = ", ".join([py_name(t) for t in step.tensors] + extra)
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
                 text = "\n".join(statements(step.body, printer, "    ", flavour == "parallel"))
-                functions.append(f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy'{decorator})\n"
-                                 f"def {step.name}_{flavour}({params}):\n{text}\n")
+                options = f"cache=True, fastmath={FASTMATH}, error_model='numpy', {NO_CFUNC}{decorator}"
+                functions.append(f"@nb.njit({options})\ndef {step.name}_{flavour}({params}):\n{text}\n")
             lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"
                          f"{pad}else:\n{pad}    {step.name}_serial({params})")
     return lines
@@ -95,15 +95,22 @@ def _merged(steps) -> list:
     a cold start compiles fewer. Merged only where no local of one is a local of the other (loop
     indices, always integers, may repeat), so numba types every variable as it did apart."""
     out: list = []
+    first = ""  # the first nest of the run out[-1] is
     for step in steps:
         last = out[-1] if out else None
         if isinstance(step, Nest) and isinstance(last, Nest) and _apart(last.body, step.body):
-            step = Nest(f"{last.name}_{step.name}", last.body + step.body,
+            name = f"{last.name}_{step.name}"  # a long run (a chain's) by its ends: file names stay short
+            name = name if len(name) <= MERGED_NAME else f"{first}_to_{step.name}"
+            step = Nest(name, last.body + step.body,
                         tuple(dict.fromkeys(last.tensors + step.tensors)), last.parallel_work + step.parallel_work)
             out[-1] = step
         else:
+            first = getattr(step, "name", "")
             out.append(step)
     return out
+
+
+MERGED_NAME = 48  # numba's cache files are named after the function (and the OS caps a name at 255)
 
 
 def _apart(a, b) -> bool:

@@ -9,10 +9,14 @@ from ...printing.helpers import SOURCES
 # fastmath without 'nnan'/'ninf': keeps NaN checks working and still vectorises reductions (the
 # kernels' flags, and the helpers')
 FASTMATH = "{'reassoc', 'contract', 'nsz', 'arcp', 'afn'}"
-HELPER = f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy')"
+# numba makes a C-callable wrapper of every function for first-class function use, which no
+# symdl kernel needs (a driver calls it through its Python wrapper, a kernel calls a helper
+# directly): without it each function compiles ~10 ms faster (numba 0.68)
+NO_CFUNC = "no_cfunc_wrapper=True"
+HELPER = f"@nb.njit(cache=True, fastmath={FASTMATH}, error_model='numpy', {NO_CFUNC})"
 # float32 building blocks: reassociation would undo the two-part ln2 of _exp and Goldberg's log1p, so
 # these allow FMA contraction only; they are small, and LLVM inlines them into the loops that call them
-STRICT = "@nb.njit(cache=True, fastmath={'contract'}, error_model='numpy')"
+STRICT = f"@nb.njit(cache=True, fastmath={{'contract'}}, error_model='numpy', {NO_CFUNC})"
 # float32 compositions of the building blocks: inlined by numba itself, so a loop calling them still
 # sees only small functions (a function that inlines both _exp and _log is too big for LLVM to inline,
 # and a call left in a loop stops it vectorising)

@@ -20,8 +20,13 @@ def statements(stmts, p: Printer, pad: str, parallel: bool = False, atomic: bool
     out = []
     for s in stmts:
         if isinstance(s, Loop):
-            loop = "nb.prange" if parallel and s.parallel else "range"
-            out.append(f"{pad}for {py_name(s.var.name)} in {loop}({p.index(s.lo)}, {p.index(s.stop)}):")
+            bounds = f"{p.index(s.lo)}, {p.index(s.stop)}"
+            if parallel and s.parallel:  # prange(n), not prange(0, n): with a start numba's outlined
+                # body lost its vectorised loop (Adam on 401,408 weights: 650 against 119 µs)
+                loop, bounds = "nb.prange", p.index(s.stop) if s.lo == 0 else bounds
+            else:
+                loop = "range"
+            out.append(f"{pad}for {py_name(s.var.name)} in {loop}({bounds}):")
             out += statements(s.body, p, pad + "    ", atomic=atomic) or [pad + "    pass"]
         elif isinstance(s, Let):
             value = p.index(s.value) if s.name.is_integer else p.value(s.value)

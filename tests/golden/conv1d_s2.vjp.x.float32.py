@@ -18,7 +18,7 @@ def loops_serial(grad_y, w, grad_x, K, L):
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, w, grad_x, K, L):
-    for p in nb.prange(0, L):
+    for p in nb.prange(L):
         acc0 = F(0)
         for i in range(max(0, (-((-1 + K - p) // 2))), 1 + min(((p) // 2), ((L - K) // 2))):
             acc0 += grad_y[i] * w[p - 2 * i]

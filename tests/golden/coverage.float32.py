@@ -18,7 +18,7 @@ def loops_serial(u, x, y, N):
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(u, x, y, N):
-    for i in nb.prange(0, N):
+    for i in nb.prange(N):
         y[i] = math.sqrt(u[i]) + F(1) / (u[i] * u[i]) + (x[i] * x[i] * x[i]) * abs(x[i]) + u[i] * min(F(0), x[i]) + _exp(x[i]) * _log(u[i]) + max(u[i], x[i]) + (x[i] if x[i] > F(0) else x[i] / F(10)) + _sigmoid(x[i]) + _softplus(u[i] * x[i]) + _tanh(x[i])
 
 

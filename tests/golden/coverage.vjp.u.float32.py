@@ -18,7 +18,7 @@ def loops_serial(grad_y, x, u, grad_u, N):
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, x, u, grad_u, N):
-    for i in nb.prange(0, N):
+    for i in nb.prange(N):
         grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
 
 

@@ -18,7 +18,7 @@ def loops_serial(x, grad_y, u, grad_x, N):
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(x, grad_y, u, grad_x, N):
-    for i in nb.prange(0, N):
+    for i in nb.prange(N):
         grad_x[i] = (F(1) - _sq(_tanh(x[i]))) * grad_y[i] + (x[i] * x[i] * x[i]) * grad_y[i] * _sign(x[i]) + (F(1) - _sigmoid(x[i])) * grad_y[i] * _sigmoid(x[i]) + grad_y[i] * u[i] * _sigmoid(u[i] * x[i]) + grad_y[i] * _exp(x[i]) * _log(u[i]) + F(3) * (x[i] * x[i]) * abs(x[i]) * grad_y[i] + (grad_y[i] / F(10) if x[i] <= F(0) else F(0)) + (grad_y[i] * u[i] if x[i] < F(0) else F(0)) + (grad_y[i] if x[i] > F(0) else F(0)) + (grad_y[i] if u[i] < x[i] else F(0))
 
 

@@ -17,7 +17,7 @@ def loops_serial(b, y, B, M, N):
 
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(b, y, B, M, N):
-    for i in nb.prange(0, B):
+    for i in nb.prange(B):
         for j in range(0, M):
             y[i, j] = b[j] + y[i, j]
 

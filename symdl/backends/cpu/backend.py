@@ -3,9 +3,11 @@ function per loop nest, chosen per call from the counted work.
 
 Threads pay only for large nests: waking numba's pool costs about 35 us (2 cores, OpenMP with
 passive waiting), the time a vectorised loop (elementwise, or a row reduction) takes for ~2^20
-iterations; with the brief spinning below, threads already awake in a step, parallel pays from
-~2^18 on (the E5 CNN's step 3.1 -> ~2.0 ms against 2^21, E4's Adam update of 401,408 weights
-267 -> 119 µs, no model slower; benchmarks/threads.py measures the crossover in isolation).
+iterations; parallel wins from ~2^21 on (benchmarks/threads.py measures the crossover). With
+the brief spinning below a step's threads are awake and parallel would pay from ~2^18 (the E5
+CNN's step 3.1 -> ~2.0 ms, E4's Adam update of 401,408 weights 267 -> 119 µs), but numba compiles
+a parallel flavour far more slowly than a serial one: E5's first step from an empty cache took
+8.8 s against 4.5 s at 2^21, so the threshold stays until parallel flavours compile cheaper.
 
 OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=10000 (~0.4 ms of spinning per
 thread measured here), unless the user set it or OMP_WAIT_POLICY. A step's parallel regions and
@@ -30,7 +32,7 @@ from .codegen import generate
 if "OMP_WAIT_POLICY" not in os.environ:  # read when numba first loads its OpenMP pool
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-PARALLEL_WORK = 1 << 18  # counted loop iterations from which a parallel flavour pays (SYMDL_PARALLEL_WORK)
+PARALLEL_WORK = 1 << 21  # counted loop iterations from which a parallel flavour pays (SYMDL_PARALLEL_WORK)
 # a product's multiply-adds (m·n·k) from which splitting it across the threads pays (blas.py,
 # gemm.py): from 2^22 where every side is at least SPLIT_SIDE (E2 batch 128's 128x784x64 products:
 # step 0.42 -> 0.35 ms), from 2^24 for any shape (E5's convolution, 21632x9x32 with its thin

@@ -21,9 +21,9 @@ from .ir import Accumulate, If, Let, Loop, ScatterAdd, Store
 
 def hoist_invariants(body: tuple) -> tuple:
     """`body` (a Nest's statements) with its loops' invariant scalar subexpressions as Lets first."""
-    bound = _bound(body, set())
     if not any(isinstance(s, Loop) for s in body):
         return body
+    bound = _bound(body, set())
     taken = {str(s) for s in bound} | {str(s) for s in _symbols(body)}
     lifted: dict = {}
 

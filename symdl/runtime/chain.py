@@ -80,13 +80,7 @@ class ChainKernel(GroupKernel):
             dims, shapes = self.bind({n: np.shape(a) for n, a in args.items()})
         except ValueError:
             return False
-        b = self.backend
-        parallel = b.parallel(self.program, dims)
-        module = self._module(dtype)
-        if self.check:
-            check_chain(self, module, dtype, b.flavour(parallel), args)
-        values = tuple(dims[str(d)] for d in self.program.dims)
-        return CallPlan(dims, tuple((n, shapes[n]) for n in self.outputs), values, parallel, module.run)
+        return self._call_plan(dims, [(n, shapes[n]) for n in self.outputs], dtype, args, check_chain)
 
     def bind(self, shapes: dict) -> tuple[dict, dict]:
         """(the dimensions, every tensor's shape): each member binds its inputs' shapes (the outputs

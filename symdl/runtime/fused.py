@@ -40,6 +40,17 @@ class GroupKernel:
     def source(self, dtype="float32") -> str:
         return self.backend.generate(self.program, np.dtype(dtype).name, __version__)
 
+    def _call_plan(self, dims: dict, outs, dtype, args: dict, check, program=None) -> CallPlan:
+        """The CallPlan at the bound `dims`: the flavour from `program`'s counted work (the group's
+        own by default), the module for `dtype`, checked once by `check` where asked."""
+        b = self.backend
+        parallel = b.parallel(program or self.program, dims)
+        module = self._module(dtype)
+        if self.check:
+            check(self, module, dtype, b.flavour(parallel), args)
+        values = tuple(dims[str(d)] for d in self.program.dims)
+        return CallPlan(dims, tuple(outs), values, parallel, module.run)
+
     def _module(self, dtype):
         if dtype not in self._modules:
             self._modules[dtype] = load_module(self.source(dtype))
@@ -88,13 +99,7 @@ class FusedKernel(GroupKernel):
                                  f"{k.formula.name!r}")
             dims.update(bound)
             outs.append((k.formula.output.name, tuple(fn(**bound) for fn, _ in k.binder.out_shape)))
-        b = self.backend
-        parallel = b.parallel(self.kernels[0].program, dims)
-        module = self._module(dtype)
-        if self.check:
-            check_fused(self, module, dtype, b.flavour(parallel), args)
-        values = tuple(dims[str(d)] for d in self.program.dims)
-        return CallPlan(dims, tuple(outs), values, parallel, module.run)
+        return self._call_plan(dims, outs, dtype, args, check_fused, self.kernels[0].program)
 
     def _checked(self, env: dict):
         """Each formula's own checks, in its words."""

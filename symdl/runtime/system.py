@@ -61,13 +61,7 @@ class SystemKernel(GroupKernel):
     def _plan(self, args: dict, dtype, given: dict) -> CallPlan:
         dims = self.bind({n: np.shape(a) for n, a in args.items()}, given)
         outs = tuple((k.formula.output.name, _shape(k.formula.output.shape, dims)) for k in self.kernels)
-        b = self.backend
-        parallel = b.parallel(self.program, dims)
-        module = self._module(dtype)
-        if self.check:
-            check_system(self, module, dtype, b.flavour(parallel), args)
-        values = tuple(dims[str(d)] for d in self.program.dims)
-        return CallPlan(dims, outs, values, parallel, module.run)
+        return self._call_plan(dims, outs, dtype, args, check_system)
 
     def bind(self, shapes: dict, given: dict | None = None) -> dict:
         """The dimensions, from the inputs' shapes (and `given`, lengths no input carries): each

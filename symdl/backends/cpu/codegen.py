@@ -4,6 +4,7 @@ temporaries and calls BLAS through NumPy (blas.py: 2-D products and contractions
 np.dot inside njit would need SciPy and seconds to compile."""
 from __future__ import annotations
 
+from ...loops.fuse import fuse_loops
 from ...loops.hoist import hoist_invariants
 from ...loops.ir import Branch, Contract, If, Let, Loop, LoopProgram, MatMul, Nest
 from ...printing import DTYPES, comment, py_name
@@ -81,8 +82,9 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
                          f"{b_perm}, {len(step.rows)})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + extra)
+            body = hoist_invariants(fuse_loops(step.body))
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
-                text = "\n".join(statements(hoist_invariants(step.body), printer, "    ", flavour == "parallel"))
+                text = "\n".join(statements(body, printer, "    ", flavour == "parallel"))
                 options = f"cache=True, fastmath={FASTMATH}, error_model='numpy', {NO_CFUNC}{decorator}"
                 functions.append(f"@nb.njit({options})\ndef {step.name}_{flavour}({params}):\n{text}\n")
             lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"

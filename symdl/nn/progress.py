@@ -2,6 +2,7 @@
 per epoch (symdl's run-time dependencies stay sympy, numba, numpy and llvmlite)."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -51,6 +52,7 @@ class Progress:
 
 # -- compiling: one line while the first batch compiles kernels --------------------------------------
 
+SHARED_KEY = re.compile(r"@shared_function\('(\w+)'\)")
 MODULE_PREFIX = "symdl_kernel_"  # symdl.runtime.cache.module_name: every generated module's name
 
 
@@ -59,7 +61,17 @@ def uncached_modules(kernels, dtype: str = "float32") -> set[str]:
     `source(dtype)`) that would compile on first use: the disk cache lacks their machine code."""
     from symdl.runtime.cache import is_cached, module_name
     sources = {k.source(dtype) for k in kernels}
-    return {module_name(s) for s in sources if not is_cached(s)}
+    # a function another module defines alike compiles once per process (backends/cpu/shared.py):
+    # a module whose functions all come from another one's compiles nothing of its own
+    keys = {s: set(SHARED_KEY.findall(s)) for s in sources}
+    cached = {s for s in sources if is_cached(s)}
+    covered = set().union(*(keys[s] for s in cached))
+    out = set()
+    for s in sorted(sources - cached, key=lambda s: (-len(keys[s]), s)):
+        if not keys[s] or not keys[s] <= covered:
+            out.add(module_name(s))
+            covered |= keys[s]
+    return out
 
 
 class CompileProgress:

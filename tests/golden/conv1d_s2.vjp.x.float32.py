@@ -5,9 +5,12 @@ import math
 
 import numba as nb
 import numpy as np
+# a function another module defines alike is compiled once per process (shared.py)
+from symdl.backends.cpu.shared import shared_function
 
 F = np.float32
 
+@shared_function('224d867a8b7eec1e')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(grad_y, w, grad_x, K, L):
     for p in range(0, L):
@@ -16,6 +19,7 @@ def loops_serial(grad_y, w, grad_x, K, L):
             acc0 += grad_y[i] * w[p - 2 * i]
         grad_x[p] = acc0
 
+@shared_function('b009b134e1b58b5f')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, w, grad_x, K, L):
     for p in nb.prange(L):

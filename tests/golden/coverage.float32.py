@@ -5,17 +5,21 @@ import math
 
 import numba as nb
 import numpy as np
+# a function another module defines alike is compiled once per process (shared.py)
+from symdl.backends.cpu.shared import shared_function
 # helpers.py's float32 helpers, compiled once per process for every module (shared.py)
 from symdl.backends.cpu.shared import helpers
 _exp, _log, _log1p, _sigmoid, _softplus, _tanh, = helpers('float32', '5118819a4ca73e4b', '_exp', '_log', '_log1p', '_sigmoid', '_softplus', '_tanh')
 
 F = np.float32
 
+@shared_function('7ff936a1ed1e8b33')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(u, x, y, N):
     for i in range(0, N):
         y[i] = math.sqrt(u[i]) + F(1) / (u[i] * u[i]) + (x[i] * x[i] * x[i]) * abs(x[i]) + u[i] * min(F(0), x[i]) + _exp(x[i]) * _log(u[i]) + max(u[i], x[i]) + (x[i] if x[i] > F(0) else x[i] / F(10)) + _sigmoid(x[i]) + _softplus(u[i] * x[i]) + _tanh(x[i])
 
+@shared_function('ca87daa60fbc0c70')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(u, x, y, N):
     for i in nb.prange(N):

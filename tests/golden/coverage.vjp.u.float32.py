@@ -5,17 +5,21 @@ import math
 
 import numba as nb
 import numpy as np
+# a function another module defines alike is compiled once per process (shared.py)
+from symdl.backends.cpu.shared import shared_function
 # helpers.py's float32 helpers, compiled once per process for every module (shared.py)
 from symdl.backends.cpu.shared import helpers
 _exp, _sigmoid, = helpers('float32', '5118819a4ca73e4b', '_exp', '_sigmoid')
 
 F = np.float32
 
+@shared_function('5144233cb4238498')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(grad_y, x, u, grad_u, N):
     for i in range(0, N):
         grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
 
+@shared_function('ce7df8e8750746cc')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, x, u, grad_u, N):
     for i in nb.prange(N):

@@ -5,17 +5,21 @@ import math
 
 import numba as nb
 import numpy as np
+# a function another module defines alike is compiled once per process (shared.py)
+from symdl.backends.cpu.shared import shared_function
 # helpers.py's float32 helpers, compiled once per process for every module (shared.py)
 from symdl.backends.cpu.shared import helpers
 _exp, _log, _sigmoid, _sign, _sq, _tanh, = helpers('float32', '5118819a4ca73e4b', '_exp', '_log', '_sigmoid', '_sign', '_sq', '_tanh')
 
 F = np.float32
 
+@shared_function('5b3244dcd6bda6ad')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(x, grad_y, u, grad_x, N):
     for i in range(0, N):
         grad_x[i] = (F(1) - _sq(_tanh(x[i]))) * grad_y[i] + (x[i] * x[i] * x[i]) * grad_y[i] * _sign(x[i]) + (F(1) - _sigmoid(x[i])) * grad_y[i] * _sigmoid(x[i]) + grad_y[i] * u[i] * _sigmoid(u[i] * x[i]) + grad_y[i] * _exp(x[i]) * _log(u[i]) + F(3) * (x[i] * x[i]) * abs(x[i]) * grad_y[i] + (grad_y[i] / F(10) if x[i] <= F(0) else F(0)) + (grad_y[i] * u[i] if x[i] < F(0) else F(0)) + (grad_y[i] if x[i] > F(0) else F(0)) + (grad_y[i] if u[i] < x[i] else F(0))
 
+@shared_function('3bdc711bc89e2a95')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(x, grad_y, u, grad_x, N):
     for i in nb.prange(N):

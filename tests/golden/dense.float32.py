@@ -6,15 +6,19 @@ import math
 import numba as nb
 import numpy as np
 from symdl.backends.cpu.blas import matmul
+# a function another module defines alike is compiled once per process (shared.py)
+from symdl.backends.cpu.shared import shared_function
 
 F = np.float32
 
+@shared_function('a5ad88c5ba32d971')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def loops_serial(b, y, B, M, N):
     for i in range(0, B):
         for j in range(0, M):
             y[i, j] = b[j] + y[i, j]
 
+@shared_function('040c1ed116260809')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(b, y, B, M, N):
     for i in nb.prange(B):

@@ -5,9 +5,12 @@ import math
 
 import numba as nb
 import numpy as np
+# a function another module defines alike is compiled once per process (shared.py)
+from symdl.backends.cpu.shared import shared_function
 
 F = np.float32
 
+@shared_function('d813c5026cd4b01e')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True)
 def zero_rows_serial(grad_b, grad_y, B, M):
     for j in range(0, M):
@@ -16,6 +19,7 @@ def zero_rows_serial(grad_b, grad_y, B, M):
         for j in range(0, M):
             grad_b[j] += grad_y[i, j]
 
+@shared_function('a7dc3e707c8cf478')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def zero_rows_parallel(grad_b, grad_y, B, M):
     for j in range(0, M):

@@ -4,6 +4,8 @@ temporaries and calls BLAS through NumPy (blas.py: 2-D products and contractions
 np.dot inside njit would need SciPy and seconds to compile."""
 from __future__ import annotations
 
+import hashlib
+
 from ...loops.fuse import fuse_loops
 from ...loops.hoist import hoist_invariants
 from ...loops.ir import Branch, Contract, If, Let, Loop, LoopProgram, MatMul, Nest
@@ -21,6 +23,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
     functions: list = []
     temps = _steps(prog.temps, (), printer, [], functions, "    ")
     calls = _steps((), prog.steps, printer, dims + scalars, functions, "    ")
+    functions = [_once_per_process(f, dtype) for f in functions]
     helpers = _helper_lines(sorted(printer.helpers), dtype)
     args = driver_args(prog, dims)
     casts = [f"    {s} = F({s})" for s in scalars]
@@ -34,6 +37,8 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "import numba as nb",
         "import numpy as np",
         *_blas_imports("\n".join(calls)),
+        *(["# a function another module defines alike is compiled once per process (shared.py)",
+            "from symdl.backends.cpu.shared import shared_function"] if functions else []),
         *helpers,
         "",
         f"F = {DTYPES[dtype]}",
@@ -44,6 +49,13 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         *(temps + casts + calls or ["    pass"]),
         "",
     ])
+
+
+def _once_per_process(text: str, dtype: str) -> str:
+    """A function's text under shared_function, keyed by all it depends on: its text, the dtype
+    (F) and the helper table it calls into."""
+    key = hashlib.sha256(f"{dtype} {fingerprint(dtype)}\n{text}".encode()).hexdigest()[:16]
+    return f"@shared_function({key!r})\n{text}"
 
 
 def _helper_lines(names: list, dtype: str) -> list:

@@ -20,6 +20,18 @@ from .intrinsics import float32_frexp_exponent, float32_frexp_mantissa, float32_
 
 _TABLES = {"float32": HELPERS_F32, "float64": HELPERS}
 _MADE: dict = {}
+_FUNCTIONS: dict = {}  # key -> the first dispatcher made with that text
+
+
+def shared_function(key: str):
+    """A decorator returning, for every module after the first, the dispatcher the first module
+    defining a function of the same text made: numba compiles (or loads from its cache) each text
+    once per process. A convolution's forward and kernel-gradient modules both gather the same
+    patches (0.3 s of compiling each, cold). `key` hashes the text with its dtype and helper table
+    (codegen.py), all the names the function reads besides its arguments."""
+    def register(dispatcher):
+        return _FUNCTIONS.setdefault(key, dispatcher)
+    return register
 
 
 def helpers(dtype: str, printed_against: str, *names: str) -> tuple:

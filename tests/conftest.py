@@ -14,3 +14,15 @@ if os.environ.setdefault("SYMDL_CACHE_DIR", _session_cache) == _session_cache:
     atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
 else:
     os.rmdir(_session_cache)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _own_shared_functions(monkeypatch):
+    """Each test starts with no generated function shared from another test's modules
+    (backends/cpu/shared.py): what it counts of its own modules' dispatchers (signatures, compiles,
+    numba's index files) is what a fresh process would see. Within a test modules share as usual."""
+    from symdl.backends.cpu import shared
+    monkeypatch.setattr(shared, "_FUNCTIONS", {})

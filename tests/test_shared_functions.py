@@ -40,3 +40,21 @@ def test_the_compile_estimate_counts_a_pair_of_alike_modules_once(tmp_path, monk
     assert len(uncached_modules(pair + other)) == 2
     pair[1](x=np.ones(4, np.float32))  # the second of the pair compiles; the first's functions are its
     assert len(uncached_modules(pair + other)) == 1
+
+
+def test_a_module_changed_after_generation_never_borrows_machine_code(tmp_path, monkeypatch):
+    """The key names the generated text, but a module edited afterwards (a planted change, a
+    mutation test's printer) keeps the key: the function itself is compared before sharing."""
+    from symdl.runtime.cache import load_module
+    monkeypatch.setenv("SYMDL_CACHE_DIR", str(tmp_path))
+    (kern,) = _kernels((x[i] * 3 + 4, "edited_a"))
+    source = kern.source("float64")
+    assert "F(4) + F(3) * x[i]" in source, source
+    intact = kern._module("float64")
+    edited = load_module(source.replace("edited_a", "edited_b").replace("F(4) + F(3)", "F(5) + F(3)"))
+    assert edited is not intact and "@shared_function(" in source
+    assert edited.loops_serial is not intact.loops_serial
+    out = np.empty(6)
+    xv = np.arange(6.0)
+    edited.run(out, xv, 6, False)  # run(y, x, N, parallel)
+    np.testing.assert_allclose(out, xv * 3 + 5)

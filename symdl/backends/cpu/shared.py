@@ -28,10 +28,23 @@ def shared_function(key: str):
     defining a function of the same text made: numba compiles (or loads from its cache) each text
     once per process. A convolution's forward and kernel-gradient modules both gather the same
     patches (0.3 s of compiling each, cold). `key` hashes the text with its dtype and helper table
-    (codegen.py), all the names the function reads besides its arguments."""
+    (codegen.py); the function itself must match too (its bytecode, constants, names, the
+    globals it reads and numba's options), so a module whose text was changed after it was
+    generated never borrows another's machine code."""
     def register(dispatcher):
-        return _FUNCTIONS.setdefault(key, dispatcher)
+        first = _FUNCTIONS.setdefault(key, dispatcher)
+        return first if first is dispatcher or _same_function(first, dispatcher) else dispatcher
     return register
+
+
+def _same_function(a, b) -> bool:
+    fa, fb = a.py_func, b.py_func
+    ca, cb = fa.__code__, fb.__code__
+    if (ca.co_code, ca.co_consts, ca.co_names, ca.co_varnames) != (cb.co_code, cb.co_consts, cb.co_names,
+                                                                   cb.co_varnames):
+        return False
+    ga, gb = fa.__globals__, fb.__globals__
+    return a.targetoptions == b.targetoptions and all(ga.get(n) is gb.get(n) for n in ca.co_names)
 
 
 def helpers(dtype: str, printed_against: str, *names: str) -> tuple:

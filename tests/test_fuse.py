@@ -89,18 +89,19 @@ def _random_loop(rng: random.Random, n_loop: int):
     outer = rng.choice([i, k])
     inner = j if outer is not j else k
     name = sp.Symbol(f"acc{n_loop}", real=True)
+    row = outer if rng.random() < 0.8 else N - 1 - outer  # now and then a write to another row
     if rng.random() < 0.5:
         target = rng.choice(["T", "U"])
         value = _random_read(rng, outer, inner) * 0.5 + _random_read(rng, outer, inner)
-        body = (Loop(inner, 0, N, (Store(target, (outer, inner), value),)),)
+        body = (Loop(inner, 0, N, (Store(target, (row, inner), value),)),)
     else:
         target = rng.choice(["V", "W"])
         body = (Let(name, 0), Loop(inner, 0, N, (Accumulate(name, _random_read(rng, outer, inner)),)),
-                Store(target, (outer,), name * 0.25))
+                Store(target, (row,), name * 0.25))
     return Loop(outer, 0, N, body)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_random_nests_fused_give_the_same_arrays(seed):
     rng = random.Random(seed)
     body = tuple(_random_loop(rng, n) for n in range(rng.randint(2, 5)))
@@ -110,11 +111,11 @@ def test_random_nests_fused_give_the_same_arrays(seed):
 def test_random_nests_do_fuse_often():
     """The class above is not vacuous: most of its programs lose loops."""
     fused = 0
-    for seed in range(40):
+    for seed in range(60):
         rng = random.Random(seed)
         body = tuple(_random_loop(rng, n) for n in range(rng.randint(2, 5)))
         fused += _loops(fuse_loops(body)) < _loops(body)
-    assert fused >= 20, fused
+    assert fused >= 30, fused
 
 
 # -- the rules one by one -----------------------------------------------------------------------

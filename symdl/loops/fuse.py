@@ -64,7 +64,7 @@ def _fuse(first: Loop, between: list, second: Loop):
     a, b = effects((first,)), effects((second,))
     if a.defs & (b.uses | b.defs) or b.defs & a.uses:
         return None
-    for tensor in (a.writes.keys() | b.writes.keys()) & (a.touched | b.touched):
+    for tensor in (a.writes.keys() & b.touched) | (b.writes.keys() & a.touched):
         if not _aligned(a.accesses(tensor) + b.accesses(tensor), var):
             return None
     before, after = [], []

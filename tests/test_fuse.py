@@ -59,12 +59,12 @@ def _arrays(n: int, rng) -> dict:
             "V": rng.normal(size=n), "W": rng.normal(size=n)}
 
 
-def _same(body, n: int = 4, seed: int = 0) -> None:
+def _same(body, n: int = 4, seed: int = 0, serial: bool = False) -> None:
     rng = np.random.default_rng(seed)
     want, got = _arrays(n, rng), None
     got = {name: a.copy() for name, a in want.items()}
     run(body, want, {"N": n})
-    run(fuse_loops(body), got, {"N": n})
+    run(fuse_loops(body, serial), got, {"N": n})
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-12, err_msg=name)
 
@@ -98,14 +98,17 @@ def _random_loop(rng: random.Random, n_loop: int):
         target = rng.choice(["V", "W"])
         body = (Let(name, 0), Loop(inner, 0, N, (Accumulate(name, _random_read(rng, outer, inner)),)),
                 Store(target, (row,), name * 0.25))
-    return Loop(outer, 0, N, body)
+    return Loop(outer, 0, N, body, rng.random() < 0.7)  # mostly marked parallel, as lowered
 
 
 @pytest.mark.parametrize("seed", range(60))
 def test_random_nests_fused_give_the_same_arrays(seed):
+    """Fused for both flavours: keeping parallel marks apart (the parallel function) and not (the
+    serial one)."""
     rng = random.Random(seed)
     body = tuple(_random_loop(rng, n) for n in range(rng.randint(2, 5)))
     _same(body, seed=seed)
+    _same(body, seed=seed, serial=True)
 
 
 def test_random_nests_do_fuse_often():
@@ -168,6 +171,10 @@ def test_bounds_parallel_marks_and_guards_must_agree():
                    Loop(i, 0, N, (Store("W", (i,), A[i, 1]),), True),
                    Loop(i, 0, N, (If(sp.Gt(A[i, 1], 0), (Store("W", (i,), A[i, 1]),)),))):
         assert len(fuse_loops((first, second))) == 2
+    marked = Loop(i, 0, N, (Store("W", (i,), A[i, 1]),), True)
+    (serial,) = fuse_loops((first, marked), serial=True)  # a serial function: marks do not matter
+    assert not serial.parallel
+    _same((first, marked), serial=True)
     guarded = Loop(i, 0, N, (Loop(j, 0, N, (If(sp.Gt(A[i, j], 0), (Store("T", (i, j), 1.0),)),)),))
     assert len(fuse_loops((Loop(i, 0, N, (Loop(j, 0, N, (Store("U", (i, j), 2.0),)),)), guarded))) == 1
     _same((Loop(i, 0, N, (Loop(j, 0, N, (Store("U", (i, j), 2.0),)),)), guarded))

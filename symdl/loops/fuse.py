@@ -12,9 +12,10 @@ Two loops `for a` and `for b` over the same [lo, stop) fuse into `for a: body1; 
    slice at a, which no other iteration touches: the order between slices does not matter);
 2. no scalar one assigns (a Let, an accumulator) is read or assigned by the other (an accumulator
    the first sums must be complete before the second reads it);
-3. both or neither run in parallel, and both or neither hold a guard in their own body (an
-   arg-max's `if` stops LLVM vectorising the loop it is in; a loop without one keeps its vector
-   code; a guard in an inner loop stays in that loop).
+3. both or neither run in parallel (for a function whose loops all run serially, `serial=True`,
+   the marks do not matter), and both or neither hold a guard in their own body (an arg-max's
+   `if` stops LLVM vectorising the loop it is in; a loop without one keeps its vector code; a
+   guard in an inner loop stays in that loop).
 Statements between the two loops move before the first or after the second where they are
 independent of it (a reduction's initial Let before, the Store of the first loop's sum after).
 Inner loops are fused the same way inside every loop.
@@ -28,8 +29,10 @@ import sympy as sp
 from .ir import Accumulate, If, Let, Loop, ScatterAdd, Store
 
 
-def fuse_loops(body: tuple) -> tuple:
-    """`body` (a nest's statements) with adjacent fusible loops fused, at every depth."""
+def fuse_loops(body: tuple, serial: bool = False) -> tuple:
+    """`body` (a nest's statements) with adjacent fusible loops fused, at every depth. `serial`:
+    for a function that runs every loop serially, which may fuse a loop marked parallel with
+    one that is not (a loss's clip over every element and its sum over the batch)."""
     stmts = list(body)
     k = 0
     while k < len(stmts):
@@ -39,20 +42,20 @@ def fuse_loops(body: tuple) -> tuple:
         nxt = next((j for j in range(k + 1, len(stmts)) if isinstance(stmts[j], Loop)), None)
         if nxt is None:
             break
-        fused = _fuse(stmts[k], stmts[k + 1:nxt], stmts[nxt])
+        fused = _fuse(stmts[k], stmts[k + 1:nxt], stmts[nxt], serial)
         if fused is None:
             k = nxt
             continue
         before, loop, after = fused
         stmts[k:nxt + 1] = [*before, loop, *after]
         k += len(before)  # the fused loop: try it with the loop after it
-    return tuple(Loop(s.var, s.lo, s.stop, fuse_loops(s.body), s.parallel) if isinstance(s, Loop) else s
+    return tuple(Loop(s.var, s.lo, s.stop, fuse_loops(s.body, serial), s.parallel) if isinstance(s, Loop) else s
                  for s in stmts)
 
 
-def _fuse(first: Loop, between: list, second: Loop):
+def _fuse(first: Loop, between: list, second: Loop, serial: bool):
     """(statements before, the fused loop, statements after), or None where they may not fuse."""
-    if first.lo != second.lo or first.stop != second.stop or first.parallel != second.parallel:
+    if first.lo != second.lo or first.stop != second.stop or (first.parallel != second.parallel and not serial):
         return None
     if _has_guard(first.body) != _has_guard(second.body):
         return None
@@ -78,7 +81,7 @@ def _fuse(first: Loop, between: list, second: Loop):
             moved_after = moved_after.merged(e)
         else:
             return None
-    return before, Loop(var, first.lo, first.stop, first.body + second.body, first.parallel), after
+    return before, Loop(var, first.lo, first.stop, first.body + second.body, first.parallel and second.parallel), after
 
 
 def _aligned(accesses: list, var) -> bool:

@@ -94,8 +94,8 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
                          f"{b_perm}, {len(step.rows)})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + extra)
-            body = hoist_invariants(fuse_loops(step.body))
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
+                body = hoist_invariants(fuse_loops(step.body, serial=flavour == "serial"))
                 text = "\n".join(statements(body, printer, "    ", flavour == "parallel"))
                 options = f"cache=True, fastmath={FASTMATH}, error_model='numpy', {NO_CFUNC}{decorator}"
                 functions.append(f"@nb.njit({options})\ndef {step.name}_{flavour}({params}):\n{text}\n")

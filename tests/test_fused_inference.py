@@ -1,7 +1,8 @@
 """A Dense layer's forward pass outside training (predict, evaluate) runs its product and its
 activation as one kernel (`y = f(x W + b)`, f in the product's epilogue): against NumPy for every
 activation, with and without a bias, on 2-D and 3-D inputs; a backward pass after it (a tape
-recorded with training=False) still gives the gradients of the unfused layer."""
+recorded with training=False) gives the training tape's gradients (both fused since training runs
+the fused kernel too: tests/test_fused_dense.py checks those against NumPy)."""
 from __future__ import annotations
 
 import numpy as np

@@ -52,6 +52,28 @@ def _linear_then(activation: str, use_bias: bool) -> Formula:
     return Formula(sp.Eq(y, ACTIVATIONS[activation](z)), name=f"y.dense_{activation}")
 
 
+def _from_output(activation: str, y):
+    """f'(z) written with the output y = f(z): relu's y > 0 exactly where z > 0, sigmoid's
+    y (1 - y), tanh's 1 - y^2 (tests/test_fused_dense.py checks each against SymPy's derivative)."""
+    if activation == "relu":
+        return sp.Piecewise((1, y > 0), (0, True))
+    if activation == "sigmoid":
+        return y * (1 - y)
+    if activation == "tanh":
+        return 1 - y ** 2
+    raise ValueError(f"no derivative from the output for activation {activation!r}")
+
+
+def _activation_vjp(activation: str) -> Formula:
+    """grad_z = grad_y f'(z) from the fused forward's output y alone: the backward of `y = f(x W + b)`
+    reads no pre-activation (nothing keeps one)."""
+    B, M = sp.symbols("B M", integer=True, positive=True)
+    i, j = sp.Idx("i", B), sp.Idx("j", M)
+    y, grad_y, grad_z = (sp.IndexedBase(n) for n in ("y", "grad_y", "grad_z"))
+    return Formula(sp.Eq(grad_z[i, j], grad_y[i, j] * _from_output(activation, y[i, j])),
+                   name=f"y.dense_{activation}.vjp.z")
+
+
 def _product(use_bias: bool) -> tuple:
     """(y[i, j], Σ_k x[i, k] W[k, j] (+ b[j]))."""
     B, N, M = sp.symbols("B N M", integer=True, positive=True)
@@ -73,7 +95,8 @@ class Dense(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.op = FormulaOp(_linear(self.use_bias))
         self.act = activation_stage(self.activation)
-        self._fused = None  # y = f(x W + b) in one kernel, for forward passes nothing differentiates
+        self._fused = None  # y = f(x W + b) in one kernel (host arrays; relu, sigmoid, tanh)
+        self._fused_vjp = None  # its backward's first step: grad_z = grad_y f'(z) from y
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
@@ -92,21 +115,25 @@ class Dense(Layer):
         args = {"x": x2, "W": self.kernel.value}
         if self.use_bias:
             args["b"] = self.bias.value
-        if not training and self.activation in ACTIVATIONS and not is_device_array(x2):
+        if self.activation in ACTIVATIONS and not is_device_array(x2):
             if self._fused is None:
                 self._fused = FormulaOp(_linear_then(self.activation, self.use_bias))
             y = self._fused.forward(**args)["y"]
-            return y.reshape(*lead, self.units), (None, lead, args)
+            return y.reshape(*lead, self.units), (None, lead, (args, y))
         env = self.op.forward(**args)
         y, act_ctx = activation_call(self.act, env["y"])
         return y.reshape(*lead, self.units), (env, lead, act_ctx)
 
     def backward(self, ctx, grad, need_input_grad=True):
         env, lead, act_ctx = ctx
-        if env is None:  # a fused forward pass (training=False): its product and activation again
-            env = self.op.forward(**act_ctx)
-            act_ctx = activation_call(self.act, env["y"])[1]
-        grad = activation_backward(self.act, act_ctx, grad.reshape(-1, self.units))
+        grad = grad.reshape(-1, self.units)
+        if env is None:  # the fused forward: f'(z) from its output, then the product's gradients
+            env, y = act_ctx
+            if self._fused_vjp is None:
+                self._fused_vjp = FormulaOp(_activation_vjp(self.activation))
+            grad = self._fused_vjp.forward(y=y, grad_y=grad)["grad_z"]
+        else:
+            grad = activation_backward(self.act, act_ctx, grad)
         wrt = (["x"] if need_input_grad else []) + ["W"] + (["b"] if self.use_bias else [])
         g = self.op.backward(env, {"y": grad}, wrt)
         gx = g["x"].reshape(*lead, -1) if need_input_grad else None

@@ -48,6 +48,50 @@ CHILD = textwrap.dedent('''
 ''')
 
 
+FLOOR_MODULE = textwrap.dedent('''
+    import numba
+
+
+    @numba.njit(cache=True)
+    def total(a):
+        s = 0.0
+        for v in a:
+            s += v
+        return s
+''')
+
+FLOOR_CHILD = textwrap.dedent('''
+    import json, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np
+    import numba
+    import floor_module
+    t = time.perf_counter()
+    floor_module.total(np.ones(8))
+    print(json.dumps({"first_call": time.perf_counter() - t}))
+''')
+
+
+def floor(repeat: int) -> list:
+    """numba's first call of one cached trivial function in fresh processes (after a run that
+    fills its cache), in seconds."""
+    folder = tempfile.mkdtemp(prefix="symdl-numba-floor-")
+    try:
+        with open(os.path.join(folder, "floor_module.py"), "w") as fh:
+            fh.write(FLOOR_MODULE)
+        calls = []
+        for n in range(repeat + 1):
+            proc = subprocess.run([sys.executable, "-c", FLOOR_CHILD, folder], capture_output=True, text=True,
+                                  check=False)
+            if proc.returncode:
+                raise SystemExit(f"numba floor failed:\n{proc.stderr[-3000:]}")
+            if n:  # the first run compiles and fills the cache
+                calls.append(json.loads(proc.stdout.strip().splitlines()[-1])["first_call"])
+        return calls
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run(model: str, cache: str) -> dict:
     env = dict(os.environ, SYMDL_CACHE_DIR=cache)
     proc = subprocess.run([sys.executable, "-c", CHILD, model], env=env, capture_output=True, text=True,
@@ -70,6 +114,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    calls = floor(args.repeat)
+    print(f"numba     first cached call {statistics.median(calls):6.3f} s (runs: "
+          f"{', '.join(f'{c:.2f}' for c in calls)}): numba's start-up, in every warm first step")
     for model in args.models.split(","):
         cold = []
         for _ in range(args.repeat):

@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 # Set at import time, before any symdl kernel is built, so tests never read or write the user's
 # ~/.cache/symdl (a stale or foreign cache there must not decide a test's outcome). An explicit
 # SYMDL_CACHE_DIR from the environment wins.
@@ -15,8 +17,6 @@ if os.environ.setdefault("SYMDL_CACHE_DIR", _session_cache) == _session_cache:
 else:
     os.rmdir(_session_cache)
 
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,13 @@ def fuse_loops(body: tuple, serial: bool = False) -> tuple:
     """`body` (a nest's statements) with adjacent fusible loops fused, at every depth. `serial`:
     for a function that runs every loop serially, which may fuse a loop marked parallel with
     one that is not (a loss's clip over every element and its sum over the batch)."""
+    return _fuse_body(body, serial, {})
+
+
+def _fuse_body(body: tuple, serial: bool, memo: dict) -> tuple:
+    """fuse_loops with `memo`: each statement's Effects by id, computed once per call (a loop
+    that does not fuse with the next is asked again as the first of the next pair, and every
+    inner statement again at each depth)."""
     stmts = list(body)
     k = 0
     while k < len(stmts):
@@ -42,18 +49,18 @@ def fuse_loops(body: tuple, serial: bool = False) -> tuple:
         nxt = next((j for j in range(k + 1, len(stmts)) if isinstance(stmts[j], Loop)), None)
         if nxt is None:
             break
-        fused = _fuse(stmts[k], stmts[k + 1:nxt], stmts[nxt], serial)
+        fused = _fuse(stmts[k], stmts[k + 1:nxt], stmts[nxt], serial, memo)
         if fused is None:
             k = nxt
             continue
         before, loop, after = fused
         stmts[k:nxt + 1] = [*before, loop, *after]
         k += len(before)  # the fused loop: try it with the loop after it
-    return tuple(Loop(s.var, s.lo, s.stop, fuse_loops(s.body, serial), s.parallel) if isinstance(s, Loop) else s
-                 for s in stmts)
+    return tuple(Loop(s.var, s.lo, s.stop, _fuse_body(s.body, serial, memo), s.parallel) if isinstance(s, Loop)
+                 else s for s in stmts)
 
 
-def _fuse(first: Loop, between: list, second: Loop, serial: bool):
+def _fuse(first: Loop, between: list, second: Loop, serial: bool, memo: dict):
     """(statements before, the fused loop, statements after), or None where they may not fuse."""
     if first.lo != second.lo or first.stop != second.stop or (first.parallel != second.parallel and not serial):
         return None
@@ -61,10 +68,10 @@ def _fuse(first: Loop, between: list, second: Loop, serial: bool):
         return None
     var = first.var
     if second.var.name != var.name:
-        if var.name in _all_symbols(second.body):
+        if var.name in _names(effects(second.body, memo)):
             return None
         second = Loop(var, second.lo, second.stop, rename(second.body, {second.var.name: var}), second.parallel)
-    a, b = effects((first,)), effects((second,))
+    a, b = effects((first,), memo), effects((second,), memo)
     if a.defs & (b.uses | b.defs) or b.defs & a.uses:
         return None
     for tensor in (a.writes.keys() & b.touched) | (b.writes.keys() & a.touched):
@@ -73,7 +80,7 @@ def _fuse(first: Loop, between: list, second: Loop, serial: bool):
     before, after = [], []
     moved_after = Effects()
     for s in between:
-        e = effects((s,))
+        e = effects((s,), memo)
         if not e.conflicts(a) and not e.conflicts(moved_after):
             before.append(s)
         elif not e.conflicts(b):
@@ -105,6 +112,7 @@ class Effects:
     writes: dict = field(default_factory=dict)
     uses: set = field(default_factory=set)
     defs: set = field(default_factory=set)
+    loops: set = field(default_factory=set)  # loop variables' names
 
     @property
     def touched(self) -> set:
@@ -120,45 +128,61 @@ class Effects:
 
     def merged(self, other: "Effects") -> "Effects":
         out = Effects({k: list(v) for k, v in self.reads.items()}, {k: list(v) for k, v in self.writes.items()},
-                      self.uses | other.uses, self.defs | other.defs)
+                      self.uses | other.uses, self.defs | other.defs, self.loops | other.loops)
         for mine, theirs in ((out.reads, other.reads), (out.writes, other.writes)):
             for k, v in theirs.items():
                 mine.setdefault(k, []).extend(v)
         return out
 
 
-def effects(stmts, out: Effects | None = None) -> Effects:
-    out = Effects() if out is None else out
+def effects(stmts, memo: dict | None = None) -> Effects:
+    """What `stmts` read and write, at every depth (never to be changed: `memo` shares them)."""
+    memo = {} if memo is None else memo
+    parts = [_statement(s, memo) for s in stmts]
+    if len(parts) == 1:
+        return parts[0]
+    out = Effects()
+    for part in parts:
+        out = out.merged(part)
+    return out
+
+
+def _statement(s, memo: dict) -> Effects:
+    hit = memo.get(id(s))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    out = Effects()
 
     def read(expr):
-        expr = sp.sympify(expr)
-        for e in expr.atoms(sp.Indexed):
-            out.reads.setdefault(str(e.base.label), []).append(tuple(e.indices))
-        out.uses.update(s.name for s in expr.atoms(sp.Symbol))
+        for e in sp.preorder_traversal(sp.sympify(expr)):
+            if isinstance(e, sp.Indexed):
+                out.reads.setdefault(str(e.base.label), []).append(tuple(e.indices))
+            elif isinstance(e, sp.Symbol):
+                out.uses.add(e.name)
 
-    for s in stmts:
-        if isinstance(s, Loop):
-            read(s.lo)
-            read(s.stop)
-            effects(s.body, out)
-        elif isinstance(s, (Let, Accumulate)):
-            read(s.value)
-            out.defs.add(s.name.name)
-            if isinstance(s, Accumulate):
-                out.uses.add(s.name.name)
-        elif isinstance(s, (Store, ScatterAdd)):
-            read(s.value)
-            for i in s.index:
-                read(i)
-            out.writes.setdefault(s.tensor, []).append(tuple(sp.sympify(i) for i in s.index))
-            if isinstance(s, ScatterAdd):  # += reads the element it writes
-                out.reads.setdefault(s.tensor, []).append(tuple(sp.sympify(i) for i in s.index))
-        elif isinstance(s, If):
-            read(s.cond)
-            effects(s.then, out)
-            effects(s.orelse, out)
-        else:
-            raise TypeError(f"unknown loop IR statement {s!r}")
+    if isinstance(s, Loop):
+        read(s.lo)
+        read(s.stop)
+        out.loops.add(s.var.name)
+        out = out.merged(effects(s.body, memo))
+    elif isinstance(s, (Let, Accumulate)):
+        read(s.value)
+        out.defs.add(s.name.name)
+        if isinstance(s, Accumulate):
+            out.uses.add(s.name.name)
+    elif isinstance(s, (Store, ScatterAdd)):
+        read(s.value)
+        for i in s.index:
+            read(i)
+        out.writes.setdefault(s.tensor, []).append(tuple(sp.sympify(i) for i in s.index))
+        if isinstance(s, ScatterAdd):  # += reads the element it writes
+            out.reads.setdefault(s.tensor, []).append(tuple(sp.sympify(i) for i in s.index))
+    elif isinstance(s, If):
+        read(s.cond)
+        out = out.merged(effects(s.then, memo)).merged(effects(s.orelse, memo))
+    else:
+        raise TypeError(f"unknown loop IR statement {s!r}")
+    memo[id(s)] = (s, out)  # the statement itself kept: its id is not reused while the memo lives
     return out
 
 
@@ -192,18 +216,6 @@ def _has_guard(stmts) -> bool:
     return any(isinstance(s, If) for s in stmts)
 
 
-def _all_symbols(stmts) -> set:
+def _names(e: Effects) -> set:
     """Every symbol the statements name: loop variables, assigned scalars, and what they read."""
-    e = effects(stmts)
-    found = set(e.uses) | set(e.defs)
-
-    def loops(ss):
-        for s in ss:
-            if isinstance(s, Loop):
-                found.add(s.var.name)
-                loops(s.body)
-            elif isinstance(s, If):
-                loops(s.then)
-                loops(s.orelse)
-    loops(stmts)
-    return found
+    return e.uses | e.defs | e.loops

@@ -23,6 +23,7 @@ rng = np.random.default_rng(0)
 x, y = rng.random((40, 4), np.float32), rng.random((40, 2), np.float32)
 model = nn.Sequential([nn.Input((4,)), nn.Dense(2)], seed=0)
 model.compile(optimizer="sgd", loss="mse")
+MODEL
 model.fit(x, y, epochs=2, batch_size=8, verbose=1)
 print("== second fit")
 model.fit(x, y, epochs=1, batch_size=8, verbose=1)
@@ -36,8 +37,19 @@ def _run(script: str, cache: Path) -> str:
     return done.stdout
 
 
-def test_compiling_shows_one_line_then_nothing_once_cached(tmp_path):
-    cold = _run(FIT_TWICE, tmp_path / "cache")            # an empty kernel cache
+# a classifier: its softmax and loss run as chains (one module each way), its tanh Dense as one
+# fused kernel; the estimate walks the model as the step runs it (nn/step_kernels.py)
+CLASSIFIER = """
+y = rng.integers(0, 3, 40)
+model = nn.Sequential([nn.Input((4,)), nn.Dense(5, activation="tanh"), nn.Dense(3, activation="softmax")],
+                      seed=0)
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")"""
+
+
+@pytest.mark.parametrize("model", ["", CLASSIFIER], ids=["linear", "classifier"])
+def test_compiling_shows_one_line_then_nothing_once_cached(tmp_path, model):
+    script = FIT_TWICE.replace("MODEL", model)
+    cold = _run(script, tmp_path / "cache")               # an empty kernel cache
     first, second = cold.split("== second fit")
     lines = [m for m in COMPILE_LINE.finditer(first)]
     assert len(lines) == 1, first
@@ -45,7 +57,7 @@ def test_compiling_shows_one_line_then_nothing_once_cached(tmp_path):
     assert expected == done == total >= 3, first           # the estimate was exact for this model
     assert first.index("compiling") < first.index("Epoch 1/2"), first
     assert "compiling" not in second, second               # same process: nothing left to compile
-    warm = _run(FIT_TWICE, tmp_path / "cache")             # a new process, the disk cache warm
+    warm = _run(script, tmp_path / "cache")                # a new process, the disk cache warm
     assert "compiling" not in warm and "Epoch 1/2" in warm, warm
 
 

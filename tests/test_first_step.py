@@ -61,7 +61,9 @@ CHILD = textwrap.dedent('''
 
 
 def run(model: str, cache) -> dict:
-    env = dict(os.environ, SYMDL_CACHE_DIR=str(cache), SYMDL_THREADS="1")
+    # no compile-ahead helper (runtime/ahead.py): the counts are one process's work, and a helper
+    # would derive gradients and compile functions for it (tests/test_compile_ahead.py)
+    env = dict(os.environ, SYMDL_CACHE_DIR=str(cache), SYMDL_THREADS="1", SYMDL_COMPILE_AHEAD="0")
     res = subprocess.run([sys.executable, "-c", CHILD, model], env=env, capture_output=True, text=True,
                          timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-3000:]

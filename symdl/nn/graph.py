@@ -183,14 +183,13 @@ class FormulaOp:
             self._chains[key] = chain_kernel([kernel_for(f) for f in formulas], name)
         return self._chains[key]
 
-    def _chain_backward(self, env: dict, grads: dict, wrt: list, whole: bool = False) -> dict | None:
-        """{name: gradient} from the Program's gradient program run as one ChainKernel: its gradient
-        formulas on the forward values in `env`, or (`whole`) its forward formulas too, adding the
-        forward's tensors to `env`; None where it does not chain or run."""
+    def gradient_chain(self, wrt, whole: bool = False):
+        """The ChainKernel of the Program's gradient program for `wrt` (with its forward formulas:
+        `whole`), made once; None where it does not chain."""
         key = ("vjp", tuple(wrt), whole)
         if key not in self._chains:
             try:
-                program = self.source.vjp(wrt)
+                program = self.source.vjp(list(wrt))
             except (FormulaError, ValueError, KeyError, TypeError):  # the formula by formula way words it
                 self._chains[key] = None
                 return None
@@ -198,9 +197,16 @@ class FormulaOp:
             members = [f for f in program.formulas if f.output.name not in done]
             self._chains[("outputs", key)] = program.outputs
             self._chain(key, members, ".value_and_grad" if whole else ".vjp")
-        chain = self._chains[key]
+        return self._chains[key]
+
+    def _chain_backward(self, env: dict, grads: dict, wrt: list, whole: bool = False) -> dict | None:
+        """{name: gradient} from the Program's gradient program run as one ChainKernel: its gradient
+        formulas on the forward values in `env`, or (`whole`) its forward formulas too, adding the
+        forward's tensors to `env`; None where it does not chain or run."""
+        chain = self.gradient_chain(wrt, whole)
         if chain is None:
             return None
+        key = ("vjp", tuple(wrt), whole)
         feed = dict(env)
         for o in self.outputs:  # an output no loss reads: a zero upstream gradient
             g = grads.get(o)

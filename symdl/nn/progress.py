@@ -6,6 +6,8 @@ import re
 import sys
 import time
 
+from symdl.runtime import ahead
+
 try:
     from tqdm.auto import tqdm
 except ImportError:  # optional: pip install 'symdl[progress]'
@@ -77,7 +79,8 @@ def uncached_modules(kernels, dtype: str = "float32") -> set[str]:
 class CompileProgress:
     """While active, counts numba's compiles of symdl's generated modules (numba's
     "numba:compile" event, which fires for real compiles only, never for disk-cache loads) and
-    keeps one line up to date::
+    keeps one line up to date (counting the modules a compile-ahead helper compiled too:
+    runtime/ahead.py)::
 
         compiling 12 kernels (first use on this machine; cached afterwards)... 5/12
 
@@ -91,6 +94,7 @@ class CompileProgress:
         self.start: float | None = None
         self._listener = None
         self._started_line = False
+        self._helped_before: set = set()
 
     def __enter__(self) -> "CompileProgress":
         from numba.core import event
@@ -106,6 +110,7 @@ class CompileProgress:
 
         self._listener = _Listener()
         event.register("numba:compile", self._listener)
+        self._helped_before = ahead.helped()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -138,18 +143,23 @@ class CompileProgress:
             self.done.add(name)
             self._show()
 
+    def count(self) -> int:
+        """Modules compiled so far: here, or by a compile-ahead helper (runtime/ahead.py)."""
+        return len(self.done | (ahead.helped() - self._helped_before))
+
     def _show(self, end: str = "") -> None:
         """On a terminal, the line is rewritten at every kernel (`\\r`); in a file or pipe it is
         written once at the start and finished at the end."""
-        total = max(self.expected, len(self.done))
+        done = self.count()
+        total = max(self.expected, done)
         head = (f"compiling {total} kernel{'s' if total != 1 else ''} "
                 "(first use on this machine; cached afterwards)... ")
         tty = getattr(self.stream, "isatty", lambda: False)()
         if tty:
-            self.stream.write(f"\r{head}{len(self.done)}/{total}{end}")
+            self.stream.write(f"\r{head}{done}/{total}{end}")
         elif not end and not self._started_line:
             self.stream.write(head)
             self._started_line = True
         elif end:
-            self.stream.write(f"{len(self.done)}/{total}{end}")
+            self.stream.write(f"{done}/{total}{end}")
         self.stream.flush()

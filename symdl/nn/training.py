@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from symdl.runtime import trace
+from symdl.runtime import ahead, trace
 
 from . import losses as losses_mod
 from . import metrics as metrics_mod
@@ -90,6 +90,13 @@ class Trainer:
         """(batch loss, model output): layer by layer, as the tape says. `parts` (a dict) receives
         what a recording of the step needs: the loss's feed, its 0-d loss array, the launch count
         where the optimizer's update begins."""
+        if parts is None and self.device == "cpu" and self._distributed is None:
+            # a first step's compiles: a forked helper compiles the step's last kernels meanwhile
+            with ahead.armed(lambda: self._run_step(x, y, w, None)):  # (runtime/ahead.py)
+                return self._run_step(x, y, w, None)
+        return self._run_step(x, y, w, parts)
+
+    def _run_step(self, x, y, w, parts):
         loss, out, grads = self._gradients(x, y, w, parts)
         if parts is not None:
             parts["update_from"] = len(trace.RECORDING)

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..files import atomic_write as write_atomically
+from . import ahead
 
 PYCACHE = "__pycache__"  # where numba's in-tree cache locator puts its index and data files
 _lock = threading.RLock()  # one for all loads: each runs once per kernel and dtype, in ms
@@ -218,7 +219,13 @@ def is_cached(source: str) -> bool:
     if "cache=True" not in source:
         return True
     root, name = cache_dir(), module_name(source)
-    return (root / f"{name}.py").exists() and any((root / PYCACHE).glob(f"{name}.*.nbi"))
+    if not (root / f"{name}.py").exists():
+        return False
+    pycache = root / PYCACHE  # listed once while it does not change (a warm start asks per module)
+    try:
+        return any(p.endswith(".nbi") for p in _named(pycache, name, not _checks_apply() or _is_private(pycache)))
+    except FileNotFoundError:
+        return False
 
 
 class _CheckedSourceLoader(importlib.abc.InspectLoader):
@@ -253,6 +260,8 @@ def load_module(source: str) -> ModuleType:
     module = _finished(name)
     if module is not None:
         return module
+    if ahead.ARMED is not None:  # a model's first step: the first module to compile forks a helper
+        ahead.before_load(source)
     with _lock:
         module = _finished(name)
         if module is not None:
@@ -273,7 +282,13 @@ def load_module(source: str) -> ModuleType:
             del sys.modules[name]
             raise
         _loaded[name] = module
-        return module
+    ahead.loaded(module)
+    return module
+
+
+def loaded_modules() -> list:
+    """The generated modules this process has loaded."""
+    return list(_loaded.values())
 
 
 class DerivedStore:

@@ -32,6 +32,7 @@ def shared_function(key: str):
     globals it reads and numba's options), so a module whose text was changed after it was
     generated never borrows another's machine code."""
     def register(dispatcher):
+        dispatcher._symdl_key = key  # runtime/ahead.py: what a helper process and its parent call it
         first = _FUNCTIONS.setdefault(key, dispatcher)
         return first if first is dispatcher or _same_function(first, dispatcher) else dispatcher
     return register

@@ -108,6 +108,16 @@ class Dense(Layer):
         if self.use_bias:
             self.bias = self.add_weight("bias", self.bias_initializer((self.units,), rng))
 
+    def fused_ops(self):
+        """(y = f(x W + b), grad_z = grad_y f'(z) from y): the FormulaOps a step on host arrays runs
+        in place of the product's forward and the activation's; None for other activations."""
+        if self.activation not in ACTIVATIONS:
+            return None
+        if self._fused is None:
+            self._fused = FormulaOp(_linear_then(self.activation, self.use_bias))
+            self._fused_vjp = FormulaOp(_activation_vjp(self.activation))
+        return self._fused, self._fused_vjp
+
     def call(self, x, training=False):
         shape = tuple(x.shape)  # a plain tuple: the CUDA simulator's shapes refuse negative indices
         lead = shape[:-1]
@@ -116,9 +126,7 @@ class Dense(Layer):
         if self.use_bias:
             args["b"] = self.bias.value
         if self.activation in ACTIVATIONS and not is_device_array(x2):
-            if self._fused is None:
-                self._fused = FormulaOp(_linear_then(self.activation, self.use_bias))
-            y = self._fused.forward(**args)["y"]
+            y = self.fused_ops()[0].forward(**args)["y"]
             return y.reshape(*lead, self.units), (None, lead, (args, y))
         env = self.op.forward(**args)
         y, act_ctx = activation_call(self.act, env["y"])
@@ -129,9 +137,7 @@ class Dense(Layer):
         grad = grad.reshape(-1, self.units)
         if env is None:  # the fused forward: f'(z) from its output, then the product's gradients
             env, y = act_ctx
-            if self._fused_vjp is None:
-                self._fused_vjp = FormulaOp(_activation_vjp(self.activation))
-            grad = self._fused_vjp.forward(y=y, grad_y=grad)["grad_z"]
+            grad = self.fused_ops()[1].forward(y=y, grad_y=grad)["grad_z"]
         else:
             grad = activation_backward(self.act, act_ctx, grad)
         wrt = (["x"] if need_input_grad else []) + ["W"] + (["b"] if self.use_bias else [])

@@ -6,9 +6,11 @@
 Each run is a fresh Python process: `import symdl` and `from symdl import nn`, the model built and
 compiled (Adam, sparse_categorical_crossentropy, batch 32 of random inputs), then one timed
 `model.train_on_batch`. `cold`: an empty SYMDL_CACHE_DIR in a temporary folder per run; `warm`:
-processes on a folder one untimed run filled. Columns: the medians over --repeat runs of the first
-step's wall time and its process CPU time (less inflated than wall time on a busy machine), the
-import time and the runs' wall times. Targets: E2 <= 2 s cold and <= 0.3 s warm, E5 <= 3 s cold.
+processes on a folder one untimed run filled. `cold, alone`: as cold, with no compile-ahead helper
+(SYMDL_COMPILE_AHEAD=0, runtime/ahead.py), run alternately with the cold runs. Columns: the medians
+over --repeat runs of the first step's wall time and its process CPU time (less inflated than
+wall time on a busy machine; a helper's CPU time is its own process's, not counted), the import
+time and the runs' wall times. Targets: E2 <= 2 s cold and <= 0.3 s warm, E5 <= 3 s cold.
 """
 from __future__ import annotations
 
@@ -92,8 +94,8 @@ def floor(repeat: int) -> list:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(model: str, cache: str) -> dict:
-    env = dict(os.environ, SYMDL_CACHE_DIR=cache)
+def run(model: str, cache: str, helper: bool = True) -> dict:
+    env = dict(os.environ, SYMDL_CACHE_DIR=cache, **({} if helper else {"SYMDL_COMPILE_AHEAD": "0"}))
     proc = subprocess.run([sys.executable, "-c", CHILD, model], env=env, capture_output=True, text=True,
                           check=False)
     if proc.returncode:
@@ -104,7 +106,7 @@ def run(model: str, cache: str) -> dict:
 def report(label: str, runs: list) -> None:
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     walls = ", ".join(f"{r['step']:.2f}" for r in runs)
-    print(f"{label:9s} first step {med['step']:6.3f} s  cpu {med['cpu']:6.3f} s  import {med['import']:.3f} s"
+    print(f"{label:16s} first step {med['step']:6.3f} s  cpu {med['cpu']:6.3f} s  import {med['import']:.3f} s"
           f"  (runs: {walls})")
 
 
@@ -115,17 +117,19 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     calls = floor(args.repeat)
-    print(f"numba     first cached call {statistics.median(calls):6.3f} s (runs: "
+    print(f"numba            first cached call {statistics.median(calls):6.3f} s (runs: "
           f"{', '.join(f'{c:.2f}' for c in calls)}): numba's start-up, in every warm first step")
     for model in args.models.split(","):
-        cold = []
+        cold, alone = [], []
         for _ in range(args.repeat):
-            folder = tempfile.mkdtemp(prefix="symdl-first-step-")
-            try:
-                cold.append(run(model, folder))
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+            for helper, runs in ((True, cold), (False, alone)):
+                folder = tempfile.mkdtemp(prefix="symdl-first-step-")
+                try:
+                    runs.append(run(model, folder, helper))
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
         report(f"{model} cold", cold)
+        report(f"{model} cold, alone", alone)
         folder = tempfile.mkdtemp(prefix="symdl-first-step-")
         try:
             run(model, folder)  # fills the cache

@@ -19,6 +19,10 @@ the parent still checks every module against the reference before its first use
 (runtime/selfcheck.py). A helper that fails, hangs or dies only stops helping: the parent compiles
 whatever the helper did not finish.
 
+The dry step runs the step's Python code as the parent does, custom layers' included: a layer
+whose `call` writes to a file it opened writes there from the helper too (the helper's standard
+streams go to /dev/null).
+
 The helper runs only on Linux (it needs fork), with at least two usable cores and numba allowed
 more than one thread, for host (cpu) steps, and when the process runs one Python thread (fork copies
 only the calling thread). SYMDL_COMPILE_AHEAD=0 turns it off. SYMDL_COMPILE_AHEAD=1 also forks

@@ -86,7 +86,7 @@ SCRIPT = textwrap.dedent('''
         compiled.clear()
         TABLE.append(table)
         compile_from_end(table, parent)
-        with open(sys.argv[2] + ".helper.json", "w") as f:
+        with open(f"{sys.argv[2]}.helper{os.getpid()}.json", "w") as f:
             json.dump(sorted(compiled), f)
     ahead._compile_from_end = reporting
 
@@ -99,24 +99,29 @@ SCRIPT = textwrap.dedent('''
     forks = []
     fork = ahead._fork
     ahead._fork = lambda dry_step: (forks.append(1), fork(dry_step))
-    losses = [model.train_on_batch(x, y) for _ in range(2)]
-    np.savez(sys.argv[2], *[w.value for w in model.weights])
+    if sys.argv[3] == "train":
+        losses = [model.train_on_batch(x, y) for _ in range(2)]
+        np.savez(sys.argv[2], *[w.value for w in model.weights])
+    else:  # a model's first use is inference: predict, then evaluate
+        out = model.predict(x, batch_size=4)
+        losses = [model.evaluate(x, y, batch_size=4, verbose=0)]
+        np.savez(sys.argv[2], out)
     print(json.dumps({"losses": losses, "compiled": sorted(compiled), "helped": sorted(ahead.helped()),
                       "forks": len(forks), "waits": len(waits)}))
 ''')
 
 
-def _run(mode: str, tmp_path, ahead_setting: str) -> tuple[dict, list]:
+def _run(mode: str, tmp_path, ahead_setting: str, action: str = "train") -> tuple[dict, list]:
     cache = tmp_path / f"cache-{mode}"
     weights = tmp_path / f"weights-{mode}.npz"
     env = {**os.environ, "SYMDL_CACHE_DIR": str(cache), "SYMDL_COMPILE_AHEAD": ahead_setting,
            "SYMDL_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(weights)], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(weights), action], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    helper = weights.with_name(weights.name + ".helper.json")
-    report["helper compiled"] = json.loads(helper.read_text()) if helper.exists() else []
+    report["helper compiled"] = sorted({name for f in tmp_path.glob(weights.name + ".helper*.json")
+                                        for name in json.loads(f.read_text())})
     with np.load(weights) as saved:
         return report, [saved[k] for k in sorted(saved.files, key=lambda k: int(k.split("_")[1]))]
 
@@ -145,6 +150,17 @@ def test_first_steps_agree_with_a_process_without_helper(mode, tmp_path, without
         assert len(helper) == 1 and report["waits"] >= 1
     else:
         assert helper == set() and report["compiled"] == plain["compiled"]
+
+
+def test_inference_first_compiles_with_a_helper_too(tmp_path):
+    """predict and evaluate fork a helper for their first batch (the forward pass, then the loss)."""
+    plain, (plain_out,) = _run("plain", tmp_path, "0", "infer")
+    report, (out,) = _run("help", tmp_path, "1", "infer")
+    assert plain["forks"] == 0 and report["forks"] >= 1
+    np.testing.assert_array_equal(out, plain_out)
+    assert report["losses"] == plain["losses"]
+    parent, helper = set(report["compiled"]), set(report["helper compiled"])
+    assert helper and not parent & helper and parent | helper == set(plain["compiled"])
 
 
 def test_a_warm_cache_forks_no_helper(tmp_path):

@@ -5,6 +5,7 @@ nn/step_kernels.py tells fit what its first batch will compile.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -90,11 +91,17 @@ class Trainer:
         """(batch loss, model output): layer by layer, as the tape says. `parts` (a dict) receives
         what a recording of the step needs: the loss's feed, its 0-d loss array, the launch count
         where the optimizer's update begins."""
-        if parts is None and self.device == "cpu" and self._distributed is None:
-            # a first step's compiles: a forked helper compiles the step's last kernels meanwhile
-            with ahead.armed(lambda: self._run_step(x, y, w, None)):  # (runtime/ahead.py)
+        if parts is None:
+            with self._compiling_ahead(lambda: self._run_step(x, y, w, None)):
                 return self._run_step(x, y, w, None)
         return self._run_step(x, y, w, parts)
+
+    def _compiling_ahead(self, dry_run):
+        """While the block compiles, a forked helper compiles the kernels `dry_run` calls last
+        (runtime/ahead.py); host models outside distributed training only."""
+        if self.device == "cpu" and self._distributed is None:
+            return ahead.armed(dry_run)
+        return contextlib.nullcontext()
 
     def _run_step(self, x, y, w, parts):
         loss, out, grads = self._gradients(x, y, w, parts)
@@ -362,14 +369,18 @@ class Trainer:
 
     def _totals(self, x, y, w, batch_size: int) -> np.ndarray:
         """[Σ loss, Σ metric...] over the batches of (x, y), each batch mean weighted by its size."""
-        totals = np.zeros(1 + len(self.metric_fns))
-        for lo in range(0, len(x), batch_size):
+        def batch(lo: int) -> np.ndarray:
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
             out = self.forward(xb)
             wb = None if w is None else w[lo:lo + batch_size]
             loss = self.loss(yb, out) if wb is None else weighted_loss(self.loss, yb, out, wb)
             out = to_host(out) if self.metric_fns else out
-            totals += len(xb) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
+            return len(xb) * np.array([loss, *(fn(yb, out) for _, fn in self.metric_fns)])
+
+        totals = np.zeros(1 + len(self.metric_fns))
+        with self._compiling_ahead(lambda: batch(0)):
+            for lo in range(0, len(x), batch_size):
+                totals += batch(lo)
         return totals
 
     def predict(self, x, batch_size: int | None = 32, verbose: int | str = 0) -> np.ndarray:
@@ -386,9 +397,10 @@ class Trainer:
         self._ensure_built()
         forward = self._replay.forward if self._replay is not None and self.device == "cpu" else self.forward
         out = np.zeros((0, *self.output_shape), dtype=np.float32)
-        for lo in range(0, len(x), batch_size):
-            y = to_host(forward(x[lo:lo + batch_size]))  # in a buffer the next batch reuses: copied out
-            if lo == 0:
-                out = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
-            out[lo:lo + len(y)] = y
+        with self._compiling_ahead(lambda: forward(x[:batch_size])):
+            for lo in range(0, len(x), batch_size):
+                y = to_host(forward(x[lo:lo + batch_size]))  # in a buffer the next batch reuses: copied out
+                if lo == 0:
+                    out = np.empty((len(x), *y.shape[1:]), dtype=y.dtype)
+                out[lo:lo + len(y)] = y
         return out

@@ -38,7 +38,6 @@ import struct
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 KEY = 16              # a shared_function key: 16 hex digits (backends/cpu/codegen.py)
 SLOTS = 4096          # functions per table (a step of a large model has ~100)
@@ -135,24 +134,32 @@ def _machine_allows() -> bool:
     return not numba.config.DISABLE_JIT and numba.config.NUMBA_NUM_THREADS >= 2 and len(os.sched_getaffinity(0)) >= 2
 
 
-@contextmanager
-def armed(dry_step):
+class armed:
     """Around a step that may compile: the first uncached module loaded inside the block forks a
     helper that runs `dry_step()` (the same step, with nothing executed) and compiles from its end.
-    On leaving, the helper is told to stop. Nested blocks are the outer one's."""
-    global ARMED, _helper
-    if ARMED is not None or not enabled():
-        yield
-        return
-    _reap()
-    ARMED = dry_step
-    try:
-        yield
-    finally:
-        ARMED = None
-        helper, _helper = _helper, None
-        if helper is not None:
-            helper.finish()
+    On leaving, the helper is told to stop. Nested blocks are the outer one's. (A class, not a
+    generator: predict enters one per call, ~0.5 µs.)"""
+
+    __slots__ = ("dry_step", "active")
+
+    def __init__(self, dry_step):
+        self.dry_step, self.active = dry_step, False
+
+    def __enter__(self):
+        global ARMED
+        if ARMED is None and enabled():
+            if _unreaped:
+                _reap()
+            ARMED, self.active = self.dry_step, True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global ARMED, _helper
+        if self.active:
+            ARMED, self.active = None, False
+            helper, _helper = _helper, None
+            if helper is not None:
+                helper.finish()
 
 
 def before_load(source: str) -> None:

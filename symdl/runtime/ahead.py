@@ -1,5 +1,6 @@
 """Compiling ahead: while a model's first step compiles the kernels it needs first, a forked helper
-process compiles the ones it needs last, into the kernel cache.
+process compiles the ones it needs last, into the kernel cache (symdl.nn arms it around every
+training step run layer by layer and around predict's and evaluate's batches).
 
 numba compiles one function at a time in a process (one global compiler lock), so a cold first step
 keeps one core busy for seconds (E5's CNN: 16 functions, ~3 s) while the others idle. When the

@@ -228,3 +228,18 @@ def test_a_dry_step_records_types_and_runs_nothing(monkeypatch, tmp_path):
     ahead._restore()
     run(out, xv, 4, False)
     np.testing.assert_array_equal(out, 2 * xv + 1)
+
+
+def test_the_parent_claims_each_function_once_and_counts_what_the_helper_finished(monkeypatch):
+    import types
+    monkeypatch.setattr(ahead, "_helped", set())
+    f, g = types.SimpleNamespace(_symdl_key="f" * 16), types.SimpleNamespace(_symdl_key="9" * 16)
+    module = types.ModuleType("symdl_kernel_probe")
+    module.f, module.g, module.again = f, g, f
+    helper = ahead.Helper(pid=os.getpid(), table=ahead.Table())  # waitpid on itself: "exited"
+    helper.table.mark(helper.table.take(ahead._key("9" * 16)), ahead.DONE)  # the helper compiled g
+    helper.claim(module)
+    helper.claim(module)
+    assert helper.table._count(helper.table._claims) == 2
+    assert helper.table.claimed(ahead._key("f" * 16)) and helper.table.claimed(ahead._key("9" * 16))
+    assert ahead.helped() == {"symdl_kernel_probe"}

@@ -206,7 +206,7 @@ class Helper:
 
     def claim(self, module) -> None:
         """Claim the functions of `module`; wait for those the helper is compiling now."""
-        keys = [k for k in map(_key, _keys(module)) if k not in self.claimed]
+        keys = [k for k in dict.fromkeys(map(_key, _keys(module))) if k not in self.claimed]
         self.claimed.update(keys)
         for key in keys:
             self.table.claim(key)

@@ -46,7 +46,16 @@ model = nn.Sequential([nn.Input((4,)), nn.Dense(5, activation="tanh"), nn.Dense(
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")"""
 
 
-@pytest.mark.parametrize("model", ["", CLASSIFIER], ids=["linear", "classifier"])
+# the convolution's kernel-gradient module borrows its only function on the step's path (the patch
+# gather) from the forward's module: loaded, it counts as done though it compiles nothing itself
+CNN = """
+x, y = rng.random((40, 8, 8, 1), np.float32), rng.integers(0, 3, 40)
+model = nn.Sequential([nn.Input((8, 8, 1)), nn.Conv2D(16, (3, 3), activation="relu"), nn.MaxPooling2D((2, 2)),
+                       nn.Flatten(), nn.Dense(3, activation="softmax")], seed=0)
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")"""
+
+
+@pytest.mark.parametrize("model", ["", CLASSIFIER, CNN], ids=["linear", "classifier", "cnn"])
 def test_compiling_shows_one_line_then_nothing_once_cached(tmp_path, model):
     script = FIT_TWICE.replace("MODEL", model)
     cold = _run(script, tmp_path / "cache")               # an empty kernel cache

@@ -84,11 +84,17 @@ class CompileProgress:
 
         compiling 12 kernels (first use on this machine; cached afterwards)... 5/12
 
-    Nothing is printed when nothing compiles (every kernel cached). `expected`: the number of
-    modules the caller expects to compile (an estimate; the count grows if more compile)."""
+    Nothing is printed when nothing compiles (every kernel cached). `expected`: the names of the
+    modules the caller expects to compile, or their number (an estimate; the count grows if more
+    compile). At the end an expected module the step loaded counts as done even where it compiled
+    nothing itself: its functions were another module's alike (backends/cpu/shared.py)."""
 
-    def __init__(self, expected: int, stream=None):
-        self.expected, self.stream = expected, stream or sys.stdout
+    def __init__(self, expected, stream=None):
+        named = isinstance(expected, (set, frozenset))
+        self.names = set(expected) if named else set()
+        self.expected = len(self.names) if named else expected
+        self.stream = stream or sys.stdout
+        self._final = False
         self.done: set[str] = set()
         self.depth = 0
         self.start: float | None = None
@@ -123,6 +129,7 @@ class CompileProgress:
             event.unregister("numba:compile", self._listener)
             self._listener = None
             if self.start is not None:
+                self._final = True
                 self._show(f", {time.perf_counter() - self.start:.1f} s\n")
 
     @staticmethod
@@ -145,7 +152,11 @@ class CompileProgress:
 
     def count(self) -> int:
         """Modules compiled so far: here, or by a compile-ahead helper (runtime/ahead.py)."""
-        return len(self.done | (ahead.helped() - self._helped_before))
+        done = self.done | (ahead.helped() - self._helped_before)
+        if self._final and self.names:
+            from symdl.runtime.cache import loaded_modules
+            done |= self.names & {m.__name__ for m in loaded_modules()}
+        return len(done)
 
     def _show(self, end: str = "") -> None:
         """On a terminal, the line is rewritten at every kernel (`\\r`); in a file or pipe it is

@@ -268,14 +268,14 @@ class Trainer:
             if open_bar:
                 progress.open_bar()
 
-    def _expected_compiles(self) -> int:
-        """How many generated modules a training step of this model runs that the disk cache
+    def _expected_compiles(self) -> set | int:
+        """The generated modules a training step of this model runs that the disk cache
         lacks (an estimate that leaves out rarely used ones; the compile line's count grows if
         more compile). 0 on "cuda", where the count starts from the first compile."""
         if self.device != "cpu":
             return 0
         try:
-            return len(uncached_modules(step_kernels(self)))
+            return uncached_modules(step_kernels(self))
         except Exception:  # noqa: BLE001 - a custom layer or loss the walk does not know: the
             return 0       # count then starts at the first compile; training must not fail here
 

@@ -258,8 +258,9 @@ def test_counted_work_of_a_gathered_convolution():
 
 
 def test_what_stays_in_loops():
-    """A batch index on both sides (attention's per-head products), a matrix-vector product, a
-    gather under a guard, and every backend but the cpu's keep their loops."""
+    """A matrix-vector product, a gather under a guard, and every backend but the cpu's keep their
+    loops; a batch index on both sides (attention's per-head products) is a batched GEMM
+    (tests/test_batched_contractions.py)."""
     Bn, Nn, Kn = sp.symbols("B N K", integer=True, positive=True)
     b, i, j, k = sp.Idx("b", Bn), sp.Idx("i", Nn), sp.Idx("j", Nn), sp.Idx("k", Kn)
     q, v, y, s = map(sp.IndexedBase, "qvys")
@@ -267,7 +268,9 @@ def test_what_stays_in_loops():
     matvec = symdl.Formula(sp.Eq(y[b, i], sp.Sum(q[b, i, k] * v[k], k)), name="grouped_matvec")
     shifted = sp.Sum(sp.IndexedBase("q", shape=(Kn, Nn))[k + 1, i] * v[k, j], (k, 0, Kn - 2))
     guarded = symdl.Formula(sp.Eq(y[i, j], sp.Piecewise((0, s[i] > 0), (shifted, True))), name="grouped_guarded")
-    for f in (batched, matvec, guarded):
+    assert [tuple(map(str, st.batch)) for st in _library(lower(batched, row_reductions=True).steps)
+            if isinstance(st, Contract)] == [("b",)]
+    for f in (matvec, guarded):
         assert not any(isinstance(st, Contract) for st in _library(lower(f, row_reductions=True).steps)), f.name
     assert not any(isinstance(st, (Contract, Branch)) for st in lower(conv2d(), row_reductions=False).steps)
     unguarded = symdl.Formula(sp.Eq(y[i, j], shifted), name="grouped_unguarded")  # the same Sum alone gathers

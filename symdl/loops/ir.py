@@ -78,7 +78,8 @@ class MatMul:
 class Contract:
     """Library call: out[rows + cols] = Σ over `sums` of a[a_axes] · b[b_axes] (axes named by index
     symbols), one GEMM on a's axes permuted to (rows, sums) and b's to (sums, cols), each group
-    flattened (passes/contraction.py). `sizes` is (m, n, k), for trip counts."""
+    flattened (passes/contraction.py); with `batch` indices, out[batch + rows + cols], one GEMM per
+    batch element. `sizes` is (m, n, k), the batch counted in m, for trip counts."""
 
     out: str
     a: str
@@ -89,6 +90,7 @@ class Contract:
     cols: tuple
     sums: tuple
     sizes: tuple
+    batch: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,11 @@ def _format_steps(temps, steps, pad) -> list:
             ta, tb = ".T" if step.trans_a else "", ".T" if step.trans_b else ""
             lines.append(f"{pad}{step.out} = matmul({step.a}{ta}, {step.b}{tb})")
         elif isinstance(step, Contract):
-            out, a, b = (", ".join(map(str, axes)) for axes in (step.rows + step.cols, step.a_axes, step.b_axes))
+            out, a, b = (", ".join(map(str, axes)) for axes in (step.batch + step.rows + step.cols, step.a_axes,
+                                                                step.b_axes))
+            batched = f", batched over {', '.join(map(str, step.batch))}" if step.batch else ""
             lines.append(f"{pad}{step.out}[{out}] = gemm({step.a}[{a}], {step.b}[{b}]) summing "
-                         f"{', '.join(map(str, step.sums))}")
+                         f"{', '.join(map(str, step.sums))}{batched}")
         else:
             lines.append(f"{pad}nest {step.name}  (work ~ {step.parallel_work}):")
             lines += _format_body(step.body, pad + "  ")

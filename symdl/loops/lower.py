@@ -223,7 +223,7 @@ def _epilogue_in_place(f: Formula, body, contractions) -> str | None:
 
 def _axes(c, f: Formula) -> tuple:
     """The output indices a contraction's temporary is laid out by (a 2-D product's are the formula's)."""
-    return (c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
+    return (c.batch + c.rows + c.cols) if isinstance(c, GroupedContraction) else tuple(f.indices)
 
 
 def _library_steps(contractions, writes: dict) -> tuple[list, list]:
@@ -240,7 +240,7 @@ def _library_steps(contractions, writes: dict) -> tuple[list, list]:
         for g in c.gathers:
             temps.append(Temp(g.temp, g.shape))
             steps.append(_gather_nest(g))
-        steps.append(Contract(out, c.a, c.a_axes, c.b, c.b_axes, c.rows, c.cols, c.sums, c.sizes))
+        steps.append(Contract(out, c.a, c.a_axes, c.b, c.b_axes, c.rows, c.cols, c.sums, c.sizes, c.batch))
     return temps, steps
 
 

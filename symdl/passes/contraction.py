@@ -16,6 +16,11 @@ sum whose bounds name output indices (a convolution's input gradient) is first r
 read's constant-length axis (`_rebase`), its bounds becoming a guard. A gather pays only where
 the GEMM reuses it enough (`MIN_REUSE`); loops.lower branches on that per call, and on whether
 col2im.py's GEMM without a gather (a transposed convolution's) needs a smaller temporary.
+
+Output indices that both operands use (attention's batch and head in q·kᵀ and in A·v) make a
+batched contraction: one GEMM per batch element, `batch` leading the temporary's axes. Its
+operands must be plain reads over whole axes (no gather), and it runs where each product has at
+least BATCHED_MIN_WORK multiply-adds (below that the loops win).
 """
 from __future__ import annotations
 
@@ -66,6 +71,7 @@ class GroupedContraction:
     sizes: tuple  # (Π rows, Π cols, Π sums): a GEMM's m, n, k, for trip counts
     gathers: tuple
     pays: sp.Basic  # a condition on dimensions: where it is false the loops are faster
+    batch: tuple = ()  # output indices both operands read: one GEMM per batch element (leading axes)
 
 
 # A gathered operand is written once and read by the GEMM once per column of the other operand
@@ -73,6 +79,9 @@ class GroupedContraction:
 # channels 27 -> 14 and its kernel gradient 24 -> 12, the input gradient into 32 channels 79 -> 50;
 # the input gradient into 3 channels (reuse 3: a 151 MB gather) 20 -> 69. Gathers need this reuse:
 MIN_REUSE = 16
+# One batched product's multiply-adds below which its loops beat a BLAS call per batch element
+# (the call costs about as much as a 16x16x16 product's arithmetic).
+BATCHED_MIN_WORK = 4096
 
 
 def extract_matmuls(f: Formula, grouped: bool = False, unless_reading: str | None = None,
@@ -275,8 +284,8 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
         joined = [g for g in groups if g[0] & used]
         groups = [g for g in groups if not g[0] & used]
         groups.append([used.union(*(g[0] for g in joined)), [a] + [x for g in joined for x in g[1]]])
-    if len(groups) != 2:
-        return None  # a matrix-vector product (memory-bound: loops do as well), or a batch index on both sides
+    if len(groups) != 2:  # a matrix-vector product (memory-bound: loops do as well), or a batch index on both sides
+        return _match_batched(factors, coeff, sums, order, ranges, f)
     groups.sort(key=lambda g: min(order.index(i) for i in g[0]))
     (row_set, a_factors), (col_set, b_factors) = groups
     loose = [x for x in factors if not x.free_symbols & outputs]  # only summed indices: either side
@@ -320,6 +329,46 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
         c = GroupedContraction(name, a, a_axes, b, b_axes, rows, cols, sums,
                                tuple(size[i] for i in rows + cols), (m, n, k), tuple(made), pays)
         return c, sp.Mul(*coeff) * sp.IndexedBase(name, real=True)[rows + cols]
+
+    return build
+
+
+def _match_batched(factors: list, coeff: list, sums: tuple, order, ranges: dict, f: Formula):
+    """A batched contraction (see the module docstring) of the summand's `factors`, or None: the
+    output indices every factor reads are the batch; the rest must split the factors into two
+    operands, each one plain read over whole axes using every summed index."""
+    outputs = set(order)
+    used = [a.free_symbols & outputs for a in factors]
+    batch_set = set.intersection(*used) if used else set()
+    if not batch_set or any(not u - batch_set for u in used):
+        return None
+    groups: list = []
+    for a, u in zip(factors, used, strict=True):
+        own = u - batch_set
+        joined = [g for g in groups if g[0] & own]
+        groups = [g for g in groups if not g[0] & own]
+        groups.append([own.union(*(g[0] for g in joined)), [a] + [x for g in joined for x in g[1]]])
+    if len(groups) != 2 or any(len(g[1]) != 1 for g in groups):
+        return None
+    groups.sort(key=lambda g: min(order.index(i) for i in g[0]))
+    (row_set, (a_value,)), (col_set, (b_value,)) = groups
+    batch = tuple(i for i in order if i in batch_set)
+    rows = tuple(i for i in order if i in row_set)
+    cols = tuple(i for i in order if i in col_set)
+    plain_a, plain_b = _whole(a_value, batch + rows + sums, ranges, f), _whole(b_value, batch + cols + sums, ranges, f)
+    if plain_a is None or plain_b is None:
+        return None
+    sums = tuple(i for i in plain_a[1] if i in sums)  # a's memory order: its view needs no copy
+
+    def build(temps):
+        name = next(temps)
+        size = {i: ranges[i][1] - ranges[i][0] + 1 for i in ranges}
+        m, n, k = (sp.Mul(*[size[i] for i in g]) for g in (rows, cols, sums))
+        pays = sp.Ge(m * n * k, BATCHED_MIN_WORK)
+        c = GroupedContraction(name, plain_a[0], plain_a[1], plain_b[0], plain_b[1], rows, cols, sums,
+                               tuple(size[i] for i in batch + rows + cols), (sp.Mul(*[size[i] for i in batch]) * m, n, k),
+                               (), pays, batch)
+        return c, sp.Mul(*coeff) * sp.IndexedBase(name, real=True)[batch + rows + cols]
 
     return build
 

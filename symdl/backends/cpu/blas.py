@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 
 from .backend import SPLIT_SIDE, SPLIT_WORK, SPLIT_WORK_ANY
-from .gemm import single_threaded_blas, split_matmul
+from .gemm import batched_matmul, single_threaded_blas, split_matmul
 
 single_threaded_blas()  # once the first kernel module loads: products use numba's threads only
 product_threads = nb.get_num_threads
@@ -39,13 +39,32 @@ def matmul(a, b, out) -> None:
         np.matmul(a, b, out=out)
 
 
-def contract(out, a, a_perm: tuple, b, b_perm: tuple, rows: int) -> None:
+def contract(out, a, a_perm: tuple, b, b_perm: tuple, rows: int, batch: int = 0) -> None:
     """out[rows..., cols...] = Σ_sums a · b, with a.transpose(a_perm) = (rows..., sums...) and
-    b.transpose(b_perm) = (sums..., cols...)."""
+    b.transpose(b_perm) = (sums..., cols...); with `batch` leading axes on all three, one such
+    product per batch element."""
     a, b = a.transpose(a_perm), b.transpose(b_perm)
+    if batch:
+        _contract_batched(out, a, b, rows, batch)
+        return
     sums = a.ndim - rows
     m, k, n = math.prod(a.shape[:rows]), math.prod(a.shape[rows:]), math.prod(b.shape[sums:])
     flat = out.reshape(m, n)
     matmul(a.reshape(m, k), b.reshape(k, n), flat)
+    if not np.may_share_memory(flat, out):  # a strided output: reshape made a copy
+        out[...] = flat.reshape(out.shape)
+
+
+def _contract_batched(out, a, b, rows: int, batch: int) -> None:
+    """out[batch..., rows..., cols...] = Σ_sums a[batch..., rows..., sums...] · b[batch..., sums..., cols...]:
+    one GEMM per batch element, the elements shared among numba's threads when the products are
+    large together (a batch of small products cannot be split otherwise)."""
+    sums = a.ndim - batch - rows
+    count, m = math.prod(a.shape[:batch]), math.prod(a.shape[batch:batch + rows])
+    k, n = math.prod(a.shape[batch + rows:]), math.prod(b.shape[batch + sums:])
+    a3, b3, flat = a.reshape(count, m, k), b.reshape(count, k, n), out.reshape(count, m, n)
+    parallel = count > 1 and count * m * n * k >= SPLIT_WORK and product_threads() > 1
+    if not batched_matmul(a3, b3, flat, parallel):
+        np.matmul(a3, b3, out=flat)
     if not np.may_share_memory(flat, out):  # a strided output: reshape made a copy
         out[...] = flat.reshape(out.shape)

@@ -88,10 +88,11 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
             b = py_name(step.b) + (".T" if step.trans_b else "")
             lines.append(f"{pad}matmul({a}, {b}, {py_name(step.out)})")
         elif isinstance(step, Contract):  # a contraction of any rank: one GEMM on reshaped views (blas.py)
-            a_perm = tuple(step.a_axes.index(i) for i in step.rows + step.sums)
-            b_perm = tuple(step.b_axes.index(i) for i in step.sums + step.cols)
+            a_perm = tuple(step.a_axes.index(i) for i in step.batch + step.rows + step.sums)
+            b_perm = tuple(step.b_axes.index(i) for i in step.batch + step.sums + step.cols)
+            batch = f", {len(step.batch)}" if step.batch else ""  # leading axes, one GEMM per element
             lines.append(f"{pad}contract({py_name(step.out)}, {py_name(step.a)}, {a_perm}, {py_name(step.b)}, "
-                         f"{b_perm}, {len(step.rows)})")
+                         f"{b_perm}, {len(step.rows)}{batch})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + extra)
             for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):

@@ -142,6 +142,45 @@ def _split(address, single, wide, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, 
                         0.0, c + lo * item, ldc)
 
 
+@nb.njit(cache=True)
+def _batched_serial(address, single, wide, trans_a, trans_b, m, n, k, a, lda, step_a, b, ldb, step_b, c, ldc, step_c,
+                    count):
+    """c[p] = op(a[p]) @ op(b[p]) for p < count, the matrices `step_*` bytes apart."""
+    for p in range(count):
+        _cblas_gemm(address, single, wide, ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a + p * step_a, lda,
+                    b + p * step_b, ldb, 0.0, c + p * step_c, ldc)
+
+
+@nb.njit(cache=True, parallel=True)
+def _batched_parallel(address, single, wide, trans_a, trans_b, m, n, k, a, lda, step_a, b, ldb, step_b, c, ldc,
+                      step_c, count):
+    """As _batched_serial, the products shared among numba's threads."""
+    for p in nb.prange(count):
+        _cblas_gemm(address, single, wide, ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a + p * step_a, lda,
+                    b + p * step_b, ldb, 0.0, c + p * step_c, ldc)
+
+
+def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, parallel: bool) -> bool:
+    """out[p] = a[p] @ b[p] for every p (3-D arrays), one single-threaded GEMM each, on numba's
+    threads when `parallel`; False (nothing done) where the layouts, dtypes or library do not allow it."""
+    lib = library()
+    if lib is None or not (a.dtype == b.dtype == out.dtype and a.dtype.char in "fd") or 0 in a.shape + b.shape:
+        return False
+    op_a, op_b = _operand(a[0]), _operand(b[0])
+    item = out.itemsize
+    if (op_a is None or op_b is None or out.strides[2] != item or out.strides[1] % item
+            or any(x.strides[0] % item for x in (a, b, out))):
+        return False
+    (count, m, k), n = a.shape, b.shape[2]
+    single = a.dtype.char == "f"
+    pointer = lambda x: x.__array_interface__["data"][0]  # noqa: E731
+    run = _batched_parallel if parallel else _batched_serial
+    run(lib.sgemm if single else lib.dgemm, int(single), int(lib.wide), op_a[0], op_b[0], m, n, k,
+        pointer(a), op_a[1], a.strides[0], pointer(b), op_b[1], b.strides[0], pointer(out), out.strides[1] // item,
+        out.strides[0], count)
+    return True
+
+
 def _operand(x: np.ndarray):
     """(transpose code, leading dimension) of a 2-D operand BLAS reads in place, or None."""
     item = x.itemsize

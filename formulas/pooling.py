@@ -49,3 +49,16 @@ entry("max_pool2d_same", "F5", "3x3 max pooling, stride 2, same padding (windows
     lambda: pool2d("max", (3, 3), (2, 2), "same", name="max_pool2d_same"))
 entry("average_pool2d_same", "F5", "3x3 average pooling, stride 2, same padding (windows clipped)")(
     lambda: pool2d("average", (3, 3), (2, 2), "same", name="average_pool2d_same"))
+
+
+def global_average_pool(spatial: int, x: str = "x", out: str = "y") -> Formula:
+    """y[b, c] = the mean of x[b, ..., c] over its `spatial` middle axes: time (1, Keras'
+    GlobalAveragePooling1D, input (B, T, Cin)) or height and width (2, GlobalAveragePooling2D)."""
+    if spatial not in (1, 2):
+        raise ValueError(f"global average pooling is over 1 or 2 axes, got {spatial}")
+    lengths = (sp.Symbol("T", integer=True, positive=True),) if spatial == 1 else (H, W)
+    b, c = sp.Idx("b", B), sp.Idx("c", CIN)
+    axes = tuple(sp.Idx(n, length) for n, length in zip(("t",) if spatial == 1 else ("i", "j"), lengths))
+    X = sp.IndexedBase(x, shape=(B, *lengths, CIN))
+    body = sp.Sum(X[(b, *axes, c)], *axes) / sp.Mul(*lengths)
+    return Formula(sp.Eq(sp.IndexedBase(out)[b, c], body), name=f"global_average_pool{spatial}d")

@@ -24,6 +24,7 @@ WORKLOADS = {
     "cnn_mnist_b32": ("cnn_mnist", (28, 28, 1), 32, "train"),
     "cnn_cifar_b128": ("cnn_cifar", (32, 32, 3), 128, "train"),
     "rnn_b32": ("rnn", (50, 32), 32, "train"),
+    "attention_b32": ("attention", (128, 64), 32, "train"),
     "linreg_b100": ("linreg", (2,), 100, "train"),
     "infer_mlp_small_b1024": ("mlp", (784,), 1024, "infer"),
 }
@@ -45,6 +46,9 @@ def symdl_model(kind: str):
                   nn.Dense(10, activation="softmax")]
     elif kind == "rnn":
         layers = [nn.Input((50, 32)), nn.SimpleRNN(128), nn.Dense(10, activation="softmax")]
+    elif kind == "attention":  # one-head self-attention (Keras' projections, no biases), mean over time
+        layers = [nn.Input((128, 64)), nn.MultiHeadAttention(1, 64, use_bias=False), nn.GlobalAveragePooling1D(),
+                  nn.Dense(10, activation="softmax")]
     else:
         layers = [nn.Input((2,)), nn.Dense(1)]
     model = nn.Sequential(layers, seed=0)
@@ -55,9 +59,9 @@ def symdl_model(kind: str):
     return model
 
 
-class NumpyMLP:
-    """Dense layers (relu, then softmax with sparse cross-entropy), Adam as Keras and symdl take it
-    (bias-corrected moments, eps outside the square root); gradients written by hand."""
+class NumpyAdam:
+    """Adam as Keras and symdl take it (bias-corrected moments, eps outside the square root) over
+    the weights `self.w`."""
 
     def __init__(self, weights: list, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
         self.w = [np.array(a) for a in weights]
@@ -65,32 +69,85 @@ class NumpyMLP:
         self.v = [np.zeros_like(a) for a in self.w]
         self.lr, self.b1, self.b2, self.eps, self.t = lr, beta1, beta2, eps, 0
 
-    def forward(self, x):
-        acts = [x]
-        for n in range(0, len(self.w) - 2, 2):
-            acts.append(np.maximum(acts[-1] @ self.w[n] + self.w[n + 1], 0))
-        z = acts[-1] @ self.w[-2] + self.w[-1]
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return acts, z / z.sum(axis=1, keepdims=True)
-
-    def step(self, x, y):
-        acts, p = self.forward(x)
-        rows = np.arange(len(y))
-        loss = -np.log(np.clip(p[rows, y], 1e-7, 1)).mean()
-        g = p.copy()
-        g[rows, y] -= 1
-        g /= len(y)
-        grads = [None] * len(self.w)
-        for n in range(len(self.w) - 2, -1, -2):
-            grads[n], grads[n + 1] = acts[n // 2].T @ g, g.sum(axis=0)
-            if n:
-                g = (g @ self.w[n].T) * (acts[n // 2] > 0)
+    def update(self, grads: list) -> None:
         self.t += 1
         for k, gk in enumerate(grads):
             self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * gk
             self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * gk * gk
             mhat, vhat = self.m[k] / (1 - self.b1 ** self.t), self.v[k] / (1 - self.b2 ** self.t)
             self.w[k] -= (self.lr * mhat / (np.sqrt(vhat) + self.eps)).astype(self.w[k].dtype)
+
+
+def softmax_cross_entropy(z, y):
+    """(softmax probabilities, the mean sparse cross-entropy (probabilities clipped to 1e-7, as
+    Keras), its gradient in the logits z)."""
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    rows = np.arange(len(y))
+    loss = -np.log(np.clip(p[rows, y], 1e-7, 1)).mean()
+    g = p.copy()
+    g[rows, y] -= 1
+    return p, loss, g / len(y)
+
+
+class NumpyMLP(NumpyAdam):
+    """Dense layers (relu, then softmax with sparse cross-entropy), Adam; gradients written by hand."""
+
+    def logits(self, x):
+        acts = [x]
+        for n in range(0, len(self.w) - 2, 2):
+            acts.append(np.maximum(acts[-1] @ self.w[n] + self.w[n + 1], 0))
+        return acts, acts[-1] @ self.w[-2] + self.w[-1]
+
+    def forward(self, x):
+        acts, z = self.logits(x)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return acts, z / z.sum(axis=1, keepdims=True)
+
+    def step(self, x, y):
+        acts, z = self.logits(x)
+        _, loss, g = softmax_cross_entropy(z, y)
+        grads = [None] * len(self.w)
+        for n in range(len(self.w) - 2, -1, -2):
+            grads[n], grads[n + 1] = acts[n // 2].T @ g, g.sum(axis=0)
+            if n:
+                g = (g @ self.w[n].T) * (acts[n // 2] > 0)
+        self.update(grads)
+        return loss
+
+
+class NumpyAttention(NumpyAdam):
+    """bench's attention model: q, k, v = x Wq, x Wk, x Wv; softmax(q kᵀ / sqrt(d)) v; the output
+    projection Wo; the mean over time; Dense softmax with sparse cross-entropy; Adam. Weights in
+    Keras order (query, key, value, output kernels (one head), dense kernel, bias); gradients
+    written by hand, batched products through np.matmul."""
+
+    def forward(self, x):
+        wq, wk, wv, wo, wd, bd = self.w
+        e, d = wq.shape[0], wq.shape[-1]
+        q, k, v = (x @ w.reshape(e, d) for w in (wq, wk, wv))
+        s = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(d))
+        a = np.exp(s - s.max(axis=-1, keepdims=True))
+        a /= a.sum(axis=-1, keepdims=True)
+        o = a @ v
+        pooled = (o @ wo.reshape(d, e)).mean(axis=1)
+        return (q, k, v, a, o, pooled), pooled @ wd + bd
+
+    def step(self, x, y):
+        (q, k, v, a, o, pooled), z = self.forward(x)
+        wq, wk, wv, wo, wd, _ = self.w
+        e, d, steps = wq.shape[0], wq.shape[-1], x.shape[1]
+        _, loss, g = softmax_cross_entropy(z, y)
+        g_wd, g_bd = pooled.T @ g, g.sum(axis=0)
+        g_y = np.broadcast_to(((g @ wd.T) / np.float32(steps))[:, None, :], o.shape[:2] + (e,))
+        g_wo = np.einsum("btd,bte->de", o, g_y).reshape(wo.shape)
+        g_o = g_y @ wo.reshape(d, e).T
+        g_a, g_v = g_o @ v.transpose(0, 2, 1), a.transpose(0, 2, 1) @ g_o
+        g_s = a * (g_a - (g_a * a).sum(axis=-1, keepdims=True)) / np.float32(np.sqrt(d))
+        g_q, g_k = g_s @ k, g_s.transpose(0, 2, 1) @ q
+        x2 = x.reshape(-1, e)
+        grads = [(x2.T @ gi.reshape(-1, d)).reshape(w.shape) for gi, w in ((g_q, wq), (g_k, wk), (g_v, wv))]
+        self.update(grads + [g_wo, g_wd, g_bd])
         return loss
 
 
@@ -130,7 +187,8 @@ def steps(name: str):
         return out
     out = {"symdl": lambda: model.train_on_batch(x, y)}
     peer = NumpyMLP(model.get_weights()) if kind in HIDDEN else \
-        NumpyLinreg(model.get_weights()) if kind == "linreg" else None
+        NumpyLinreg(model.get_weights()) if kind == "linreg" else \
+        NumpyAttention(model.get_weights()) if kind == "attention" else None
     if peer is not None:
         out["numpy"] = lambda: peer.step(x, y)
     return out

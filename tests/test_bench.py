@@ -7,11 +7,15 @@ from symdl import bench
 from symdl.cli import main
 
 
-@pytest.mark.parametrize("kind", ["mlp", "linreg"])
+@pytest.mark.parametrize("kind", ["mlp", "linreg", "attention"])
 def test_numpy_peers_take_the_same_step_as_symdl(kind):
     model = bench.symdl_model(kind)
     rng = np.random.default_rng(1)
-    if kind == "linreg":
+    if kind == "attention":
+        x, y = rng.standard_normal((2, 128, 64), dtype=np.float32), rng.integers(0, 10, 2)
+        peer = bench.NumpyAttention(model.get_weights())
+        weights = lambda: peer.w  # noqa: E731
+    elif kind == "linreg":
         x = rng.random((16, 2), dtype=np.float32)
         y = (x @ np.array([[2.0], [-3.0]], np.float32) + 1).astype(np.float32)
         peer = bench.NumpyLinreg(model.get_weights())

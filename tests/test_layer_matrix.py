@@ -185,6 +185,24 @@ def test_pooling(case):
     check_step(model, x)
 
 
+def test_global_average_pooling_2d():
+    model = make_model(nn.GlobalAveragePooling2D(), IMAGE)
+    x = image()
+    out, h = forward(model, x)
+    np.testing.assert_allclose(out, h.mean(axis=(1, 2)), rtol=1e-12, atol=1e-12)
+    assert model.output_shape == (IMAGE[-1],)
+    check_step(model, x)
+
+
+def test_global_average_pooling_1d():
+    model = make_model(nn.GlobalAveragePooling1D(), (7, 3))
+    x = np.random.default_rng(2).normal(size=(2, 7, 3))
+    out, h = forward(model, x)
+    np.testing.assert_allclose(out, h.mean(axis=1), rtol=1e-12, atol=1e-12)
+    assert model.output_shape == (3,)
+    check_step(model, x)
+
+
 # -- Dense, Activation, Flatten, Dropout ---------------------------------------------------------------
 
 @pytest.mark.parametrize("use_bias", [True, False])
@@ -371,6 +389,8 @@ BUILD_REFUSED = [  # shapes the options do not fit: refused when the model is bu
     (lambda: nn.Conv2D(2, 3), (6, 5), "height, width, channels"),
     (lambda: nn.SimpleRNN(2), (6, 5, 2), "time, features"),
     (lambda: nn.Attention(), (5,), "time, features"),
+    (lambda: nn.GlobalAveragePooling1D(), (6, 5, 2), "steps, features"),
+    (lambda: nn.GlobalAveragePooling2D(), (6, 5), "height, width, channels"),
 ]
 
 

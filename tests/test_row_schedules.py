@@ -122,3 +122,17 @@ def test_box_sums_down_columns_equal_numpy(spec, dtype):
         a = rng.standard_normal([lengths[n] for n in ins]).astype(dtype)
         tol = 1e-5 if dtype == "float32" else 1e-12
         np.testing.assert_allclose(kern(g=a), np.einsum(spec, a.astype(np.float64)), rtol=tol, atol=tol)
+
+
+def test_a_sum_along_the_contiguous_axis_keeps_its_accumulator():
+    """A softmax gradient's Σ_s exp(x[b, t, s] - m[b, t]) g[b, t, s] reads the row index t and, as
+    its contiguous axis, the summed s: the row schedule would read x and g S elements apart (it
+    once took this sum, found in attention's gradient). The plain accumulator runs, and equals NumPy."""
+    s = sp.Idx("s", K)
+    m, g = sp.IndexedBase("m"), sp.IndexedBase("g")
+    f = symdl.Formula(sp.Eq(y[b, t], -sp.Sum(sp.exp(x[b, t, s] - m[b, t]) * g[b, t, s], s)), name="rows_softmax_grad")
+    assert not _takes_rows(f)
+    rng = np.random.default_rng(4)
+    xs, gs, ms = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4))
+    np.testing.assert_allclose(f.compile()(x=xs, g=gs, m=ms), -(np.exp(xs - ms[..., None]) * gs).sum(-1),
+                               rtol=1e-12, atol=1e-12)

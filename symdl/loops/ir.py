@@ -91,6 +91,7 @@ class Contract:
     sums: tuple
     sizes: tuple
     batch: tuple = ()
+    out_axes: tuple = ()  # the output's own axis order where it differs from batch + rows + cols
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,8 @@ def _format_steps(temps, steps, pad) -> list:
             ta, tb = ".T" if step.trans_a else "", ".T" if step.trans_b else ""
             lines.append(f"{pad}{step.out} = matmul({step.a}{ta}, {step.b}{tb})")
         elif isinstance(step, Contract):
-            out, a, b = (", ".join(map(str, axes)) for axes in (step.batch + step.rows + step.cols, step.a_axes,
-                                                                step.b_axes))
+            out, a, b = (", ".join(map(str, axes)) for axes in (step.out_axes or step.batch + step.rows + step.cols,
+                                                                step.a_axes, step.b_axes))
             batched = f", batched over {', '.join(map(str, step.batch))}" if step.batch else ""
             lines.append(f"{pad}{step.out}[{out}] = gemm({step.a}[{a}], {step.b}[{b}]) summing "
                          f"{', '.join(map(str, step.sums))}{batched}")

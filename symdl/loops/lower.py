@@ -192,14 +192,20 @@ def _lower_contractions(f: Formula, body, contractions) -> LoopProgram:
 
 
 def _direct(f: Formula, body, contractions):
-    """(temps, steps) when the body is one contraction's temporary read in the output's order:
-    the library call writes the output itself."""
+    """(temps, steps) when the body is one contraction's temporary read as it is laid out, its
+    axes the output's in any order: the library call writes the output itself (a grouped one
+    through a transposed view of it; attention's projections y_q[b, h, t, d] from rows (b, t))."""
     if len(contractions) != 1 or not f.indices:
         return None
-    c = contractions[0]
-    if _axes(c, f) != tuple(f.indices) or body != sp.IndexedBase(c.temp, real=True)[f.indices]:
+    c, axes = contractions[0], _axes(contractions[0], f)
+    if sorted(axes, key=str) != sorted(f.indices, key=str) or body != sp.IndexedBase(c.temp, real=True)[axes]:
         return None
-    return _library_steps(contractions, {c.temp: f.output.name})
+    if axes != tuple(f.indices) and not isinstance(c, GroupedContraction):
+        return None
+    temps, steps = _library_steps(contractions, {c.temp: f.output.name})
+    if axes != tuple(f.indices):
+        steps = [replace(steps[-1], out_axes=tuple(f.indices))]
+    return temps, steps
 
 
 def _epilogue_in_place(f: Formula, body, contractions) -> str | None:

@@ -196,7 +196,17 @@ def _row_sums(f: Formula, order: list, body=None) -> list | None:
             return None
     if not all(any(r.indices[-1] == last for r in _flat_sum(total)[0].atoms(sp.Indexed)) for total in sums):
         return None  # a Sum that does not move along the row runs once per outer index (lower.py)
+    if any(_strided_along_row(*_flat_sum(total), last) for total in sums):
+        return None
     return list(dict.fromkeys(sums))
+
+
+def _strided_along_row(summand, limits, last) -> bool:
+    """Whether a read of the summand moves along the row (uses `last`) with a summed index as its
+    contiguous axis (a softmax gradient's Σ_s exp(x[b, t, s] - m[b, t]) g[b, t, s] along t): the
+    row would read it S elements apart, where the plain nest's accumulator reads it in order."""
+    summed = {var for var, _, _ in limits}
+    return any(last in r.free_symbols and r.indices[-1] in summed for r in summand.atoms(sp.Indexed))
 
 
 def _lower_row_sums(f: Formula, order: list, sums: list) -> LoopProgram:

@@ -14,12 +14,14 @@ from . import callbacks, initializers, losses, metrics, optimizers, utils
 from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, TerminateOnNaN
 from .distributed import Distributed
 from .layers import (GRU, LSTM, Activation, AdditiveAttention, Attention, AveragePooling2D, Conv2D, Dense,
-                     Dropout, Flatten, FormulaLayer, Input, Layer, MaxPooling2D, MultiHeadAttention, SimpleRNN)
+                     Dropout, Flatten, FormulaLayer, GlobalAveragePooling1D, GlobalAveragePooling2D, Input, Layer,
+                     MaxPooling2D, MultiHeadAttention, SimpleRNN)
 from .model import Sequential
 from .saving import load_model
 
 __all__ = ["Activation", "AdditiveAttention", "Attention", "AveragePooling2D", "Callback", "Conv2D", "Dense",
-           "Distributed", "Dropout", "EarlyStopping", "Flatten", "FormulaLayer", "GRU", "History", "Input",
+           "Distributed", "Dropout", "EarlyStopping", "Flatten", "FormulaLayer", "GRU", "GlobalAveragePooling1D",
+           "GlobalAveragePooling2D", "History", "Input",
            "LSTM", "Layer", "MaxPooling2D", "ModelCheckpoint", "MultiHeadAttention", "Sequential", "SimpleRNN",
            "TerminateOnNaN", "callbacks", "initializers", "load_model", "losses", "metrics", "optimizers",
            "utils"]

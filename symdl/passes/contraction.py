@@ -363,11 +363,10 @@ def _match_batched(factors: list, coeff: list, sums: tuple, order, ranges: dict,
     def build(temps):
         name = next(temps)
         size = {i: ranges[i][1] - ranges[i][0] + 1 for i in ranges}
-        m, n, k = (sp.Mul(*[size[i] for i in g]) for g in (rows, cols, sums))
-        pays = sp.Ge(m * n * k, BATCHED_MIN_WORK)
+        count, m, n, k = (sp.Mul(*[size[i] for i in g]) for g in (batch, rows, cols, sums))
         c = GroupedContraction(name, plain_a[0], plain_a[1], plain_b[0], plain_b[1], rows, cols, sums,
-                               tuple(size[i] for i in batch + rows + cols), (sp.Mul(*[size[i] for i in batch]) * m, n, k),
-                               (), pays, batch)
+                               tuple(size[i] for i in batch + rows + cols), (count * m, n, k), (),
+                               sp.Ge(m * n * k, BATCHED_MIN_WORK), batch)
         return c, sp.Mul(*coeff) * sp.IndexedBase(name, real=True)[batch + rows + cols]
 
     return build

@@ -91,7 +91,10 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
             a_perm = tuple(step.a_axes.index(i) for i in step.batch + step.rows + step.sums)
             b_perm = tuple(step.b_axes.index(i) for i in step.batch + step.sums + step.cols)
             batch = f", {len(step.batch)}" if step.batch else ""  # leading axes, one GEMM per element
-            lines.append(f"{pad}contract({py_name(step.out)}, {py_name(step.a)}, {a_perm}, {py_name(step.b)}, "
+            out = py_name(step.out)
+            if step.out_axes:  # the output through a view in the GEMM's order (a copy where none is one)
+                out += f".transpose({tuple(step.out_axes.index(i) for i in step.batch + step.rows + step.cols)})"
+            lines.append(f"{pad}contract({out}, {py_name(step.a)}, {a_perm}, {py_name(step.b)}, "
                          f"{b_perm}, {len(step.rows)}{batch})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + extra)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from symdl.formulas.conv import conv2d
-from symdl.formulas.pooling import pool2d
+from symdl.formulas.pooling import global_average_pool, pool2d
 
 from .. import initializers
 from ..graph import FormulaOp
@@ -149,3 +149,37 @@ class MaxPooling2D(_Pooling2D):
 class AveragePooling2D(_Pooling2D):
     """Mean over each window."""
     kind = "average"
+
+
+class _GlobalAveragePooling(Layer):
+    """(batch, *spatial, channels) -> (batch, channels), the mean over the spatial axes."""
+    spatial = 1
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.op = FormulaOp(global_average_pool(self.spatial))
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != self.spatial + 1:
+            axes = "steps, features" if self.spatial == 1 else "height, width, channels"
+            raise ValueError(f"{type(self).__name__} {self.name}: expects inputs (batch, {axes}), got "
+                             f"input shape {tuple(input_shape)} (without the batch axis)")
+        return (input_shape[-1],)
+
+    def call(self, x, training=False):
+        env = self.op.forward(x=x)
+        return env["y"], env
+
+    def backward(self, ctx, grad, need_input_grad=True):
+        return self.op.backward(ctx, {"y": grad}, ["x"])["x"], []
+
+
+class GlobalAveragePooling1D(_GlobalAveragePooling):
+    """Mean over the time axis: (batch, steps, features) -> (batch, features), as Keras."""
+    spatial = 1
+
+
+class GlobalAveragePooling2D(_GlobalAveragePooling):
+    """Mean over height and width: (batch, height, width, channels) -> (batch, channels), as Keras."""
+    spatial = 2
+

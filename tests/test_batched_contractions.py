@@ -147,3 +147,45 @@ def test_batched_matmul_layouts(parallel, layout):
         assert layout in ("fortran_a", "strided_a", "strided_out") or not gemm.available(), layout
     blas.contract(out, a, a_perm, b, b_perm, 1, 1)
     np.testing.assert_allclose(out, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_multi_head_attention_layer_at_batched_sizes(causal, monkeypatch):
+    """The nn layer where its q·kᵀ and A·v run as batched GEMMs (two heads, biases, 40 steps):
+    the output against NumPy (tests/layer_references.py), and the weights' gradients along random
+    directions against central differences of Σ output·up, in float64."""
+    from layer_references import mha_numpy
+
+    from symdl import nn
+    layer = nn.MultiHeadAttention(2, 8, causal=causal)
+    model = nn.Sequential([nn.Input((40, 12)), layer], seed=0)
+    model.build()
+    rng = np.random.default_rng(11)
+    for v in layer.weights:
+        v.value = rng.normal(0, 0.3, v.shape)
+    x, up = rng.normal(size=(2, 40, 12)), rng.normal(size=(2, 40, 12))
+    batched = []
+    run = blas._contract_batched
+    monkeypatch.setattr(blas, "_contract_batched", lambda *a: batched.append(a[-1]) or run(*a))
+    out, ctx = layer.call(x)
+    assert len(batched) == 2  # q·kᵀ and A·v
+    np.testing.assert_allclose(out, mha_numpy(x, [v.value for v in layer.weights], causal, True), rtol=1e-10,
+                               atol=1e-12)
+    grad_x, grads = layer.backward(ctx, up)
+    assert len(batched) == 6  # and the gradients' four
+
+    def loss():
+        return float(np.sum(layer.call(x)[0] * up))
+    eps = 1e-6
+    for v, g in zip(layer.weights, grads, strict=True):
+        direction = rng.normal(size=v.shape)
+        v.value = v.value + eps * direction
+        hi = loss()
+        v.value = v.value - 2 * eps * direction
+        lo = loss()
+        v.value = v.value + eps * direction
+        assert np.sum(g * direction) == pytest.approx((hi - lo) / (2 * eps), rel=1e-6, abs=1e-8), v.name
+    direction = rng.normal(size=x.shape)
+    numeric = (float(np.sum(layer.call(x + eps * direction)[0] * up))
+               - float(np.sum(layer.call(x - eps * direction)[0] * up))) / (2 * eps)
+    assert np.sum(grad_x * direction) == pytest.approx(numeric, rel=1e-6, abs=1e-8)

@@ -30,8 +30,8 @@ class Backend:
         `run(outputs..., inputs..., dims..., parallel)`."""
         raise NotImplementedError(f"backend {self.name!r} defines generate(program, dtype, version)")
 
-    def parallel(self, program, dims: dict) -> bool:
-        """Whether a call at these dimensions runs the parallel flavour."""
+    def parallel(self, program, dims: dict, module=None) -> bool:
+        """Whether a call at these dimensions runs the parallel flavour (of `module`, loaded)."""
         return False
 
     # -- arguments --------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ first module of a step turns out not to be cached, `armed` forks a helper, which
    learns which functions the step calls, with which types, in which order, compiling nothing;
 2. compiles them from the last backwards (numba's cache=True writes each to the kernel cache),
    marking each busy and then done in a table shared with the parent;
-3. skips every function the parent has claimed, and stops when the parent's step is over.
+3. skips every function the parent has claimed, and stops when the parent's step is over;
+4. then, at the lowest priority and until the parent exits, compiles the parallel functions of the
+   nests that ran serially only because those were not compiled (backends/cpu/twins.py), for
+   later processes. A warm process whose cache lacks them forks a helper for this alone.
 
 The parent claims every function of each module it loads. It waits for a function the helper is
 compiling at that moment and otherwise compiles as usual, where numba finds the helper's work in
@@ -54,6 +57,8 @@ _records: list = []  # helper: (key, dispatcher, argument types) in call order
 _stubbed: list = []  # helper: (module namespace, {name: original}) to restore before compiling
 _unreaped: list = []  # parent: helpers whose exit was not collected yet
 _helped: set = set()  # parent: modules whose functions a helper compiled
+_wanted: dict = {}  # helper: modules whose parallel twins to compile after the step (name -> module)
+_asked: set = set()  # parent: modules whose parallel twins a helper was asked for
 
 
 class Table:
@@ -182,6 +187,19 @@ def loaded(module) -> None:
         _helper.claim(module)
 
 
+def want_parallel(module) -> None:
+    """backends/cpu/twins.py: a nest that would pay on threads ran serially, its module's parallel
+    functions not compiled yet. A helper compiles them after the step's own functions (its dry step
+    asks for the same modules); where none works beside this step, one is forked for them (once
+    per module and process)."""
+    if _in_helper:
+        _wanted.setdefault(module.__name__, module)
+    elif module.__name__ not in _asked:
+        _asked.add(module.__name__)
+        if ARMED is not None and _helper is None:
+            _fork(ARMED)
+
+
 def helped() -> set:
     """Names of the modules whose functions the parent found compiled by a helper (progress)."""
     return set(_helped)
@@ -284,6 +302,7 @@ def _helper_main(dry_step, table: Table, parent: int) -> None:
             pass
         _restore()
         _compile_from_end(table, parent)
+        _compile_parallel_twins(parent)
     finally:
         os._exit(0)
 
@@ -318,6 +337,32 @@ def _compile_from_end(table: Table, parent: int) -> None:
         for types in signatures:
             _compile(dispatcher, types)
         table.mark(at, DONE)
+
+
+def _compile_parallel_twins(parent: int) -> None:
+    """After the step's functions: the parallel functions of the modules whose nests ran serially
+    only because these were not compiled (twins.py), with their serial twins' recorded types, at
+    the lowest priority, for the parent's later processes. The parent's step being over does not
+    stop this; the parent's exit does (at the next function)."""
+    if not _wanted:
+        return
+    from ..backends.cpu import twins
+    try:
+        os.nice(19)
+    except OSError:  # noqa: S110 (a priority it may not lower: compile anyway)
+        pass
+    types_of: dict = {}
+    for key, _, types in _records:
+        seen = types_of.setdefault(key, [])
+        if types not in seen:
+            seen.append(types)
+    for module in _wanted.values():
+        for serial, parallel in twins.pairs(module):
+            for types in types_of.get(serial._symdl_key, []):
+                if os.getppid() != parent:
+                    return
+                if types not in parallel.overloads:
+                    _compile(parallel, types)
 
 
 def _compile(dispatcher, types: tuple) -> None:

@@ -44,8 +44,8 @@ class GroupKernel:
         """The CallPlan at the bound `dims`: the flavour from `program`'s counted work (the group's
         own by default), the module for `dtype`, checked once by `check` where asked."""
         b = self.backend
-        parallel = b.parallel(program or self.program, dims)
         module = self._module(dtype)
+        parallel = b.parallel(program or self.program, dims, module)
         if self.check:
             check(self, module, dtype, b.flavour(parallel), args)
         values = tuple(dims[str(d)] for d in self.program.dims)

@@ -83,8 +83,8 @@ class Kernel:
         shape = tuple(fn(**bound) for fn, _ in self.binder.out_shape)
         if isinstance(out, np.ndarray):  # refused before anything compiles or runs
             self._output(out, shape, dtype, templates or ())
-        parallel = b.parallel(self.program, bound)
         module = self._module(dtype)
+        parallel = b.parallel(self.program, bound, module)
         if self.check:
             check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None, bound)
         return CallPlan(bound, ((f.output.name, shape),), tuple(bound[str(d)] for d in f.dims), parallel,

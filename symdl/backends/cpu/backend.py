@@ -7,7 +7,8 @@ iterations; parallel wins from ~2^21 on (benchmarks/threads.py measures the cros
 the brief spinning below a step's threads are awake and parallel would pay from ~2^18 (the E5
 CNN's step 3.1 -> ~2.0 ms, E4's Adam update of 401,408 weights 267 -> 119 µs), but numba compiles
 a parallel flavour far more slowly than a serial one: E5's first step from an empty cache took
-8.8 s against 4.5 s at 2^21, so the threshold stays until parallel flavours compile cheaper.
+8.8 s against 4.5 s at 2^21. So from 2^21 a nest runs in parallel at once, and from 2^18 once its
+parallel flavour is compiled, by the compile-ahead helper for a later process (twins.py).
 
 OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=10000 (~0.4 ms of spinning per
 thread measured here), unless the user set it or OMP_WAIT_POLICY. A step's parallel regions and
@@ -27,6 +28,7 @@ import sympy as sp
 from ...loops.ir import Nest
 from ...loops.trips import nest_work
 from ..base import Backend
+from . import twins
 from .codegen import generate
 
 if "OMP_WAIT_POLICY" not in os.environ:  # read when numba first loads its OpenMP pool
@@ -48,17 +50,26 @@ class CpuBackend(Backend):
     def generate(self, program, dtype: str, version: str) -> str:
         return generate(program, dtype, version)
 
-    def parallel(self, program, dims: dict) -> bool:
+    def parallel(self, program, dims: dict, module=None) -> bool:
         """Counted iterations of the nests a parallel flavour changes, against PARALLEL_WORK or the
         SYMDL_PARALLEL_WORK environment variable (numba's thread count is checked per call on top,
-        in `flavour`)."""
+        in `flavour`); from WARM_WORK where `module`'s parallel functions are compiled already
+        (twins.py; not where SYMDL_PARALLEL_WORK sets the threshold)."""
         limit = parallel_work()
         try:
             work = nest_work(program, dims, limit)
         except (KeyError, TypeError):  # a bound the counter cannot evaluate: the lowering's estimate
             est = sp.sympify(next((s.parallel_work for s in program.steps if isinstance(s, Nest)), 0))
             work = int(est.xreplace({d: sp.Integer(int(dims[d.name])) for d in est.free_symbols}))
-        return work >= limit
+        if work >= limit:
+            return True
+        if module is None or work < twins.WARM_WORK or os.environ.get("SYMDL_PARALLEL_WORK", "").strip():
+            return False
+        if twins.ready(module):
+            return True
+        from ...runtime import ahead
+        ahead.want_parallel(module)  # the compile-ahead helper, if one works, compiles them for later
+        return False
 
     def flavour(self, parallel: bool) -> bool:
         return parallel and threads() > 1

@@ -47,7 +47,7 @@ class CudaBackend(Backend):
     def generate(self, program, dtype: str, version: str) -> str:
         return generate(program, dtype, version)
 
-    def parallel(self, program, dims: dict) -> bool:
+    def parallel(self, program, dims: dict, module=None) -> bool:
         return True  # the launch configuration follows the problem size in the generated driver
 
     def is_native(self, a) -> bool:

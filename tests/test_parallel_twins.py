@@ -1,0 +1,100 @@
+"""The warm tier of the parallel flavour (backends/cpu/twins.py): a nest of 2^18 to 2^21 counted
+iterations runs on threads only once its module's parallel functions are compiled; the
+compile-ahead helper compiles them after a cold step, and the next process runs them in parallel
+with the same numbers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symdl
+from symdl.backends import get as get_backend
+from symdl.backends.cpu import backend as cpu_backend
+from symdl.backends.cpu import twins
+from symdl.runtime import ahead
+
+
+def test_the_warm_tier_follows_what_is_compiled(monkeypatch):
+    monkeypatch.delenv("SYMDL_PARALLEL_WORK", raising=False)
+    asked = []
+    monkeypatch.setattr(ahead, "want_parallel", asked.append)
+    M, N = sp.symbols("M N", integer=True, positive=True)
+    i, j = sp.Idx("i", M), sp.Idx("j", N)
+    x, y = sp.IndexedBase("x"), sp.IndexedBase("y")
+    # a constant no other test uses: the module's functions are shared with no other module's
+    f = symdl.Formula(sp.Eq(y[i, j], sp.tanh(x[i, j]) * sp.Float("1.2345678917")), name="warm_tier")
+    kern, cpu = f.compile(), get_backend("cpu")
+    module = kern._module("float64")
+    pairs = twins.pairs(module)
+    assert pairs and not twins.ready(module)
+    warm = {"M": 600, "N": 600}  # 360,000 iterations: between WARM_WORK and PARALLEL_WORK
+    assert twins.WARM_WORK <= 360_000 < cpu_backend.PARALLEL_WORK
+    assert cpu.parallel(kern.program, warm, module) is False and asked == [module]
+    assert cpu.parallel(kern.program, {"M": 100, "N": 100}, module) is False and len(asked) == 1  # below the tier
+    assert cpu.parallel(kern.program, {"M": 2048, "N": 1024}, module) is True  # PARALLEL_WORK: at once
+    a = np.random.default_rng(0).standard_normal((600, 600))
+    want = np.tanh(a) * 1.2345678917
+    np.testing.assert_allclose(kern(x=a), want, rtol=1e-12)  # runs serially: the serial twin compiles
+    assert not twins.ready(module)
+    for serial, parallel in pairs:
+        for signature in serial.overloads:
+            parallel.compile(signature)
+    assert twins.ready(module)
+    assert cpu.parallel(kern.program, warm, module) is True
+    monkeypatch.setenv("SYMDL_PARALLEL_WORK", str(cpu_backend.PARALLEL_WORK))  # the user's threshold alone
+    assert cpu.parallel(kern.program, warm, module) is False
+
+
+SCRIPT = textwrap.dedent('''
+    import json, sys, time
+    import numpy as np
+    from symdl import nn
+    from symdl.backends.cpu import twins
+    from symdl.runtime import ahead
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 512), dtype=np.float32), rng.integers(0, 10, 64)
+    model = nn.Sequential([nn.Input((512,)), nn.Dense(512, activation="relu"), nn.Dense(10, activation="softmax")],
+                          seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    losses = [float(model.train_on_batch(x, y)) for _ in range(6)]
+    source = model._replay.source()
+    asked = [sys.modules[name] for name in sorted(ahead._asked)]
+    waited = time.monotonic()  # the cold process stays until its helper has compiled the parallel twins
+    while sys.argv[1] == "cold" and time.monotonic() - waited < 120 and not all(map(twins.ready, asked)):
+        time.sleep(0.2)
+    print(json.dumps({"losses": losses, "source": source, "ready": all(map(twins.ready, asked)),
+                      "asked": sorted(ahead._asked), "waited": time.monotonic() - waited}))
+''')
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="the helper forks: Linux with two cores")
+def test_a_later_process_runs_the_compiled_twins_in_parallel(tmp_path):
+    """A cold process's Adam update of 262,144 weights runs serially while its helper compiles the
+    parallel twin; the next process (warm) runs it on threads from its first step, asks for nothing,
+    and its losses agree."""
+    env = dict(os.environ, SYMDL_CACHE_DIR=str(tmp_path / "cache"), NUMBA_NUM_THREADS="2", SYMDL_THREADS="2",
+               SYMDL_COMPILE_AHEAD="1")
+    env.pop("SYMDL_PARALLEL_WORK", None)
+    runs = {}
+    for mode in ("cold", "warm"):
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, mode], env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    cold, warm = runs["cold"], runs["warm"]
+    assert cold["asked"] and cold["ready"], cold
+    update = [line for line in cold["source"].splitlines() if "adam_update" in line and "262144" in line]
+    assert update and all(line.split("#")[0].rstrip().endswith("False)") for line in update)
+    update = [line for line in warm["source"].splitlines() if "adam_update" in line and "262144" in line]
+    assert update and all(line.split("#")[0].rstrip().endswith("P)") for line in update)
+    assert warm["asked"] == []
+    np.testing.assert_allclose(warm["losses"], cold["losses"], rtol=1e-5)

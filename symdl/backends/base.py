@@ -7,7 +7,26 @@ walks through the cpu backend as the example.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
+
+
+def parallel_for(backend, program, dims: dict, module) -> bool:
+    """`backend.parallel(program, dims, module)`, or without the module where its `parallel` takes
+    none (a backend that overrides it as documented before the module was passed: its choice stands)."""
+    if _takes_module(type(backend)):
+        return backend.parallel(program, dims, module)
+    return backend.parallel(program, dims)
+
+
+@functools.cache
+def _takes_module(cls) -> bool:
+    try:
+        return "module" in inspect.signature(cls.parallel).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class Backend:

@@ -43,6 +43,8 @@ import sys
 import threading
 import time
 
+from ..backends.cpu import twins
+
 KEY = 16              # a shared_function key: 16 hex digits (backends/cpu/codegen.py)
 SLOTS = 4096          # functions per table (a step of a large model has ~100)
 WAIT_LIMIT = 30.0     # seconds the parent waits for one function the helper is compiling
@@ -187,7 +189,7 @@ def loaded(module) -> None:
         _helper.claim(module)
 
 
-def want_parallel(module) -> None:
+def want_parallel(module) -> None:  # installed as backends/cpu/twins.request below
     """backends/cpu/twins.py: a nest that would pay on threads ran serially, its module's parallel
     functions not compiled yet. A helper compiles them after the step's own functions (its dry step
     asks for the same modules); where none works beside this step, one is forked for them (once
@@ -198,6 +200,9 @@ def want_parallel(module) -> None:
         _asked.add(module.__name__)
         if ARMED is not None and _helper is None:
             _fork(ARMED)
+
+
+twins.request = want_parallel
 
 
 def helped() -> set:
@@ -346,7 +351,6 @@ def _compile_parallel_twins(parent: int) -> None:
     stop this; the parent's exit does (at the next function)."""
     if not _wanted:
         return
-    from ..backends.cpu import twins
     try:
         os.nice(19)
     except OSError:  # noqa: S110 (a priority it may not lower: compile anyway)

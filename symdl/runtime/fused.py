@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..version import __version__
+from ..backends.base import parallel_for
 from ..debug import show
 from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
@@ -45,7 +46,7 @@ class GroupKernel:
         own by default), the module for `dtype`, checked once by `check` where asked."""
         b = self.backend
         module = self._module(dtype)
-        parallel = b.parallel(program or self.program, dims, module)
+        parallel = parallel_for(b, program or self.program, dims, module)
         if self.check:
             check(self, module, dtype, b.flavour(parallel), args)
         values = tuple(dims[str(d)] for d in self.program.dims)

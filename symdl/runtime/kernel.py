@@ -15,6 +15,7 @@ import numpy as np
 from ..version import __version__
 from ..autodiff import grad_name
 from ..backends import get as get_backend
+from ..backends.base import parallel_for
 from ..declare.formula import Formula
 from ..debug import show
 from ..loops.ir import check as check_ir
@@ -84,7 +85,7 @@ class Kernel:
         if isinstance(out, np.ndarray):  # refused before anything compiles or runs
             self._output(out, shape, dtype, templates or ())
         module = self._module(dtype)
-        parallel = b.parallel(self.program, bound, module)
+        parallel = parallel_for(b, self.program, bound, module)
         if self.check:
             check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None, bound)
         return CallPlan(bound, ((f.output.name, shape),), tuple(bound[str(d)] for d in f.dims), parallel,

@@ -67,8 +67,7 @@ class CpuBackend(Backend):
             return False
         if twins.ready(module):
             return True
-        from ...runtime import ahead
-        ahead.want_parallel(module)  # the compile-ahead helper, if one works, compiles them for later
+        twins.request(module)  # the compile-ahead helper, if one works, compiles them for later
         return False
 
     def flavour(self, parallel: bool) -> bool:

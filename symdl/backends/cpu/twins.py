@@ -17,6 +17,13 @@ import os
 WARM_WORK = 1 << 18
 
 
+def _no_helper(module) -> None:
+    """Asks for `module`'s parallel functions: runtime/ahead.py installs its own on import."""
+
+
+request = _no_helper
+
+
 def pairs(module) -> list:
     """(serial, parallel) numba functions of a generated module, by their names' suffixes."""
     space = vars(module)

@@ -29,6 +29,7 @@ import re
 import numpy as np
 
 from symdl.backends import get as get_backend
+from symdl.backends.cpu import twins
 from symdl.runtime import trace
 from symdl.runtime.threads import adapt as adapt_threads
 
@@ -248,6 +249,17 @@ class StepReplay:
         self.recorded: dict = {}  # signature -> the previous Recording
         self.refused: dict = {}   # signature -> why the step is not replayed
         self.expect: dict = {}    # signature -> the state arrays the last replay left
+        self.generation = twins.generation  # parallel functions compiled since: record again
+
+    def _current(self) -> None:
+        """Where parallel functions a recorded launch waited for have compiled since (the
+        compile-ahead helper's work, backends/cpu/twins.py), the steps are recorded again: their
+        kernels' plans now run those launches on threads."""
+        twins.poll()
+        if self.generation != twins.generation:
+            self.generation = twins.generation
+            for d in (self.plans, self.seen, self.recorded, self.expect):
+                d.clear()
 
     def source(self) -> str:
         """The generated training step(s), and a line for each batch shape not replayed."""
@@ -258,6 +270,7 @@ class StepReplay:
         return "\n".join(lines) or "# no training step run yet"
 
     def step(self, x: np.ndarray, y: np.ndarray):
+        self._current()
         m = self.model
         x = x if x.flags.c_contiguous else x.copy()
         weights = m.weights
@@ -283,6 +296,7 @@ class StepReplay:
         """The model's output for a batch (training=False; predict), replayed as a step is: two
         calls per batch shape recorded, the third run both ways. It reads the weights as they are
         at each call (no identity to keep: a forward pass replaces none)."""
+        self._current()
         m = self.model
         x = x if x.flags.c_contiguous else x.copy()
         weights = m.weights

@@ -16,7 +16,7 @@ from ..loops.chain import lower_chain
 from . import trace
 from .fused import GroupKernel
 from .kernel import common_arguments
-from .plan import CallPlan
+from .plan import CallPlan, stale
 from .selfcheck import check_chain
 
 
@@ -55,7 +55,7 @@ class ChainKernel(GroupKernel):
         args, dtype = dict(zip((s[0] for s in self._specs), fast[0])), fast[1]
         key = (dtype, tuple(np.shape(a) for a in fast[0]))
         plan = self._plans.get(key)
-        if plan is None:
+        if plan is None or stale(plan):
             plan = self._plans[key] = self._plan(args, dtype)
         if plan is False:
             return None

@@ -17,7 +17,7 @@ from ..loops.lower import lower_fused
 from .cache import load_module
 from . import trace
 from .kernel import common_arguments
-from .plan import CallPlan
+from .plan import CallPlan, stale, waiting
 from .selfcheck import check_fused
 
 
@@ -50,7 +50,7 @@ class GroupKernel:
         if self.check:
             check(self, module, dtype, b.flavour(parallel), args)
         values = tuple(dims[str(d)] for d in self.program.dims)
-        return CallPlan(dims, tuple(outs), values, parallel, module.run)
+        return CallPlan(dims, tuple(outs), values, parallel, module.run, waiting(module, parallel))
 
     def _module(self, dtype):
         if dtype not in self._modules:
@@ -77,7 +77,7 @@ class FusedKernel(GroupKernel):
             args, dtype = self._checked(stand)
         shapes = tuple(np.shape(args[t.name]) for t in self.program.inputs)
         plan = self._plans.get((dtype, shapes))
-        if plan is None:
+        if plan is None or stale(plan):
             plan = self._plans[(dtype, shapes)] = self._plan(args, dtype)
         outs = [b.empty(shape, dtype) for _, shape in plan.outputs]
         names = [t.name for t in self.program.inputs]

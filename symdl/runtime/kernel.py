@@ -24,7 +24,7 @@ from ..loops.lower import lower
 from ..binding import Binder, float_dtype
 from . import trace
 from .cache import load_module
-from .plan import CallPlan, signature
+from .plan import CallPlan, signature, stale, waiting
 from .selfcheck import check_kernel
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -89,7 +89,7 @@ class Kernel:
         if self.check:
             check_kernel(self, module, dtype, b.flavour(parallel), templates if b.checks_layout else None, bound)
         return CallPlan(bound, ((f.output.name, shape),), tuple(bound[str(d)] for d in f.dims), parallel,
-                        module.run)
+                        module.run, waiting(module, parallel))
 
     # -- calls ------------------------------------------------------------------------------------
     def __call__(self, *positional, out=None, dims: dict | None = None, check_finite: bool | None = None,
@@ -107,7 +107,7 @@ class Kernel:
         given = None if out is None else tuple(out.shape)
         key = signature(dtype, shapes, dims, given)
         plan = self._plans.get(key)
-        if plan is None:
+        if plan is None or stale(plan):
             plan = self._plans[key] = self.plan(dtype, shapes, dims, given, args, out)
         self.last_dims = plan.bound
         if self._gathers:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backends.cpu import twins
+
 
 @dataclass(frozen=True)
 class CallPlan:
@@ -16,10 +18,23 @@ class CallPlan:
     values: tuple     # the dimensions' lengths in the order `run` takes them
     parallel: bool    # the backend's flavour choice at these dimensions
     run: object       # the checked module's `run`
+    waiting: str | None = None  # serial until this module's parallel functions compile (twins.py)
 
     @property
     def out_shape(self) -> tuple:
         return self.outputs[0][1]
+
+
+def waiting(module, parallel: bool) -> str | None:
+    """The module's name where its call runs serially only until its parallel functions compile."""
+    name = getattr(module, "__name__", None)
+    return name if not parallel and name in twins.pending else None
+
+
+def stale(plan) -> bool:
+    """A plan made while its module waited for parallel functions that have compiled since."""
+    name = getattr(plan, "waiting", None)
+    return name is not None and name not in twins.pending
 
 
 def signature(dtype, shapes: tuple, dims, extra=None) -> tuple:

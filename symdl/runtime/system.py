@@ -15,7 +15,7 @@ from ..loops.lower import lower_system
 from . import trace
 from .fused import GroupKernel
 from .kernel import common_arguments
-from .plan import CallPlan
+from .plan import CallPlan, stale
 from .selfcheck import check_system
 
 
@@ -45,7 +45,7 @@ class SystemKernel(GroupKernel):
         given = {d: int(v) for d, v in (dims or {}).items() if d in {str(s) for s in self.program.dims}}
         key = (dtype, tuple(np.shape(args[s[0]]) for s in self._specs), tuple(sorted(given.items())))
         plan = self._plans.get(key)
-        if plan is None:
+        if plan is None or stale(plan):
             plan = self._plans[key] = self._plan(args, dtype, given)
         self.last_dims = plan.bound
         outs = [b.empty(shape, dtype) for _, shape in plan.outputs]

@@ -67,6 +67,7 @@ class CpuBackend(Backend):
             return False
         if twins.ready(module):
             return True
+        twins.pending.add(module.__name__)
         twins.request(module)  # the compile-ahead helper, if one works, compiles them for later
         return False
 

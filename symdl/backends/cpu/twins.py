@@ -7,14 +7,41 @@ Threads pay from ~2^18 iterations while a step keeps them awake (backend.py: the
 times slower than a serial one (E5's first step from an empty cache: 4.8 s against 2.6 s, with the
 compile-ahead helper). So a cold process runs such nests serially, the other core idle, and the
 compile-ahead helper (runtime/ahead.py), after the step's own functions, compiles their parallel
-twins into the cache at the lowest priority; the next process finds them there and runs them on
-threads from its first step. A nest of PARALLEL_WORK or more runs in parallel at once, as before.
+twins into the cache at the lowest priority. The process finds them there (`poll`, from symdl.nn's
+steps) and remakes the plans that waited for them (runtime/plan.py `stale`, nn/replay.py); the
+next process runs them on threads from its first step. A nest of PARALLEL_WORK or more runs in
+parallel at once, as before.
 """
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 WARM_WORK = 1 << 18
+POLL_EVERY = 0.5  # seconds between looks at the cache for the modules still pending
+
+pending: set = set()  # names of modules whose nests run serially until their parallel functions compile
+generation = 0        # counts the modules that left `pending`: plans made before are remade (runtime, nn)
+_last_poll = 0.0
+
+
+def poll() -> None:
+    """Every POLL_EVERY seconds at most (symdl.nn calls it per step): a pending module whose
+    parallel functions are now compiled (the helper's work, found in the cache) leaves `pending`,
+    and `generation` moves, so that its call plans and a model's replayed steps are made again."""
+    global generation, _last_poll
+    if not pending:
+        return
+    now = time.monotonic()
+    if now - _last_poll < POLL_EVERY:
+        return
+    _last_poll = now
+    for name in list(pending):
+        module = sys.modules.get(name)
+        if module is None or ready(module):
+            pending.discard(name)
+            generation += 1
 
 
 def _no_helper(module) -> None:

@@ -311,3 +311,24 @@ def test_a_sum_inside_another_names_the_outer_index():
     rng = np.random.default_rng(4)
     a = {"A": rng.standard_normal((3, 4, 2)), "Bt": rng.standard_normal((4, 5)), "c": rng.standard_normal(2)}
     np.testing.assert_allclose(f.compile()(**a), np.einsum("m,ikm,kj->ij", a["c"], a["A"], a["Bt"]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("out_axes", ["boi", "bio", "obi", "oib", "ibo", "iob"])
+def test_a_gathered_contraction_into_every_output_order(out_axes):
+    """y[...] = Σ_m x[b, i + m] w[m, o] in every order of the output's axes, where the gather pays
+    (O >= MIN_REUSE): the GEMM writes the output itself, through a transposed view where its
+    (rows, cols) order is not the output's, after the gather that fills its operand (a permuted
+    output once dropped that gather, and the kernel read an unfilled temporary)."""
+    Bn, Nn, On = sp.symbols("B N O", integer=True, positive=True)
+    idx = {"b": sp.Idx("b", Bn), "i": sp.Idx("i", Nn - 2), "o": sp.Idx("o", On)}
+    m = sp.Idx("m", 3)
+    x, w, y = sp.IndexedBase("x", shape=(Bn, Nn)), sp.IndexedBase("w"), sp.IndexedBase("y")
+    f = symdl.Formula(sp.Eq(y[[idx[n] for n in out_axes]], sp.Sum(x[idx["b"], idx["i"] + m] * w[m, idx["o"]], m)),
+                      name=f"gathered_{out_axes}")
+    kern = f.compile()
+    assert _contracts(kern, {"B": 5, "N": 30, "O": 20})
+    rng = np.random.default_rng(3)
+    xs, ws = rng.standard_normal((5, 30)), rng.standard_normal((3, 20))
+    patches = np.stack([xs[:, k:k + 28] for k in range(3)], -1)
+    np.testing.assert_allclose(kern(x=xs, w=ws), np.einsum(f"bim,mo->{out_axes}", patches, ws), rtol=1e-12,
+                               atol=1e-12)

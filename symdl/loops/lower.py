@@ -204,7 +204,7 @@ def _direct(f: Formula, body, contractions):
         return None
     temps, steps = _library_steps(contractions, {c.temp: f.output.name})
     if axes != tuple(f.indices):
-        steps = [replace(steps[-1], out_axes=tuple(f.indices))]
+        steps[-1] = replace(steps[-1], out_axes=tuple(f.indices))  # after its operands' gathers
     return temps, steps
 
 

@@ -258,3 +258,27 @@ def test_symbolic_probe_evaluates_arg_max_conditions(monkeypatch):
         n: {ix: e.subs(g0, 2 * g0) for ix, e in g.items()} for n, g in real(*a, **k).items()})
     with pytest.raises(AssertionError, match="at the point"):
         symdl.verify.symbolic(f)
+
+
+def test_the_self_check_fails_a_driver_reading_an_unwritten_temporary(monkeypatch, tmp_path):
+    """A driver that reads a temporary before writing it (a gather dropped: lower.py once did so
+    for a GEMM into a permuted output) passed the self-check at its small sizes, where the
+    temporary was carved from memory the reference had just freed. The check now runs with the
+    temporaries NaN-filled (backends/cpu/buffers.py), so the kernel is refused before its use."""
+    from symdl.errors import CompileError
+    lowering = importlib.import_module("symdl.loops.lower")
+
+    monkeypatch.setenv("SYMDL_CACHE_DIR", str(tmp_path))
+    library_steps = lowering._library_steps
+
+    def without_gathers(contractions, writes):
+        temps, steps = library_steps(contractions, writes)
+        return temps, [s for s in steps if not getattr(s, "name", "").startswith("gather_")]
+    monkeypatch.setattr(lowering, "_library_steps", without_gathers)
+    Bn, Nn, On = sp.symbols("B N O", integer=True, positive=True)
+    b, i, o, m = sp.Idx("b", Bn), sp.Idx("i", Nn - 2), sp.Idx("o", On), sp.Idx("m", 3)
+    x, w, y = sp.IndexedBase("x", shape=(Bn, Nn)), sp.IndexedBase("w"), sp.IndexedBase("y")
+    f = symdl.Formula(sp.Eq(y[b, i, o], sp.Sum(x[b, i + m] * w[m, o], m)), name="unfilled_gather")
+    rng = np.random.default_rng(0)
+    with pytest.raises(CompileError, match="unfilled_gather"):
+        f.compile()(x=rng.standard_normal((5, 30)), w=rng.standard_normal((3, 20)))

@@ -48,6 +48,7 @@ from ..version import __version__
 from ..debug import show
 from ..errors import CompileError
 from ..loops.trips import branch_dims, branch_path
+from ..backends.cpu.buffers import poisoned
 from .cache import atomic_write, cache_dir
 
 SEED = 0
@@ -77,6 +78,13 @@ class Case:
 
 # -- entry points (called by the runtime where a call first loads a module) ----------------------
 
+def _launch(b, run, out, args, values, parallel: bool) -> None:
+    """The checked run, its driver's temporaries NaN until written (backends/cpu/buffers.py): one
+    read before it is written fails the comparison."""
+    with poisoned():
+        b.launch(run, out, args, values, parallel)
+
+
 def check_kernel(kernel, module, dtype, parallel: bool, templates=None, dims: dict | None = None) -> None:
     """Check `module` (the generated module of `kernel` at `dtype`) unless done already; CompileError
     on a mismatch. `templates`: the call's arguments in kernel order (their numba types are reused);
@@ -95,7 +103,7 @@ def check_kernel(kernel, module, dtype, parallel: bool, templates=None, dims: di
     values = [case.dims[str(d)] for d in f.dims]
     shape = case.out_shapes[f.output.name]
     out = b.empty(shape, dtype)  # as a call runs it: inputs placed where `run` reads them
-    b.launch(module.run, out, b.place([t.name for t in f.inputs], args, {}), values, parallel)
+    _launch(b, module.run, out, b.place([t.name for t in f.inputs], args, {}), values, parallel)
     got = b.to_host(b.result(out, shape, False))
     _compare(f.name, f.output.name, got, case, dtype, b.name)
     _passed(module, flavour)
@@ -115,7 +123,7 @@ def check_fused(fused, module, dtype, parallel: bool, templates: dict | None = N
     values = [case.dims[str(d)] for d in fused.program.dims]
     names = [k.formula.output.name for k in fused.kernels]  # the fused driver's output order
     outs = [b.empty(case.out_shapes[n], dtype) for n in names]
-    b.launch(module.run, outs[0], [*outs[1:], *b.place([t.name for t in fused.program.inputs], args, {})],
+    _launch(b, module.run, outs[0], [*outs[1:], *b.place([t.name for t in fused.program.inputs], args, {})],
              values, parallel)
     for k, got in zip(fused.kernels, outs, strict=True):
         got = b.to_host(b.result(got, case.out_shapes[k.formula.output.name], False))
@@ -136,7 +144,7 @@ def check_chain(chain, module, dtype, parallel: bool, templates: dict | None = N
     args = [_argument(case.inputs[t.name], t, dtype, (templates or {}).get(t.name)) for t in chain.program.inputs]
     values = [case.dims[str(d)] for d in chain.program.dims]
     outs = [b.empty(case.out_shapes[n] or (1,), dtype) for n in chain.outputs]
-    b.launch(module.run, outs[0], [*outs[1:], *b.place([t.name for t in chain.program.inputs], args, {})],
+    _launch(b, module.run, outs[0], [*outs[1:], *b.place([t.name for t in chain.program.inputs], args, {})],
              values, parallel)
     for k, got in zip(chain.kernels, outs, strict=True):
         _compare(k.formula.name, k.formula.output.name, b.to_host(got), case, dtype, b.name)
@@ -180,7 +188,7 @@ def check_system(system, module, dtype, parallel: bool, templates: dict | None =
             for t in system.program.inputs]
     values = [case.dims[str(d)] for d in system.program.dims]
     outs = [b.empty(case.out_shapes[n], dtype) for n in system.outputs]
-    b.launch(module.run, outs[0], [*outs[1:], *b.place([t.name for t in system.program.inputs], args, {})],
+    _launch(b, module.run, outs[0], [*outs[1:], *b.place([t.name for t in system.program.inputs], args, {})],
              values, parallel)
     for k, got in zip(system.kernels, outs, strict=True):
         got = b.to_host(b.result(got, case.out_shapes[k.formula.output.name], False))

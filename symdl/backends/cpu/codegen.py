@@ -36,7 +36,7 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         "",
         "import numba as nb",
         "import numpy as np",
-        *_blas_imports("\n".join(calls)),
+        *_blas_imports("\n".join(temps + calls)),
         *(["# a function another module defines alike is compiled once per process (shared.py)",
             "from symdl.backends.cpu.shared import shared_function"] if functions else []),
         *helpers,
@@ -68,14 +68,16 @@ def _helper_lines(names: list, dtype: str) -> list:
 
 
 def _blas_imports(calls: str) -> list:
+    """The library calls and the temporaries' allocator (buffers.py) the driver's lines use."""
     used = [name for name in ("contract", "matmul") if f"{name}(" in calls]
-    return [f"from symdl.backends.cpu.blas import {', '.join(used)}"] if used else []
+    lines = [f"from symdl.backends.cpu.blas import {', '.join(used)}"] if used else []
+    return lines + (["from symdl.backends.cpu.buffers import temp as _temp"] if "_temp(" in calls else [])
 
 
 def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> list:
     """The driver's lines for `steps` (allocating `temps` first), appending each nest's serial and
     parallel functions to `functions`; a Branch becomes an if on the dimensions."""
-    lines = [f"{pad}{py_name(t.name)} = np.empty(({', '.join(printer.index(d) for d in t.shape)},), dtype=F)"
+    lines = [f"{pad}{py_name(t.name)} = _temp(({', '.join(printer.index(d) for d in t.shape)},), F)"
              for t in temps]
     for step in _merged(steps):
         if isinstance(step, Branch):

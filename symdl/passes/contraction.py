@@ -276,17 +276,9 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
     if any(a.has(*REDUCTIONS) or not _real(a) for a in factors):
         return None
     outputs = set(order)
-    groups: list = []  # [output indices, factors]: factors sharing an output index are one operand
-    for a in factors:
-        used = a.free_symbols & outputs
-        if not used:
-            continue
-        joined = [g for g in groups if g[0] & used]
-        groups = [g for g in groups if not g[0] & used]
-        groups.append([used.union(*(g[0] for g in joined)), [a] + [x for g in joined for x in g[1]]])
+    groups = _operands([(a.free_symbols & outputs, a) for a in factors if a.free_symbols & outputs], order)
     if len(groups) != 2:  # a matrix-vector product (memory-bound: loops do as well), or a batch index on both sides
         return _match_batched(factors, coeff, sums, order, ranges, f)
-    groups.sort(key=lambda g: min(order.index(i) for i in g[0]))
     (row_set, a_factors), (col_set, b_factors) = groups
     loose = [x for x in factors if not x.free_symbols & outputs]  # only summed indices: either side
     rows = tuple(i for i in order if i in row_set)
@@ -333,6 +325,17 @@ def _match_grouped(s: sp.Sum, f: Formula, order, gathers: bool):
     return build
 
 
+def _operands(pairs: list, order) -> list:
+    """[index set, factors] per operand, from (output indices, factor) pairs: factors sharing an
+    index are one operand; ordered by their first index in the output's order."""
+    groups: list = []
+    for used, a in pairs:
+        joined = [g for g in groups if g[0] & used]
+        groups = [g for g in groups if not g[0] & used]
+        groups.append([used.union(*(g[0] for g in joined)), [a] + [x for g in joined for x in g[1]]])
+    return sorted(groups, key=lambda g: min(order.index(i) for i in g[0]))
+
+
 def _match_batched(factors: list, coeff: list, sums: tuple, order, ranges: dict, f: Formula):
     """A batched contraction (see the module docstring) of the summand's `factors`, or None: the
     output indices every factor reads are the batch; the rest must split the factors into two
@@ -342,15 +345,9 @@ def _match_batched(factors: list, coeff: list, sums: tuple, order, ranges: dict,
     batch_set = set.intersection(*used) if used else set()
     if not batch_set or any(not u - batch_set for u in used):
         return None
-    groups: list = []
-    for a, u in zip(factors, used, strict=True):
-        own = u - batch_set
-        joined = [g for g in groups if g[0] & own]
-        groups = [g for g in groups if not g[0] & own]
-        groups.append([own.union(*(g[0] for g in joined)), [a] + [x for g in joined for x in g[1]]])
+    groups = _operands([(u - batch_set, a) for a, u in zip(factors, used, strict=True)], order)
     if len(groups) != 2 or any(len(g[1]) != 1 for g in groups):
         return None
-    groups.sort(key=lambda g: min(order.index(i) for i in g[0]))
     (row_set, (a_value,)), (col_set, (b_value,)) = groups
     batch = tuple(i for i in order if i in batch_set)
     rows = tuple(i for i in order if i in row_set)

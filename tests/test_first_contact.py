@@ -112,16 +112,46 @@ def images_model():
     return model
 
 
-@pytest.mark.parametrize("call", ["predict", "evaluate", "fit", "call"])
+@pytest.mark.parametrize("call", ["predict", "evaluate", "fit", "call", "train_on_batch"])
 def test_one_sample_without_batch_axis_is_named(images_model, call):
     x, y = np.zeros((8, 8, 1), np.float32), np.zeros(1, np.int64)
     run = {"predict": lambda: images_model.predict(x), "evaluate": lambda: images_model.evaluate(x, y),
-           "fit": lambda: images_model.fit(x, y, verbose=0), "call": lambda: images_model(x)}[call]
+           "fit": lambda: images_model.fit(x, y, verbose=0), "call": lambda: images_model(x),
+           "train_on_batch": lambda: images_model.train_on_batch(x, y)}[call]
     with pytest.raises(ValueError) as err:
         run()
     msg = str(err.value)
     assert "the batch axis is missing" in msg and "(batch, 8, 8, 1)" in msg and "(8, 8, 1)" in msg, msg
     assert "x[None]" in msg and "formula" not in msg, msg
+
+
+@pytest.fixture(scope="module")
+def sequence_model():
+    model = nn.Sequential([nn.Input((6, 3)), nn.SimpleRNN(4), nn.Dense(2, activation="softmax")], seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("call", ["predict", "evaluate", "fit", "call", "train_on_batch"])
+@pytest.mark.parametrize("shape", [(4, 5, 3), (4, 7, 3), (4, 6, 2), (4, 18)])
+def test_every_entry_refuses_a_wrong_sample_shape_before_any_kernel(sequence_model, call, shape):
+    """A recurrent model runs any sequence length its formulas allow: a wrong length must be refused
+    against the declared input shape, not trained on (train_on_batch took (4, 5, 3) silently)."""
+    x, y = np.zeros(shape, np.float32), np.zeros(4, np.int64)
+    before = [w.copy() for w in sequence_model.get_weights()]
+    run = {"predict": lambda: sequence_model.predict(x, verbose=0),
+           "evaluate": lambda: sequence_model.evaluate(x, y, verbose=0),
+           "fit": lambda: sequence_model.fit(x, y, verbose=0), "call": lambda: sequence_model(x),
+           "train_on_batch": lambda: sequence_model.train_on_batch(x, y)}[call]
+    with pytest.raises(ValueError, match=re.escape(f"the model takes inputs of shape (batch, 6, 3), got x of shape "
+                                                   f"{shape}")):
+        run()
+    assert all(np.array_equal(a, b) for a, b in zip(before, sequence_model.get_weights()))
+
+
+def test_train_on_batch_refuses_x_and_y_of_different_lengths(sequence_model):
+    with pytest.raises(ValueError, match=r"train_on_batch: .*shapes \(4, 6, 3\) and \(3,\)"):
+        sequence_model.train_on_batch(np.zeros((4, 6, 3), np.float32), np.zeros(3, np.int64))
 
 
 # -- sample_weight and class_weight against NumPy -----------------------------------------------------

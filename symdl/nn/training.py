@@ -80,6 +80,10 @@ class Trainer:
         self._require_compiled("train_on_batch")
         self._ensure_built()
         x, y = as_float32(x), np.asarray(y)
+        if self.input_shape is not None:  # shape checks only: fit's scans for NaN would cost a step's time
+            check_batch_axis("train_on_batch", x, self.input_shape)
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise ValueError(f"train_on_batch: x and y need one sample each per row, got shapes {x.shape} and {y.shape}")
         return self._step(x, y, sample_weights("train_on_batch", y, sample_weight, class_weight))[0]
 
     def _step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):

@@ -83,7 +83,8 @@ class Trainer:
         if self.input_shape is not None:  # shape checks only: fit's scans for NaN would cost a step's time
             check_batch_axis("train_on_batch", x, self.input_shape)
         if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
-            raise ValueError(f"train_on_batch: x and y need one sample each per row, got shapes {x.shape} and {y.shape}")
+            raise ValueError(f"train_on_batch: x and y need one sample per row each, got shapes {x.shape} and "
+                             f"{y.shape}")
         return self._step(x, y, sample_weights("train_on_batch", y, sample_weight, class_weight))[0]
 
     def _step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):

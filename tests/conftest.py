@@ -17,6 +17,11 @@ if os.environ.setdefault("SYMDL_CACHE_DIR", _session_cache) == _session_cache:
 else:
     os.rmdir(_session_cache)
 
+# No compile-ahead helper (runtime/ahead.py) unless a test asks for one: on the 2 cores that two
+# xdist workers already fill, a forked helper only competes with them (the nn tests took 15-20%
+# longer with helpers). tests/test_compile_ahead.py and test_parallel_twins.py set it themselves.
+os.environ.setdefault("SYMDL_COMPILE_AHEAD", "0")
+
 
 
 @pytest.fixture(autouse=True)

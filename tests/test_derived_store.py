@@ -3,12 +3,16 @@ kernel cache's trust checks, and never outlive the code that derived them."""
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import sympy as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_random_formulas import build_contraction, build_window, contraction_specs, window_specs
 
 import symdl
 from symdl.runtime import cache
@@ -86,3 +90,48 @@ def test_an_untrusted_or_damaged_file_is_removed_and_derived_again(store, tmp_pa
     with pytest.warns(cache.UnsafeCacheWarning, match="removed the untrusted"):
         h = _formula().vjp()["x"]
     assert h.key() == g.key()
+
+
+def _tree(value):
+    """Every field of a stored value as text: SymPy objects by srepr (their exact tree)."""
+    if isinstance(value, sp.Basic):
+        return sp.srepr(value)
+    if isinstance(value, dict):
+        return sorted((_tree(k), _tree(v)) for k, v in value.items())
+    if isinstance(value, (set, frozenset)):
+        return sorted(_tree(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_tree(v) for v in value]
+    if hasattr(value, "__dict__"):
+        return sorted((k, _tree(v)) for k, v in vars(value).items())
+    return repr(value)
+
+
+def _gradients_load_back_unchanged(f):
+    grads = symdl.vjp(f)
+    assert grads
+    for name, g in grads.items():
+        back = cache.loads(pickle.dumps(g, protocol=pickle.HIGHEST_PROTOCOL))
+        assert _tree(back) == _tree(g), f"{f.name} d/d{name}"
+        for a, b in zip(getattr(back, "formulas", [back]), getattr(g, "formulas", [g])):  # a recurrence's: a Program
+            assert a.body == b.body and hash(a.body) == hash(b.body)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(st.one_of(contraction_specs().map(build_contraction), window_specs().map(build_window)))
+def test_gradients_of_random_formulas_load_back_as_the_same_trees(store, f):
+    """The store rebuilds expressions unevaluated (cache.loads): the class check that this gives the
+    trees that were derived, over both random families (sums, Max/Min, windows, reversed reads)."""
+    _gradients_load_back_unchanged(f)
+
+
+@pytest.mark.parametrize("name", ["categorical_crossentropy_logits", "conv2d_strided", "max_pool2d", "leaky_relu",
+                                  "logsumexp", "dot_product_attention", "adam_update", "rnn_tanh"])
+def test_gradients_of_catalog_formulas_load_back_as_the_same_trees(store, name):
+    import formulas
+
+    built = formulas.get(name)
+    for f in getattr(built, "formulas", None) or [built]:
+        _gradients_load_back_unchanged(f)

@@ -10,6 +10,7 @@ Layers run their formulas' forward kernels and, on the tape, the gradient kernel
 losses are catalog formulas (stabilized on logits); optimizers are the catalog's
 update Programs; NumPy only reshapes, batches, shuffles and counts metrics. See docs/nn.md.
 """
+from ..backends.cpu.startup import start as _start_numba
 from . import callbacks, initializers, losses, metrics, optimizers, utils
 from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, TerminateOnNaN
 from .distributed import Distributed
@@ -18,6 +19,8 @@ from .layers import (GRU, LSTM, Activation, AdditiveAttention, Attention, Averag
                      MaxPooling2D, MultiHeadAttention, SimpleRNN)
 from .model import Sequential
 from .saving import load_model
+
+_start_numba()  # numba's start-up at import, not inside the first training step (backends/cpu/startup.py)
 
 __all__ = ["Activation", "AdditiveAttention", "Attention", "AveragePooling2D", "Callback", "Conv2D", "Dense",
            "Distributed", "Dropout", "EarlyStopping", "Flatten", "FormulaLayer", "GRU", "GlobalAveragePooling1D",

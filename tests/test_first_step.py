@@ -22,7 +22,7 @@ CHILD = textwrap.dedent('''
     import symdl.autodiff
     from symdl.runtime import selfcheck
 
-    counts = {"derived": 0, "cases": 0}
+    counts = {"derived": 0, "cases": 0, "lowered": 0, "stored": 0}
     def counting(module, name, key):
         real = getattr(module, name)
         def wrapper(*args, **kwargs):
@@ -31,6 +31,9 @@ CHILD = textwrap.dedent('''
         setattr(module, name, wrapper)
     counting(sys.modules["symdl.autodiff.vjp"], "_vjp_one", "derived")  # the module, not its vjp
     counting(selfcheck, "_build_case", "cases")
+    from symdl.runtime import kept
+    counting(kept, "lower", "lowered")  # a kernel's formula lowered, not read back (runtime/kept.py)
+    counting(type(kept.STORE), "put", "stored")  # anything derived and stored: gradients, programs, source
 
     L = nn.layers
     rng = np.random.default_rng(0)
@@ -78,7 +81,9 @@ def test_a_warm_start_derives_checks_and_compiles_nothing(model, tmp_path):
     assert all(n == 1 for n in cold["helper_compiles"])  # each helper once, for every module
     warm = run(model, tmp_path / "cache")
     print("COLD", cold, "\nWARM", warm)
+    assert cold["lowered"] > 0 and cold["stored"] > 0
     assert warm["derived"] == 0 and warm["cases"] == 0, warm  # gradients from the cache, checks passed
+    assert warm["lowered"] == 0 and warm["stored"] == 0, warm  # kernels' programs and source from the cache too
     assert warm["misses"] == 0 and warm["hits"] >= len(warm["compiled"]) > 0, warm  # numba loads, compiles nothing
     assert warm["helper_compiles"] == []  # the helpers are inside the cached kernels
     assert warm["compiled"] == cold["compiled"] and warm["loss"] == cold["loss"]

@@ -302,24 +302,29 @@ def loads(data: bytes):
 
 
 class DerivedStore:
-    """Values a stage derived (gradient formulas), pickled into the kernel cache folder so that a
-    new process does not derive them again. A file's name hashes its key and the source text of the
-    stages that derive (declare, autodiff, passes): editing that code starts afresh. Files get the
-    trust checks of the modules beside them (a pickle runs code when loaded, as a module does);
-    a file that fails them, or does not load, is removed and the value derived again."""
+    """Values a stage derived (gradient formulas, lowered programs, generated source), pickled into
+    the kernel cache folder so that a new process does not derive them again. A file's name hashes
+    its key, SymPy's version and the source text of `stages`, the symdl packages (or modules) whose
+    code derives the values: editing that code starts afresh. Files get the trust checks of the
+    modules beside them (a pickle runs code when loaded, as a module does); a file that fails
+    them, or does not load, is removed and the value derived again."""
 
     STAGES = ("declare", "autodiff", "passes")
 
-    def __init__(self):
+    def __init__(self, stages: tuple = STAGES):
+        self.stages = stages
         self._code = None
 
     def _path(self, key) -> Path:
         if self._code is None:
-            h = hashlib.sha256()
+            import sympy
+
+            h = hashlib.sha256(sympy.__version__.encode())
             package = Path(__file__).resolve().parent.parent
-            for stage in self.STAGES:
-                for f in sorted((package / stage).glob("*.py")):
-                    h.update(f.name.encode() + f.read_bytes())
+            for stage in self.stages:
+                where = package / stage
+                for f in sorted(where.rglob("*.py")) if where.is_dir() else [where.with_suffix(".py")]:
+                    h.update(str(f.relative_to(package)).encode() + f.read_bytes())
             self._code = h.hexdigest()
         digest = hashlib.sha256((self._code + repr(key)).encode()).hexdigest()[:32]
         return cache_dir() / f"symdl_derived_{digest}.pkl"

@@ -18,6 +18,7 @@ from .cache import load_module
 from . import trace
 from .kernel import common_arguments
 from .plan import CallPlan, stale, waiting
+from .kept import printed
 from .selfcheck import check_fused
 
 
@@ -39,7 +40,7 @@ class GroupKernel:
         self._plans: dict = {}
 
     def source(self, dtype="float32") -> str:
-        return self.backend.generate(self.program, np.dtype(dtype).name, __version__)
+        return printed(self.backend, self.program, np.dtype(dtype).name, __version__)
 
     def _call_plan(self, dims: dict, outs, dtype, args: dict, check, program=None) -> CallPlan:
         """The CallPlan at the bound `dims`: the flavour from `program`'s counted work (the group's

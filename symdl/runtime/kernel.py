@@ -20,10 +20,10 @@ from ..declare.formula import Formula
 from ..debug import show
 from ..loops.ir import check as check_ir
 from ..loops.ir import format_ir
-from ..loops.lower import lower
 from ..binding import Binder, float_dtype
 from . import trace
 from .cache import load_module
+from .kept import lowered, printed
 from .plan import CallPlan, signature, stale, waiting
 from .selfcheck import check_kernel
 
@@ -43,7 +43,7 @@ class Kernel:
         self.backend = get_backend(backend)  # ValueError naming the choices; cuda: ImportError naming the extra
         self.formula, self.check_finite, self.check = formula, check_finite, check
         show("formula", lambda: str(formula))
-        self.program = lower(formula, row_reductions=self.backend.row_reductions)  # GEMM detection, loops, CSE
+        self.program = lowered(formula, self.backend.row_reductions)  # GEMM detection, loops, CSE (runtime/kept.py)
         check_ir(self.program)                  # cheap: always on
         show("loop IR", lambda: format_ir(self.program))
         self.binder = Binder(formula)
@@ -64,7 +64,8 @@ class Kernel:
     # -- generated code ---------------------------------------------------------------------------
     def source(self, dtype="float32") -> str:
         """The generated source for one dtype."""
-        source = self.backend.generate(self.program, np.dtype(dtype).name, __version__)
+        source = printed(self.backend, self.program, np.dtype(dtype).name, __version__,
+                         f"{self.formula.key()}|{self.backend.row_reductions}")
         show(f"{self.backend.name} source {np.dtype(dtype).name}", source)
         return source
 

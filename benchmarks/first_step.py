@@ -118,7 +118,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     calls = floor(args.repeat)
     print(f"numba            first cached call {statistics.median(calls):6.3f} s (runs: "
-          f"{', '.join(f'{c:.2f}' for c in calls)}): numba's start-up, in every warm first step")
+          f"{', '.join(f'{c:.2f}' for c in calls)}): numba's start-up, which `from symdl import nn` pays")
     for model in args.models.split(","):
         cold, alone = [], []
         for _ in range(args.repeat):

@@ -82,8 +82,23 @@ def _step_cases(f: Formula, body, step) -> list:
             for e, c in pw.args:
                 for cond, sub in _step_cases(f, body.xreplace({pw: e}), step):
                     cases.append((sp.And(c, cond) if c is not sp.true else cond, sub))
-            return _merged(cases)
+            return _merged(_reachable(cases))
     return [(sp.true, body)]
+
+
+def _reachable(cases: list) -> list:
+    """The cases a step can reach: one whose condition an earlier case has already (two sums
+    guarded alike split into 'both', 'the first', 'the second', 'neither'; only the first and
+    the last can run) is dropped, and nothing after an unconditional case is kept."""
+    seen, out = set(), []
+    for cond, body in cases:
+        if cond in seen:
+            continue
+        seen.add(cond)
+        out.append((cond, body))
+        if cond is sp.true:
+            break
+    return out
 
 
 def _merged(cases: list) -> list:

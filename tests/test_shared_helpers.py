@@ -53,6 +53,8 @@ def test_modules_share_one_compiled_helper(dtype, n):
 
 
 def test_editing_a_helper_changes_the_generated_source(monkeypatch):
+    from symdl.runtime import kept
+    monkeypatch.setattr(kept, "STORE", None)  # an edit in this process: the kept source's hash sees files
     f = symdl.Formula(sp.Eq(y[i], sp.exp(x[i])), name="exp_fingerprint")
     before = f.compile().source("float32")
     decorator, text = cpu_helpers.HELPERS_F32["_exp"]

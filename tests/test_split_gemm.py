@@ -143,3 +143,41 @@ def test_an_openblas_with_32_bit_integers(monkeypatch):
             out = np.empty((70, 45), dtype)
             assert gemm.split_matmul(a_in, b_in, out, 2)
             np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path, rank", [
+    ("/env/site-packages/numpy.libs/libscipy_openblas64_-32a4b2a6.so", 0),
+    ("/env/site-packages/numpy/_core/libopenblas.so", 0),
+    ("/usr/lib/x86_64-linux-gnu/libopenblas.so.0", 1),
+    ("/env/site-packages/scipy.libs/libscipy_openblas-6cdc3b4a.so", 2),
+])
+def test_numpys_own_blas_ranks_before_another_packages_copy(path, rank):
+    """Both wheels vendor an OpenBLAS beside each other in site-packages: NumPy's is the one whose
+    threads its products start (and the one symdl must set to one thread)."""
+    assert gemm._rank(path, "/env/site-packages/numpy") == rank
+
+
+SCIPY_FIRST = """
+import os, numpy as np
+import scipy.linalg  # what numba's BLAS check loads (symdl.nn starts numba at import)
+from symdl.backends.cpu import gemm
+np.dot(np.ones((2, 2)), np.ones((2, 2)))
+print(gemm.library().path)
+"""
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "2", "3", "4", "5"])
+def test_numpys_blas_is_found_when_scipys_is_loaded_too(seed):
+    """The two were once told apart by folder alone, so a process picked SciPy's copy by its set
+    order (one in two hash seeds): NumPy's own OpenBLAS kept its threads, spinning beside numba's
+    (an MLP step 0.34 -> 1.6 ms)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("scipy.linalg")
+    run = subprocess.run([sys.executable, "-c", SCIPY_FIRST], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONHASHSEED=seed))
+    assert run.returncode == 0, run.stderr[-2000:]
+    path = run.stdout.strip().splitlines()[-1]
+    assert gemm._rank(path, os.path.dirname(np.__file__)) < 2, path

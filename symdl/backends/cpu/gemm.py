@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 
 import numba as nb
 import numpy as np
@@ -39,8 +40,9 @@ _SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_set
 class Library:
     """NumPy's OpenBLAS: the GEMMs' addresses, whether they take 64-bit integers, its thread setter."""
 
-    def __init__(self, sgemm: int, dgemm: int, wide: bool, set_threads):
+    def __init__(self, sgemm: int, dgemm: int, wide: bool, set_threads, path: str = ""):
         self.sgemm, self.dgemm, self.wide, self.set_threads = sgemm, dgemm, wide, set_threads
+        self.path = path
 
 
 @functools.cache
@@ -52,8 +54,7 @@ def library() -> Library | None:
             paths = {line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line}
     except OSError:  # not Linux
         return None
-    numpy_dir = np.__file__.rsplit("/", 2)[0]
-    for path in sorted(paths, key=lambda p: not p.startswith(numpy_dir)):  # NumPy's own copy first
+    for path in sorted(paths, key=lambda p: (_rank(p, os.path.dirname(np.__file__)), p)):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -63,8 +64,17 @@ def library() -> Library | None:
                 set_threads = getattr(lib, setter)
                 set_threads.argtypes, set_threads.restype = [ctypes.c_int], None
                 address = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value  # noqa: E731
-                return Library(address(single), address(double), wide, set_threads)
+                return Library(address(single), address(double), wide, set_threads, path)
     return None
+
+
+def _rank(path: str, numpy_package: str) -> int:
+    """0 for NumPy's own BLAS (in its package, or the `numpy.libs` folder a wheel vendors it in),
+    2 for another package's vendored copy (SciPy's `scipy.libs`, loaded by numba's BLAS check: its
+    threads are not the ones NumPy's products start), 1 for a system library."""
+    if path.startswith((numpy_package + os.sep, numpy_package + ".libs" + os.sep)):
+        return 0
+    return 2 if ".libs" + os.sep in path else 1
 
 
 def available() -> bool:

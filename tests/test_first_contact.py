@@ -150,7 +150,7 @@ def test_every_entry_refuses_a_wrong_sample_shape_before_any_kernel(sequence_mod
 
 
 def test_train_on_batch_refuses_x_and_y_of_different_lengths(sequence_model):
-    with pytest.raises(ValueError, match=r"train_on_batch: .*shapes \(4, 6, 3\) and \(3,\)"):
+    with pytest.raises(ValueError, match="train_on_batch: x has 4 samples, y has 3"):  # fit's words
         sequence_model.train_on_batch(np.zeros((4, 6, 3), np.float32), np.zeros(3, np.int64))
 
 

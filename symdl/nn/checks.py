@@ -63,6 +63,17 @@ def check_batch_axis(where: str, x: np.ndarray, input_shape) -> None:
     raise ValueError(f"{where}: the model takes inputs of shape {expected}, got x of shape {x.shape}")
 
 
+def check_shapes(where: str, x: np.ndarray, y: np.ndarray, input_shape) -> None:
+    """x of the model's input shape (when known) and one y per sample: every entry point's shape
+    checks, cheap enough for each train_on_batch."""
+    if input_shape is not None:
+        check_batch_axis(where, x, input_shape)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"{where}: x and y need a batch axis, got shapes {x.shape} and {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{where}: x has {len(x)} samples, y has {len(y)}")
+
+
 def check_targets(loss, y: np.ndarray, output_shape: tuple, where: str) -> None:
     """Targets that the built-in losses can use with outputs of `output_shape` (per sample):
     integer labels in range for sparse categorical cross-entropy, one value per output otherwise."""

@@ -18,7 +18,7 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .callbacks import Callback, History
 from .checks import (check_batch_axis, check_batch_size, check_callbacks, check_count, check_fraction,
-                     check_targets, check_verbose)
+                     check_shapes, check_targets, check_verbose)
 from .device import DeviceOptimizer, check_device, to_host
 from .replay import StepReplay
 from .progress import CompileProgress, Progress, uncached_modules
@@ -80,11 +80,7 @@ class Trainer:
         self._require_compiled("train_on_batch")
         self._ensure_built()
         x, y = as_float32(x), np.asarray(y)
-        if self.input_shape is not None:  # shape checks only: fit's scans for NaN would cost a step's time
-            check_batch_axis("train_on_batch", x, self.input_shape)
-        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
-            raise ValueError(f"train_on_batch: x and y need one sample per row each, got shapes {x.shape} and "
-                             f"{y.shape}")
+        check_shapes("train_on_batch", x, y, self.input_shape)  # not fit's NaN scans: they would cost a step
         return self._step(x, y, sample_weights("train_on_batch", y, sample_weight, class_weight))[0]
 
     def _step(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
@@ -287,17 +283,9 @@ class Trainer:
     def _check_data(self, x: np.ndarray, y: np.ndarray, where: str) -> None:
         """Refuse data that would fail or poison training, before any kernel runs: sample
         counts, input shape, NaN/inf, and targets that do not fit the loss and output shape."""
-        if self.input_shape is not None:
-            check_batch_axis(where, x, self.input_shape)
-        if x.ndim == 0 or y.ndim == 0:
-            raise ValueError(f"{where}: x and y need a batch axis, got shapes {x.shape} and {y.shape}")
-        if len(x) != len(y):
-            raise ValueError(f"{where}: x has {len(x)} samples, y has {len(y)}")
+        check_shapes(where, x, y, self.input_shape)
         if len(x) == 0:
             raise ValueError(f"{where}: no samples")
-        if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"{where}: the model takes inputs of shape (batch, "
-                             f"{', '.join(map(str, self.input_shape))}), got x of shape {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError(f"{where}: x holds {int(np.size(x) - np.isfinite(x).sum())} NaN or inf values")
         if y.dtype.kind not in "fiub":

@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+import sympy
 from sympy.core.parameters import evaluate
 
 from ..files import atomic_write as write_atomically
@@ -317,8 +318,6 @@ class DerivedStore:
 
     def _path(self, key) -> Path:
         if self._code is None:
-            import sympy
-
             h = hashlib.sha256(sympy.__version__.encode())
             package = Path(__file__).resolve().parent.parent
             for stage in self.stages:

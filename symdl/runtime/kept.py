@@ -14,6 +14,7 @@ import hashlib
 
 import sympy as sp
 
+from ..backends.cpu.backend import CpuBackend
 from ..loops.lower import lower
 from .cache import DerivedStore
 
@@ -36,7 +37,7 @@ def printed(backend, program, dtype: str, version: str, key: str | None = None) 
     """backend.generate(program, dtype, version), or what a process printed before. `key`: what
     the program is a function of (a Kernel's: its formula's key() and the lowering's option); by
     default the program's own text (`_text`), which equal programs share."""
-    if STORE is None or type(backend).__module__ != "symdl.backends.cpu.backend":
+    if STORE is None or type(backend) is not CpuBackend:
         return backend.generate(program, dtype, version)
     if key is None:
         try:

@@ -2,7 +2,7 @@
 """Threads that never hurt: when a parallel flavour pays, and training steps at 1 and 2 threads,
 on a quiet machine and beside a competing CPU-bound process.
 
-    python benchmarks/threads.py [--steps 40] [--models mlp_small_b32,mlp_512_b256,...]
+    python benchmarks/threads.py [--steps 40] [--rounds 3] [--models mlp_small_b32,mlp_512_b256,...]
 
 Part 1, the crossover: an elementwise nest (bias + relu) and a nest with a reduction inside (a row
 sum) run serial and parallel at growing sizes (µs, median); where parallel wins is where
@@ -10,13 +10,16 @@ backends/cpu/backend.py's PARALLEL_WORK and ELEMENTWISE_WORK belong.
 Part 2, the contract: each model's training step (symdl.nn, float32, Adam), median ms at
 symdl.set_num_threads(1) and (2) and with the default that follows the load (runtime/threads.py:
 `adapt`), quiet and with a busy loop running in a second process; "auto / 1" must stay at or below
-1.10 under load. Each row runs in its own subprocess.
+1.10 under load. Each figure is the median over --rounds subprocesses, the three settings taking
+turns round after round, so that one process's luck (its cores, its memory) or a burst of load
+decides no ratio.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -98,6 +101,7 @@ def busy(stop):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--skip-crossover", action="store_true")
     args = ap.parse_args()
@@ -116,12 +120,13 @@ def main() -> None:
             if proc:
                 proc.start()
             try:
-                t1, t2, auto = (child(STEP.format(layers=layers, shape=shape, threads=n, steps=args.steps))
-                                for n in (1, 2, 0))
+                runs = [[child(STEP.format(layers=layers, shape=shape, threads=n, steps=args.steps))
+                         for n in (1, 2, 0)] for _ in range(args.rounds)]
             finally:
                 if proc:
                     stop.set()
                     proc.join()
+            t1, t2, auto = (statistics.median(r[k] for r in runs) for k in range(3))
             row += [f"{t1:.2f}", f"{t2:.2f}", f"{auto:.2f}", f"{auto / t1:.2f}"]
         print(f"| {name} | " + " | ".join(row) + " |")
 

@@ -77,6 +77,14 @@ def set_num_threads(n: int) -> None:
     run(n)
 
 
+def flush_subnormals():
+    """A context manager: symdl's kernels called within it (and NumPy's arithmetic) flush subnormal
+    numbers to zero, on every thread a kernel runs on; symdl.nn's calls do so themselves
+    (runtime/floats.py says why and what it costs)."""
+    from .runtime.floats import flush_subnormals as run
+    return run()
+
+
 def get_num_threads() -> int:
     from .runtime.threads import get_num_threads as run
     return run()

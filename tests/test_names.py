@@ -232,3 +232,24 @@ def test_cuda_simulator_runs_the_same_names(tmp_path):
                          timeout=300)
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
     assert not os.path.exists(marker)
+
+
+def test_parallel_flavour_locals_keep_off_user_names():
+    """The parallel flavour's own locals (_mode, _parts, _part, _own, a loop variable's unsigned
+    copy, _mode0 for mode: backends/statements.py) and the mode calls (fp_mode, set_fp_mode) as user names; the
+    parallel flavour is forced, and must compute what NumPy computes."""
+    R, C, S = (sp.Symbol(n, integer=True, positive=True) for n in ("parts", "own", "i0"))
+    mode, part, i0 = sp.Idx("mode", R), sp.Idx("part", C), sp.Idx("mode0", S)
+    fp, setter, w = sp.IndexedBase("fp_mode"), sp.IndexedBase("set_fp_mode"), sp.IndexedBase("part0")
+    f = Formula(sp.Eq(sp.IndexedBase("mode_")[mode, part],
+                      fp[mode, part] * setter[part] + sp.Sum(sp.exp(w[mode, i0]), i0)), name="parallel_locals")
+    args = {"fp_mode": RNG.standard_normal((70, 3)), "set_fp_mode": RNG.standard_normal(3),
+            "part0": RNG.standard_normal((70, 4))}
+    want = args["fp_mode"] * args["set_fp_mode"] + np.exp(args["part0"]).sum(1)[:, None]
+    kern = f.compile()
+    plan = kern.plan(np.dtype(np.float64), tuple(args[n].shape for n in kern._order))
+    for parallel in (False, True):
+        out = np.empty(plan.out_shape)
+        plan.run(out, *(args[n] for n in kern._order), *plan.values, parallel)
+        np.testing.assert_allclose(out, want, rtol=1e-12)
+    assert "nb.prange(_parts)" in cpu.generate(lower(f), "float64", "test")

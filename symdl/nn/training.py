@@ -1,7 +1,9 @@
 """compile / fit / evaluate / predict, Keras' semantics (batch-mean losses, per-epoch logs).
 
 Their arguments are checked by nn/checks.py, sample and class weights applied by nn/weighting.py;
-nn/step_kernels.py tells fit what its first batch will compile.
+nn/step_kernels.py tells fit what its first batch will compile. train_on_batch, fit, evaluate and
+predict flush subnormals to zero (runtime/floats.py: a step slowed 2.5x once Adam's moments
+decayed into them).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import warnings
 import numpy as np
 
 from symdl.runtime import ahead, trace
+from symdl.runtime.floats import flushing
 
 from . import losses as losses_mod
 from . import metrics as metrics_mod
@@ -75,6 +78,7 @@ class Trainer:
             raise RuntimeError(f"call model.compile(optimizer, loss, metrics) before {what}")
 
     # -- one step -------------------------------------------------------------------------------
+    @flushing
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> float:
         """One optimizer step on one batch; returns the batch loss (weighted as in `fit`)."""
         self._require_compiled("train_on_batch")
@@ -139,6 +143,7 @@ class Trainer:
         return loss, [fn(yb, out) for _, fn in self.metric_fns]
 
     # -- fit ------------------------------------------------------------------------------------
+    @flushing
     def fit(self, x, y, batch_size: int | None = 32, epochs: int = 1, verbose: int | str = "auto",
             callbacks=None, validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
             initial_epoch: int = 0, sample_weight=None, class_weight=None, distributed=False) -> History:
@@ -339,6 +344,7 @@ class Trainer:
         return ["loss", *(name for name, _ in self.metric_fns)]
 
     # -- evaluate / predict -----------------------------------------------------------------------
+    @flushing
     def evaluate(self, x, y, batch_size: int | None = 32, verbose: int | str = "auto",
                  return_dict: bool = False, sample_weight=None):
         """Loss and metrics over (x, y): `loss` alone, or [loss, metric...], or a dict (NaN when
@@ -376,6 +382,7 @@ class Trainer:
                 totals += batch(lo)
         return totals
 
+    @flushing
     def predict(self, x, batch_size: int | None = 32, verbose: int | str = 0) -> np.ndarray:
         """Model outputs for x, computed in batches (a new array)."""
         batch_size = check_batch_size("predict", batch_size)

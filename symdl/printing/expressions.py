@@ -61,6 +61,7 @@ class Printer:
         self.integer_tensors = set(integer_tensors)
         self.dtype = dtype
         self.helpers: set = set()
+        self.unsigned: dict = {}  # loop variable -> the unsigned copy a subscript that is exactly it reads
 
     def use(self, name: str) -> str:
         """Record that printed code calls helper `name`."""
@@ -198,7 +199,14 @@ class Printer:
 
     # -- index (int) context --------------------------------------------------------------------
     def read(self, e: sp.Indexed) -> str:
-        return f"{py_name(str(e.base.label))}[{', '.join(self.index(i) for i in e.indices)}]"
+        return f"{py_name(str(e.base.label))}[{', '.join(self.subscript(i) for i in e.indices)}]"
+
+    def subscript(self, e) -> str:
+        """One subscript of an array access: the loop variable's unsigned copy where the subscript
+        is the variable itself (numba wraps a signed subscript below zero, a select that keeps the
+        loop from vectorising; statements.py's parallel parts), else the integer expression."""
+        name = self.unsigned.get(e) if isinstance(e, (sp.Symbol, sp.Idx)) else None
+        return name or self.index(e)
 
     def index(self, e) -> str:
         """`e` as an integer expression (exact `//` and `%`)."""

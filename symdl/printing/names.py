@@ -14,7 +14,7 @@ import unicodedata
 # generator's helpers and locals start with '_' (_exp, _t_); its functions match GENERATED
 RESERVED = frozenset({"F", "np", "nb", "math", "cuda", "run", "parallel", "float32_frexp_exponent",
                       "float32_frexp_mantissa", "float32_ldexp", "RED_THREADS", "launch_grid",
-                      "matmul_grid", "reduction_blocks", "split_chunks", "contract"}
+                      "matmul_grid", "reduction_blocks", "split_chunks", "contract", "fp_mode", "set_fp_mode"}
                      | set(dir(builtins)) | set(keyword.kwlist) | set(keyword.softkwlist))
 GENERATED = re.compile(r"\w*_(?:serial|parallel|kernel|partial|final|split|join)|matmul\d*|MM_\w*")
 

@@ -7,6 +7,8 @@ import numba as nb
 import numpy as np
 # a function another module defines alike is compiled once per process (shared.py)
 from symdl.backends.cpu.shared import shared_function
+# every thread computes its part in the caller's floating-point mode (subnormals.py)
+from symdl.backends.cpu.subnormals import fp_mode, set_fp_mode
 
 F = np.float32
 
@@ -19,14 +21,21 @@ def loops_serial(grad_y, w, grad_x, K, L):
             acc0 += grad_y[i] * w[p - 2 * i]
         grad_x[p] = acc0
 
-@shared_function('b009b134e1b58b5f')
+@shared_function('8d396491092dc73b')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, w, grad_x, K, L):
-    for p in nb.prange(L):
-        acc0 = F(0)
-        for i in range(max(0, (-((-1 + K - p) // 2))), 1 + min(((p) // 2), ((L - K) // 2))):
-            acc0 += grad_y[i] * w[p - 2 * i]
-        grad_x[p] = acc0
+    _mode = fp_mode()
+    _parts = min(64, L)
+    for _part in nb.prange(_parts):
+        _own = fp_mode()
+        set_fp_mode(_mode)
+        for _p0 in range(nb.uint64(L * _part // _parts), nb.uint64(L * (_part + 1) // _parts)):  # p, unsigned
+            p = nb.int64(_p0)
+            acc0 = F(0)
+            for i in range(max(0, (-((-1 + K - p) // 2))), 1 + min(((p) // 2), ((L - K) // 2))):
+                acc0 += grad_y[i] * w[p - 2 * i]
+            grad_x[_p0] = acc0
+        set_fp_mode(_own)
 
 
 def run(grad_x, grad_y, w, K, L, parallel):

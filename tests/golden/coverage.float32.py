@@ -7,6 +7,8 @@ import numba as nb
 import numpy as np
 # a function another module defines alike is compiled once per process (shared.py)
 from symdl.backends.cpu.shared import shared_function
+# every thread computes its part in the caller's floating-point mode (subnormals.py)
+from symdl.backends.cpu.subnormals import fp_mode, set_fp_mode
 # helpers.py's float32 helpers, compiled once per process for every module (shared.py)
 from symdl.backends.cpu.shared import helpers
 _exp, _log, _log1p, _sigmoid, _softplus, _tanh, = helpers('float32', '5118819a4ca73e4b', '_exp', '_log', '_log1p', '_sigmoid', '_softplus', '_tanh')
@@ -19,11 +21,17 @@ def loops_serial(u, x, y, N):
     for i in range(0, N):
         y[i] = math.sqrt(u[i]) + F(1) / (u[i] * u[i]) + (x[i] * x[i] * x[i]) * abs(x[i]) + u[i] * min(F(0), x[i]) + _exp(x[i]) * _log(u[i]) + max(u[i], x[i]) + (x[i] if x[i] > F(0) else x[i] / F(10)) + _sigmoid(x[i]) + _softplus(u[i] * x[i]) + _tanh(x[i])
 
-@shared_function('ca87daa60fbc0c70')
+@shared_function('52cb3befbf0c42e6')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(u, x, y, N):
-    for i in nb.prange(N):
-        y[i] = math.sqrt(u[i]) + F(1) / (u[i] * u[i]) + (x[i] * x[i] * x[i]) * abs(x[i]) + u[i] * min(F(0), x[i]) + _exp(x[i]) * _log(u[i]) + max(u[i], x[i]) + (x[i] if x[i] > F(0) else x[i] / F(10)) + _sigmoid(x[i]) + _softplus(u[i] * x[i]) + _tanh(x[i])
+    _mode = fp_mode()
+    _parts = min(64, N)
+    for _part in nb.prange(_parts):
+        _own = fp_mode()
+        set_fp_mode(_mode)
+        for _i0 in range(nb.uint64(N * _part // _parts), nb.uint64(N * (_part + 1) // _parts)):  # i, unsigned
+            y[_i0] = math.sqrt(u[_i0]) + F(1) / (u[_i0] * u[_i0]) + (x[_i0] * x[_i0] * x[_i0]) * abs(x[_i0]) + u[_i0] * min(F(0), x[_i0]) + _exp(x[_i0]) * _log(u[_i0]) + max(u[_i0], x[_i0]) + (x[_i0] if x[_i0] > F(0) else x[_i0] / F(10)) + _sigmoid(x[_i0]) + _softplus(u[_i0] * x[_i0]) + _tanh(x[_i0])
+        set_fp_mode(_own)
 
 
 def run(y, u, x, N, parallel):

@@ -7,6 +7,8 @@ import numba as nb
 import numpy as np
 # a function another module defines alike is compiled once per process (shared.py)
 from symdl.backends.cpu.shared import shared_function
+# every thread computes its part in the caller's floating-point mode (subnormals.py)
+from symdl.backends.cpu.subnormals import fp_mode, set_fp_mode
 # helpers.py's float32 helpers, compiled once per process for every module (shared.py)
 from symdl.backends.cpu.shared import helpers
 _exp, _sigmoid, = helpers('float32', '5118819a4ca73e4b', '_exp', '_sigmoid')
@@ -19,11 +21,17 @@ def loops_serial(grad_y, x, u, grad_u, N):
     for i in range(0, N):
         grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
 
-@shared_function('ce7df8e8750746cc')
+@shared_function('53af279c09b733d7')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(grad_y, x, u, grad_u, N):
-    for i in nb.prange(N):
-        grad_u[i] = grad_y[i] * (F(0) if x[i] >= F(0) else x[i]) + grad_y[i] / (F(2) * math.sqrt(u[i])) - F(2) * grad_y[i] / (u[i] * u[i] * u[i]) + grad_y[i] * _exp(x[i]) / u[i] + grad_y[i] * x[i] * _sigmoid(u[i] * x[i]) + (grad_y[i] if u[i] >= x[i] else F(0))
+    _mode = fp_mode()
+    _parts = min(64, N)
+    for _part in nb.prange(_parts):
+        _own = fp_mode()
+        set_fp_mode(_mode)
+        for _i0 in range(nb.uint64(N * _part // _parts), nb.uint64(N * (_part + 1) // _parts)):  # i, unsigned
+            grad_u[_i0] = grad_y[_i0] * (F(0) if x[_i0] >= F(0) else x[_i0]) + grad_y[_i0] / (F(2) * math.sqrt(u[_i0])) - F(2) * grad_y[_i0] / (u[_i0] * u[_i0] * u[_i0]) + grad_y[_i0] * _exp(x[_i0]) / u[_i0] + grad_y[_i0] * x[_i0] * _sigmoid(u[_i0] * x[_i0]) + (grad_y[_i0] if u[_i0] >= x[_i0] else F(0))
+        set_fp_mode(_own)
 
 
 def run(grad_u, grad_y, x, u, N, parallel):

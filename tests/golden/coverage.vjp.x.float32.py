@@ -7,6 +7,8 @@ import numba as nb
 import numpy as np
 # a function another module defines alike is compiled once per process (shared.py)
 from symdl.backends.cpu.shared import shared_function
+# every thread computes its part in the caller's floating-point mode (subnormals.py)
+from symdl.backends.cpu.subnormals import fp_mode, set_fp_mode
 # helpers.py's float32 helpers, compiled once per process for every module (shared.py)
 from symdl.backends.cpu.shared import helpers
 _exp, _log, _sigmoid, _sign, _sq, _tanh, = helpers('float32', '5118819a4ca73e4b', '_exp', '_log', '_sigmoid', '_sign', '_sq', '_tanh')
@@ -19,11 +21,17 @@ def loops_serial(x, grad_y, u, grad_x, N):
     for i in range(0, N):
         grad_x[i] = (F(1) - _sq(_tanh(x[i]))) * grad_y[i] + (x[i] * x[i] * x[i]) * grad_y[i] * _sign(x[i]) + (F(1) - _sigmoid(x[i])) * grad_y[i] * _sigmoid(x[i]) + grad_y[i] * u[i] * _sigmoid(u[i] * x[i]) + grad_y[i] * _exp(x[i]) * _log(u[i]) + F(3) * (x[i] * x[i]) * abs(x[i]) * grad_y[i] + (grad_y[i] / F(10) if x[i] <= F(0) else F(0)) + (grad_y[i] * u[i] if x[i] < F(0) else F(0)) + (grad_y[i] if x[i] > F(0) else F(0)) + (grad_y[i] if u[i] < x[i] else F(0))
 
-@shared_function('3bdc711bc89e2a95')
+@shared_function('731c131eba52d4ac')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(x, grad_y, u, grad_x, N):
-    for i in nb.prange(N):
-        grad_x[i] = (F(1) - _sq(_tanh(x[i]))) * grad_y[i] + (x[i] * x[i] * x[i]) * grad_y[i] * _sign(x[i]) + (F(1) - _sigmoid(x[i])) * grad_y[i] * _sigmoid(x[i]) + grad_y[i] * u[i] * _sigmoid(u[i] * x[i]) + grad_y[i] * _exp(x[i]) * _log(u[i]) + F(3) * (x[i] * x[i]) * abs(x[i]) * grad_y[i] + (grad_y[i] / F(10) if x[i] <= F(0) else F(0)) + (grad_y[i] * u[i] if x[i] < F(0) else F(0)) + (grad_y[i] if x[i] > F(0) else F(0)) + (grad_y[i] if u[i] < x[i] else F(0))
+    _mode = fp_mode()
+    _parts = min(64, N)
+    for _part in nb.prange(_parts):
+        _own = fp_mode()
+        set_fp_mode(_mode)
+        for _i0 in range(nb.uint64(N * _part // _parts), nb.uint64(N * (_part + 1) // _parts)):  # i, unsigned
+            grad_x[_i0] = (F(1) - _sq(_tanh(x[_i0]))) * grad_y[_i0] + (x[_i0] * x[_i0] * x[_i0]) * grad_y[_i0] * _sign(x[_i0]) + (F(1) - _sigmoid(x[_i0])) * grad_y[_i0] * _sigmoid(x[_i0]) + grad_y[_i0] * u[_i0] * _sigmoid(u[_i0] * x[_i0]) + grad_y[_i0] * _exp(x[_i0]) * _log(u[_i0]) + F(3) * (x[_i0] * x[_i0]) * abs(x[_i0]) * grad_y[_i0] + (grad_y[_i0] / F(10) if x[_i0] <= F(0) else F(0)) + (grad_y[_i0] * u[_i0] if x[_i0] < F(0) else F(0)) + (grad_y[_i0] if x[_i0] > F(0) else F(0)) + (grad_y[_i0] if u[_i0] < x[_i0] else F(0))
+        set_fp_mode(_own)
 
 
 def run(grad_x, x, grad_y, u, N, parallel):

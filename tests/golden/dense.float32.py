@@ -8,6 +8,8 @@ import numpy as np
 from symdl.backends.cpu.blas import matmul
 # a function another module defines alike is compiled once per process (shared.py)
 from symdl.backends.cpu.shared import shared_function
+# every thread computes its part in the caller's floating-point mode (subnormals.py)
+from symdl.backends.cpu.subnormals import fp_mode, set_fp_mode
 
 F = np.float32
 
@@ -18,12 +20,18 @@ def loops_serial(b, y, B, M, N):
         for j in range(0, M):
             y[i, j] = b[j] + y[i, j]
 
-@shared_function('040c1ed116260809')
+@shared_function('536e07b737306918')
 @nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
 def loops_parallel(b, y, B, M, N):
-    for i in nb.prange(B):
-        for j in range(0, M):
-            y[i, j] = b[j] + y[i, j]
+    _mode = fp_mode()
+    _parts = min(64, B)
+    for _part in nb.prange(_parts):
+        _own = fp_mode()
+        set_fp_mode(_mode)
+        for _i0 in range(nb.uint64(B * _part // _parts), nb.uint64(B * (_part + 1) // _parts)):  # i, unsigned
+            for j in range(0, M):
+                y[_i0, j] = b[j] + y[_i0, j]
+        set_fp_mode(_own)
 
 
 def run(y, b, W, x, B, M, N, parallel):

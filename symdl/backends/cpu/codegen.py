@@ -39,6 +39,9 @@ def generate(prog: LoopProgram, dtype: str, version: str) -> str:
         *_blas_imports("\n".join(temps + calls)),
         *(["# a function another module defines alike is compiled once per process (shared.py)",
             "from symdl.backends.cpu.shared import shared_function"] if functions else []),
+        *(["# every thread computes its part in the caller's floating-point mode (subnormals.py)",
+           "from symdl.backends.cpu.subnormals import fp_mode, set_fp_mode"]
+          if any("set_fp_mode(" in f for f in functions) else []),
         *helpers,
         "",
         f"F = {DTYPES[dtype]}",

@@ -26,6 +26,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from .subnormals import fp_mode, set_fp_mode
+
 # CBLAS constants
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
@@ -138,8 +140,11 @@ def _cblas_gemm(typingctx, address, single, wide, order, trans_a, trans_b, m, n,
 @nb.njit(cache=True, parallel=True)
 def _split(address, single, wide, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, item, parts, by_rows):
     """c = op(a) @ op(b) (row-major, leading dimensions lda, ldb, ldc; pointers as integers), one
-    block of rows or of columns per part."""
+    block of rows or of columns per part, each in the caller's floating-point mode (subnormals.py)."""
+    mode = fp_mode()
     for p in nb.prange(parts):
+        own = fp_mode()
+        set_fp_mode(mode)
         if by_rows:
             lo, hi = m * p // parts, m * (p + 1) // parts
             a_at = a + lo * (1 if trans_a == TRANS else lda) * item
@@ -150,6 +155,7 @@ def _split(address, single, wide, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, 
             b_at = b + lo * (ldb if trans_b == TRANS else 1) * item
             _cblas_gemm(address, single, wide, ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a, lda, b_at, ldb,
                         0.0, c + lo * item, ldc)
+        set_fp_mode(own)
 
 
 @nb.njit(cache=True)
@@ -164,10 +170,15 @@ def _batched_serial(address, single, wide, trans_a, trans_b, m, n, k, a, lda, st
 @nb.njit(cache=True, parallel=True)
 def _batched_parallel(address, single, wide, trans_a, trans_b, m, n, k, a, lda, step_a, b, ldb, step_b, c, ldc,
                       step_c, count):
-    """As _batched_serial, the products shared among numba's threads."""
+    """As _batched_serial, the products shared among numba's threads, each computed in the caller's
+    floating-point mode (subnormals.py)."""
+    mode = fp_mode()
     for p in nb.prange(count):
+        own = fp_mode()
+        set_fp_mode(mode)
         _cblas_gemm(address, single, wide, ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a + p * step_a, lda,
                     b + p * step_b, ldb, 0.0, c + p * step_c, ldc)
+        set_fp_mode(own)
 
 
 def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, parallel: bool) -> bool:

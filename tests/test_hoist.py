@@ -1,5 +1,5 @@
 """Loop-invariant scalar subexpressions computed once before a nest's loops (loops/hoist.py), and
-parallel loops printed as prange(n): a formula's results against NumPy with its scalars lifted,
+parallel loops printed as parts of their range: a formula's results against NumPy with its scalars lifted,
 in both flavours and dtypes; what may not be lifted stays in the loop."""
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def test_lifted_scalars_give_numpys_values(dtype, parallel, monkeypatch):
     source = kern.source(dtype)
     loop_at = source.index("for i in")
     assert "**" not in source[loop_at:source.index("\n\n", loop_at)], source  # the powers went first
-    if parallel == "1":
-        assert "nb.prange(N)" in source
+    if parallel == "1":  # the parallel flavour splits [0, N) into parts, its powers hoisted above them too
+        part_at = source.index("for _part in nb.prange(_parts):")
+        assert "_parts = min(64, N)" in source
+        assert "**" not in source[part_at:source.index("\n\n", part_at)], source
     rng = np.random.default_rng(4)
     xv, iv = rng.normal(size=300).astype(dtype), rng.normal(size=300).astype(dtype)
     av, tv, cv = 0.9, 3.0, 0.25

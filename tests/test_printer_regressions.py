@@ -172,3 +172,16 @@ def test_every_listed_function_forward_and_gradient(name, dtype):
 def test_declaration_error_lists_the_new_functions():
     with pytest.raises(FormulaError, match="erf, Abs, sign"):
         symdl.Formula(sp.Eq(y[i], sp.gamma(x[i])), name="reg_unsupported")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_parallel_parts_of_a_compound_range(stride):
+    """Was: the parallel flavour's parts of a loop over [0, L - K + 1) printed as
+    `1 + L - K * _part // _parts` (backends/statements.py `_parts_loop`), a wrong split the
+    serial flavour never showed: only calls of ~2^21 iterations take the parallel flavour."""
+    L, K = sp.symbols("L K", integer=True, positive=True)
+    m = sp.Idx("m", K)
+    xs, ws, ys = sp.IndexedBase("x", shape=(L,)), sp.IndexedBase("w"), sp.IndexedBase("y")
+    i = sp.Idx("i", L - K + 1 if stride == 1 else (L - K) // 2 + 1)
+    f = symdl.Formula(sp.Eq(ys[i], sp.Sum(ws[m] * xs[stride * i + m], m)), name=f"parts_s{stride}")
+    symdl.verify.backends(f, sizes={"L": 11, "K": 3}, parallel=True)

@@ -184,7 +184,7 @@ DENSE = _spec(["i", "j"], ["k"], {"i": "M", "j": "N", "k": "N"}, [("x", ("i", "k
 def test_contraction_kernels_match_reference_and_finite_differences(spec):
     f = build_contraction(spec)
     note(f"spec: {spec}\nformula: {f}")
-    symdl.verify.backends(f, sizes=CONTRACTION_SIZES)
+    symdl.verify.backends(f, sizes=CONTRACTION_SIZES, parallel=True)
     symdl.verify.numeric(f, sizes=CONTRACTION_SIZES)
 
 
@@ -253,7 +253,7 @@ UNFOLD = dict(stride=2, reduce=False, batch=True, channel=False, second="x_rev",
 def test_window_kernels_match_reference_and_finite_differences(spec):
     f = build_window(spec)
     note(f"spec: {spec}\nformula: {f}")
-    symdl.verify.backends(f, sizes=WINDOW_SIZES)
+    symdl.verify.backends(f, sizes=WINDOW_SIZES, parallel=True)
     symdl.verify.numeric(f, sizes=WINDOW_SIZES)
 
 

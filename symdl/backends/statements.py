@@ -65,9 +65,10 @@ def _parts_loop(s: Loop, p: Printer, pad: str, atomic: bool) -> list[str]:
     weights: 98 against 171 µs on two threads). The count is fixed, not the thread count:
     `nb.get_num_threads()` inside a function keeps numba from caching it."""
     lo, stop = p.index(s.lo), p.index(s.stop)
-    count = stop if s.lo == 0 else f"({stop} - {lo})"
-    first = f"{'' if s.lo == 0 else lo + ' + '}{count} * _part // _parts"
-    end = f"{'' if s.lo == 0 else lo + ' + '}{count} * (_part + 1) // _parts"
+    count = stop if s.lo == 0 else f"{stop} - ({lo})"
+    count = count if count.isidentifier() or count.isdigit() else f"({count})"  # it is multiplied below
+    start = "" if s.lo == 0 else f"({lo}) + "
+    first, end = f"{start}{count} * _part // _parts", f"{start}{count} * (_part + 1) // _parts"
     var = py_name(s.var.name)
     head = [f"{pad}_mode = fp_mode()",
             f"{pad}_parts = min({PARTS}, {count})",

@@ -338,7 +338,7 @@ class Trainer:
         warnings.warn(f"fit: the loss is {loss} at epoch {epoch + 1}, batch {batch + 1}: training "
                       f"diverged and the weights may hold NaN or inf. Lower the learning rate; "
                       f"callbacks=[nn.TerminateOnNaN()] stops at the first such batch",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=5)  # here, _train_epoch, fit, its @flushing wrapper: the caller
 
     def _log_names(self) -> list[str]:
         return ["loss", *(name for name, _ in self.metric_fns)]

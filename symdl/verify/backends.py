@@ -1,6 +1,8 @@
 """Backend verification: the NumPy reference against the compiled kernels, forward and VJPs."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..autodiff import grad_name
@@ -39,7 +41,7 @@ class BackendsResult(float):
 
 
 def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "cpu",
-             dtypes=(np.float64, np.float32), ties: bool | None = None) -> BackendsResult:
+             dtypes=(np.float64, np.float32), ties: bool | None = None, parallel: bool = False) -> BackendsResult:
     """Evaluate every formula of `target` and of its gradient with the reference evaluator and
     with the compiled kernels, at each dtype; AssertionError on a difference beyond tolerance, or
     on any NaN or inf on either side. Returns the largest relative difference, as a BackendsResult
@@ -50,6 +52,11 @@ def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "c
     time on inputs with exact ties (zeros and repeated values, `random_inputs(ties=True)`): the
     reference and the kernels must agree on the conventions there (relu'(0) = 0, |x|'(0) = 0, the
     first maximiser). `ties=None` decides by the formula; True or False forces it.
+
+    `parallel=True` (cpu) also runs each float64 kernel's parallel flavour, which a call takes only
+    at sizes of ~2^21 iterations (backends/cpu/backend.py), at the check's sizes (`_Threaded`):
+    its loops print differently (backends/statements.py `_parts_loop`). It compiles a parallel
+    function per kernel, several times slower than a serial one.
 
     What it sees: the compiled kernels (printer, lowering, BLAS contractions, fused loops) against
     the NumPy reference, formula by formula. What it cannot see, by design: wrong gradient
@@ -65,16 +72,16 @@ def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "c
             worst = errors.get(np.dtype(dtype).name, 0.0)
             rng = np.random.default_rng(seed)
             env = random_inputs(target, sizes, rng, dtype, ties=tied)
-            outs = _run(target, env, backend, sizes, tied)
+            outs = _run(target, env, backend, sizes, tied, parallel)
             for o in outs:
                 env[grad_name(o)] = _upstream(rng, np.shape(env[o]), dtype, tied)
             if isinstance(gradient, dict):  # a Formula: one gradient formula per input
                 for g in gradient.values():
                     env.pop(g.output.name, None)
-                    worst = max(worst, _compare(g, env, backend, dtype, sizes, tied))
+                    worst = max(worst, _compare(g, env, backend, dtype, sizes, tied, parallel))
             else:
                 for unit in _units(gradient, len(formulas_of(target))):
-                    worst = max(worst, _compare(unit, env, backend, dtype, sizes, tied))
+                    worst = max(worst, _compare(unit, env, backend, dtype, sizes, tied, parallel))
             errors[np.dtype(dtype).name] = max(worst, *outs.values())
     # forward formulas and gradient formulas: a Program's gradient program holds both
     kernels = (len(formulas_of(target)) + len(gradient) if isinstance(gradient, dict)
@@ -92,10 +99,10 @@ def _upstream(rng, shape, dtype, tied):
     return g.astype(dtype)
 
 
-def _run(target, env, backend, sizes, tied=False):
+def _run(target, env, backend, sizes, tied=False, parallel=False):
     errs = {}
     for unit in _units(target, 0):
-        errs[unit.output.name] = _compare(unit, env, backend, env_dtype(env), sizes, tied)
+        errs[unit.output.name] = _compare(unit, env, backend, env_dtype(env), sizes, tied, parallel)
     return errs
 
 
@@ -141,8 +148,10 @@ def env_dtype(env):
     return np.float64
 
 
-def _compare(f, env, backend, dtype, sizes, tied=False) -> float:
+def _compare(f, env, backend, dtype, sizes, tied=False, parallel=False) -> float:
     """Compile and evaluate `f` on `env`, store the compiled result in env, return the error."""
+    if parallel and backend == "cpu" and np.dtype(dtype) == np.float64 and not isinstance(f, _System):
+        _compare(f, dict(env), _threaded(), dtype, sizes, tied)  # the same, through the parallel flavour
     args = {t.name: _arg(env[t.name], t) for t in f.inputs}
     dims = {str(k): v for k, v in sizes.items()} if sizes else None
     if isinstance(f, _System):
@@ -173,6 +182,24 @@ def _compare(f, env, backend, dtype, sizes, tied=False) -> float:
         got = got.astype(dtype)  # only scalar float inputs (grad_L / B): float64, as a program casts it
     env[f.output.name] = got if np.ndim(got) else got.item()
     return err
+
+
+@functools.cache
+def _threaded():
+    """The cpu backend taking every kernel's parallel flavour, whatever the sizes and thread count."""
+    from ..backends.cpu import CpuBackend
+
+    class _Threaded(CpuBackend):
+        def parallel(self, program, dims, module=None):
+            return True
+
+        def flavour(self, parallel: bool) -> bool:
+            return parallel
+
+        def __str__(self) -> str:
+            return "cpu (parallel flavour)"
+
+    return _Threaded()
 
 
 def _first_difference(got, want) -> str:

@@ -19,18 +19,6 @@ def zero_rows_serial(grad_b, grad_y, B, M):
         for j in range(0, M):
             grad_b[j] += grad_y[i, j]
 
-@shared_function('a7dc3e707c8cf478')
-@nb.njit(cache=True, fastmath={'reassoc', 'contract', 'nsz', 'arcp', 'afn'}, error_model='numpy', no_cfunc_wrapper=True, parallel=True)
-def zero_rows_parallel(grad_b, grad_y, B, M):
-    for j in range(0, M):
-        grad_b[j] = F(0)
-    for i in range(0, B):
-        for j in range(0, M):
-            grad_b[j] += grad_y[i, j]
-
 
 def run(grad_b, grad_y, B, M, parallel):
-    if parallel:
-        zero_rows_parallel(grad_b, grad_y, B, M)
-    else:
-        zero_rows_serial(grad_b, grad_y, B, M)
+    zero_rows_serial(grad_b, grad_y, B, M)

@@ -1,7 +1,7 @@
-"""Loop IR -> Python source for numba.njit: one serial and one parallel function per loop nest (or
-per run of consecutive nests sharing no local), and a plain-Python driver `run` that allocates
-temporaries and calls BLAS through NumPy (blas.py: 2-D products and contractions of any rank);
-np.dot inside njit would need SciPy and seconds to compile."""
+"""Loop IR -> Python source for numba.njit: one serial function per loop nest (or per run of
+consecutive nests sharing no local) and a parallel twin where it has a parallel loop, and a
+plain-Python driver `run` that allocates temporaries and calls BLAS through NumPy (blas.py: 2-D
+products and contractions of any rank); np.dot inside njit would need SciPy and seconds to compile."""
 from __future__ import annotations
 
 import hashlib
@@ -103,14 +103,27 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
                          f"{b_perm}, {len(step.rows)}{batch})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + extra)
-            for flavour, decorator in (("serial", ""), ("parallel", ", parallel=True")):
+            flavours = (("serial", ""), ("parallel", ", parallel=True"))
+            if not _threaded(fuse_loops(step.body, serial=False)):  # a parallel twin would be the serial
+                flavours = flavours[:1]                              # function, compiled several times slower
+            for flavour, decorator in flavours:
                 body = hoist_invariants(fuse_loops(step.body, serial=flavour == "serial"))
                 text = "\n".join(statements(body, printer, "    ", flavour == "parallel"))
                 options = f"cache=True, fastmath={FASTMATH}, error_model='numpy', {NO_CFUNC}{decorator}"
                 functions.append(f"@nb.njit({options})\ndef {step.name}_{flavour}({params}):\n{text}\n")
-            lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"
-                         f"{pad}else:\n{pad}    {step.name}_serial({params})")
+            if len(flavours) == 1:
+                lines.append(f"{pad}{step.name}_serial({params})")
+            else:
+                lines.append(f"{pad}if parallel:\n{pad}    {step.name}_parallel({params})\n"
+                             f"{pad}else:\n{pad}    {step.name}_serial({params})")
     return lines
+
+
+def _threaded(body) -> bool:
+    """Whether statements() prints a parallel loop in `body`: a Loop marked parallel at the top
+    level or inside its Ifs (loops inside loops run serially)."""
+    return any(s.parallel if isinstance(s, Loop) else isinstance(s, If) and _threaded(s.then + s.orelse)
+               for s in body)
 
 
 def _merged(steps) -> list:

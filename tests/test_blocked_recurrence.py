@@ -108,6 +108,13 @@ def test_gradients_equal_finite_differences(batch, hidden, act, two_sums):
             assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), (name, i, got, want)
 
 
+def _function(source: str, start: str) -> str:
+    """The text of the generated function whose definition contains `start`, up to the next one."""
+    at = source.index(start)
+    ends = [source.find(mark, at) for mark in ("\n@shared_function", "\ndef run(")]
+    return source[at:min(e for e in ends if e >= 0)]
+
+
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 def test_sums_guarded_alike_give_only_the_cases_a_step_reaches(act):
     """The adjoint's two sums over the later step are guarded alike (t <= T - 2): of the cases
@@ -115,7 +122,7 @@ def test_sums_guarded_alike_give_only_the_cases_a_step_reaches(act):
     are generated (the two dead ones made the module 3x larger and its compile 10 s longer)."""
     g = adjoint(_formula(act, True))
     source = generate(lower(g, row_reductions=True), "float64", "test")
-    serial = source[source.index("_loops_serial("):source.index("_loops_parallel(")]
+    serial = _function(source, "_loops_serial(")
     guards = [line.strip() for line in serial.splitlines() if line.strip().startswith("if ")]
     assert len(guards) == 1 and "T >= 2 + t" in guards[0], guards  # one guard per step: 'both', else 'neither'
     assert serial.count("else:") == 1, serial
@@ -142,7 +149,7 @@ def test_a_guard_on_the_step_is_decided_once_per_step():
     body = sp.tanh(x[b, t, j] + sp.Piecewise((sp.Sum(R[l, j] * h[b, t - 1, l], (l, 0, H - 1)), t >= 1), (0, True)))
     f = symdl.Formula(sp.Eq(h[b, t, j], body), name="blocked_guarded")
     source = generate(lower(f, row_reductions=True), "float64", "test")
-    loops = source[source.index("def loops_serial"):source.index("def loops_parallel")]
+    loops = _function(source, "def loops_serial")
     assert "ib0" in loops and "        if t >= 1:" in loops, loops  # an if statement per step
     assert not any(" if " in line for line in loops.splitlines() if " = " in line), loops  # no guard per element
     rng = np.random.default_rng(4)
@@ -155,7 +162,9 @@ def test_a_guard_on_the_step_is_decided_once_per_step():
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="the parallel flavour needs two threads")
 def test_the_parallel_flavour_equals_numpy_loops(monkeypatch):
-    """Blocks (and the rows along which the body runs) in parallel, the remainder rows serial."""
+    """The kernel as it runs when a call takes the parallel flavour. A step's block loops are marked
+    parallel but sit inside the step loop, which runs serially, so the nest has no parallel twin
+    (backends/cpu/codegen.py) and its serial function runs."""
     monkeypatch.setenv("SYMDL_PARALLEL_WORK", "1")  # every nest takes its parallel flavour
     before = numba.get_num_threads()
     symdl.set_num_threads(2)

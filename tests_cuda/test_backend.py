@@ -64,8 +64,9 @@ def test_both_backends_print_the_same_ir():
     outer = [s for s in _walk(nest.body) if isinstance(s, Loop)]
     for loop in outer:
         header = f"for {py_name(loop.var.name)} in range({p.index(loop.lo)}, {p.index(loop.stop)}):"
-        if loop.parallel:
-            assert f"for {loop.var.name} in nb.prange(" in cpu_src
+        if loop.parallel:  # the cpu: parts of the range under prange, each walked unsigned (statements.py)
+            assert f"_parts = min(64, {p.index(loop.stop)})" in cpu_src and "for _part in nb.prange(_parts):" in cpu_src
+            assert f"for _{loop.var.name}0 in range(nb.uint64(" in cpu_src
             assert "cuda.grid(1)" in gpu_src and f"{loop.var.name} = " in gpu_src
         elif header not in gpu_src:  # an output loop flattened into the thread index
             assert f"        {py_name(loop.var.name)} = " in gpu_src and header in cpu_src

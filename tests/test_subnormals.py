@@ -118,3 +118,49 @@ def test_nn_calls_flush_and_restore_the_callers_mode():
     with symdl.flush_subnormals():
         assert np.float32(1e-20) * np.float32(1e-20) == 0  # NumPy's arithmetic in the scope, for the record
     assert subnormal(np.float32(1e-20) * np.float32(1e-20))
+
+
+def _ieee() -> bool:
+    """Whether the calling thread keeps subnormals (NumPy's arithmetic, read outside any scope)."""
+    return bool(subnormal(np.float32(1e-20) * np.float32(1e-20)))
+
+
+class _Seen(nn.Callback):
+    """Records, at every batch of fit, whether NumPy's arithmetic in the callback flushes."""
+
+    def __init__(self):
+        super().__init__()
+        self.kept = []
+
+    def on_batch_end(self, batch, logs=None):
+        self.kept.append(np.float32(1e-20) * np.float32(1e-20) != 0)
+
+
+ENTRY_POINTS = {
+    "train_on_batch": lambda m, x, y: m.train_on_batch(x, y),
+    "fit": lambda m, x, y: m.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[m.seen]),
+    "evaluate": lambda m, x, y: m.evaluate(x, y, batch_size=4, verbose=0),
+    "predict": lambda m, x, y: m.predict(x, batch_size=4),
+    "call": lambda m, x, y: m(x),
+}
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["returns", "raises"])
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_every_nn_entry_point_restores_the_callers_mode(entry, bad):
+    """Each public call, whether it returns or refuses its input: the caller's thread keeps
+    subnormals afterwards; fit's callbacks run inside the scope."""
+    model = nn.Sequential([nn.Input((4,)), nn.Dense(2, activation="relu"), nn.Dense(1)])
+    model.compile(optimizer=nn.optimizers.Adam(learning_rate=1e-3), loss="mse")
+    model.seen = _Seen()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 4), dtype=np.float32), rng.random((8, 1), dtype=np.float32)
+    if bad:
+        x = x[:, :3]  # a wrong feature axis: every entry point refuses it
+        with pytest.raises(ValueError):
+            ENTRY_POINTS[entry](model, x, y)
+    else:
+        ENTRY_POINTS[entry](model, x, y)
+    assert _ieee(), f"{entry} left the caller's thread flushing subnormals"
+    if entry == "fit" and not bad:
+        assert model.seen.kept == [False, False], "fit's callbacks ran outside the flushing scope"

@@ -75,15 +75,17 @@ def _parts_loop(s: Loop, p: Printer, pad: str, atomic: bool) -> list[str]:
             f"{pad}for _part in nb.prange(_parts):",
             f"{pad}    _own = fp_mode()",
             f"{pad}    set_fp_mode(_mode)"]
-    if not (s.lo == 0 or s.lo.is_nonnegative):
-        body = statements(s.body, p, pad + "        ", atomic=atomic) or [pad + "        pass"]
-        return head + [f"{pad}    for {var} in range({first}, {end}):", *body, f"{pad}    set_fp_mode(_own)"]
-    unsigned = f"_{var}0"  # user names never start with '_' (declare/names.py); no helper ends in 0
-    p.unsigned[s.var] = unsigned
+    unsigned = s.lo == 0 or s.lo.is_nonnegative
+    copy = f"_{var}0"  # user names never start with '_' (declare/names.py); no helper ends in 0
+    if unsigned:
+        p.unsigned[s.var] = copy
     try:
         body = statements(s.body, p, pad + "        ", atomic=atomic) or [pad + "        pass"]
     finally:
-        del p.unsigned[s.var]
-    signed = [f"{pad}        {var} = nb.int64({unsigned})"] if re.search(rf"\b{var}\b", "\n".join(body)) else []
-    return head + [f"{pad}    for {unsigned} in range(nb.uint64({first}), nb.uint64({end})):  # {var}, unsigned",
-                   *signed, *body, f"{pad}    set_fp_mode(_own)"]
+        p.unsigned.pop(s.var, None)
+    if not unsigned:
+        loop, signed = f"for {var} in range({first}, {end}):", []
+    else:
+        loop = f"for {copy} in range(nb.uint64({first}), nb.uint64({end})):  # {var}, unsigned"
+        signed = [f"{pad}        {var} = nb.int64({copy})"] if re.search(rf"\b{var}\b", "\n".join(body)) else []
+    return head + [f"{pad}    {loop}", *signed, *body, f"{pad}    set_fp_mode(_own)"]

@@ -103,11 +103,11 @@ def _steps(temps, steps, printer, extra: list, functions: list, pad: str) -> lis
                          f"{b_perm}, {len(step.rows)}{batch})")
         else:
             params = ", ".join([py_name(t) for t in step.tensors] + extra)
-            flavours = (("serial", ""), ("parallel", ", parallel=True"))
-            if not _threaded(fuse_loops(step.body, serial=False)):  # a parallel twin would be the serial
-                flavours = flavours[:1]                              # function, compiled several times slower
-            for flavour, decorator in flavours:
-                body = hoist_invariants(fuse_loops(step.body, serial=flavour == "serial"))
+            flavours = [("serial", "", hoist_invariants(fuse_loops(step.body, serial=True)))]
+            parallel_body = hoist_invariants(fuse_loops(step.body, serial=False))
+            if _threaded(parallel_body):  # else a parallel twin is the serial function, compiled several times slower
+                flavours.append(("parallel", ", parallel=True", parallel_body))
+            for flavour, decorator, body in flavours:
                 text = "\n".join(statements(body, printer, "    ", flavour == "parallel"))
                 options = f"cache=True, fastmath={FASTMATH}, error_model='numpy', {NO_CFUNC}{decorator}"
                 functions.append(f"@nb.njit({options})\ndef {step.name}_{flavour}({params}):\n{text}\n")

@@ -238,3 +238,66 @@ def test_a_batch_that_is_its_own_target_is_recorded_apart():
     xs = [rng.normal(size=(8, 6)).astype(np.float32) for _ in range(3)]
     _train_both(a, b, xs, [rng.normal(size=(8, 6)).astype(np.float32) for _ in range(3)])
     assert a._replay.plans and not a._replay.refused, a._replay.refused
+
+
+def _freeze_first(m):
+    m.layers[0].trainable = False
+
+
+def _unfreeze_first(m):
+    m.layers[0].trainable = True
+
+
+def _reload_optimizer(m):
+    """The optimizer's slots replaced by equal copies (what loading a saved model does)."""
+    m.optimizer.set_state(*m.optimizer.get_state())
+
+
+def _scale_weights(m):
+    m.set_weights([w * 0.5 for w in m.get_weights()])
+
+
+def _new_learning_rate(m):
+    m.optimizer.learning_rate = 0.03
+
+
+def _add_layer(m):
+    m.add(nn.Dense(4, activation="softmax"))
+
+
+# what a user may do between two steps; each hits the short path of a replayed step (replay.py _Hot)
+BETWEEN_STEPS = {"freeze": _freeze_first, "unfreeze": _unfreeze_first, "reload optimizer": _reload_optimizer,
+                 "set_weights": _scale_weights, "learning rate": _new_learning_rate, "add a layer": _add_layer}
+
+
+@pytest.mark.parametrize("event", sorted(BETWEEN_STEPS))
+def test_what_changes_between_replayed_steps_is_seen(event):
+    """After some replayed steps, the change applies to both copies; from the next step on they must
+    still agree, whatever the replay recorded before (a layer added after training once replayed the
+    old step's layers)."""
+    layers = lambda: [nn.Input((12,)), nn.Dense(9, activation="relu"), nn.Dense(4, activation="softmax")]  # noqa: E731
+    a, b = _models(layers, "sparse_categorical_crossentropy", OPTIMIZERS["adam"])
+    if event == "unfreeze":
+        _freeze_first(a), _freeze_first(b)
+    rng = np.random.default_rng(31)
+    xs, ys = rng.normal(size=(2 * STEPS, 6, 12)).astype(np.float32), rng.integers(0, 4, (2 * STEPS, 6))
+    _train_both(a, b, xs[:STEPS], ys[:STEPS])
+    for _ in range(4):  # predict's own recording too
+        a.predict(xs[0], verbose=0)
+    assert a._replay.hot is not None
+    BETWEEN_STEPS[event](a), BETWEEN_STEPS[event](b)
+    np.testing.assert_allclose(a.predict(xs[0], verbose=0), b.predict(xs[0], verbose=0), rtol=1e-5, atol=1e-6)
+    _train_both(a, b, xs[STEPS:], ys[STEPS:])
+    np.testing.assert_allclose(a.predict(xs[0], verbose=0), b.predict(xs[0], verbose=0), rtol=1e-5, atol=1e-6)
+    assert a._replay.plans and not a._replay.refused, a._replay.refused
+
+
+def test_the_short_path_follows_batch_shapes_and_layouts():
+    """Batch sizes alternating step by step, and a strided batch between contiguous ones: each step
+    takes its own signature's plan (or the full checks), never the last one's."""
+    a, b = _models(MODELS["mlp"][0], "sparse_categorical_crossentropy", OPTIMIZERS["sgd"])
+    rng = np.random.default_rng(37)
+    data, labels = rng.normal(size=(64, 12)).astype(np.float32), rng.integers(0, 4, 64)
+    batches = [slice(k, k + n) for k in range(0, 40, 4) for n in (6, 5)] + [slice(0, 24, 3)] * 5
+    _train_both(a, b, [data[s] for s in batches], [labels[s] for s in batches])
+    assert a._replay.hot is not None and a._replay.hot.x_shape == (8, 12) and not a._replay.refused

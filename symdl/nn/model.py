@@ -48,6 +48,8 @@ class Sequential(Trainer):
             self.input_shape = layer.input_shape
         self.layers.append(layer)
         self.built = False
+        if getattr(self, "_replay", None) is not None:  # the steps recorded so far ran the old layers
+            self._replay.forget()
 
     def _name(self, layer: Layer) -> None:
         """Keras' names: a layer without name= takes the first free of dense, dense_1, ... in this

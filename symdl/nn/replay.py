@@ -20,10 +20,15 @@ dropout mask), a number that changes between steps other than the optimizer's (i
 learning rate and step count are read at every replay), a kernel reading through integer inputs
 the loss did not check (an embedding's ids), a step that changes the state's arrays otherwise.
 Weights replaced from outside (set_weights, load) or a changed `trainable` flag make the next
-step record again.
+step record again; a layer added to the model forgets every recording (`forget`).
+
+Once a step has been replayed, the next one takes a short path (`_Hot`): generated functions read
+the state from the model's variables and optimizer slots and write it back, so that a small
+model's step spends its time in its kernels rather than in this bookkeeping.
 """
 from __future__ import annotations
 
+import operator
 import re
 
 import numpy as np
@@ -239,6 +244,33 @@ class Plan:
         return self.function(x, t, state, writes, hyper, parallel)
 
 
+def _state_io(weights: list, optimizer) -> dict:
+    """Generated functions over state_arrays' entries as they are laid out now: read() the arrays,
+    write(arrays) them back, flags() the weights' trainable flags. They name each variable and slot
+    directly, with no loop and no list built but the one returned."""
+    slots = optimizer._state
+    values = [f"V{j}.value" for j in range(len(weights))]
+    values += [f"s[{n!r}][{k!r}]" for n in sorted(slots) for k in slots[n]]
+    flags = "".join(f"V{j}.trainable, " for j in range(len(weights)))
+    lines = ["def read():", "    s = O._state", f"    return [{', '.join(values)}]",
+             "def write(a):", "    s = O._state", *(f"    {v} = a[{i}]" for i, v in enumerate(values)),
+             "    return a", "def flags():", f"    return ({flags})"]
+    glob = {"O": optimizer, **{f"V{j}": v for j, v in enumerate(weights)}}
+    exec(compile("\n".join(lines) + "\n", "<symdl training step state>", "exec"), glob)
+    return glob
+
+
+class _Hot:
+    """The signature replayed last, for the short path: its plan, the state it left (`expect`), the
+    generated accessors, and what the next step must match to take it."""
+
+    def __init__(self, key, plan, weights: list, optimizer, expect: list):
+        io = _state_io(weights, optimizer)
+        self.key, self.plan, self.expect, self.optimizer = key, plan, expect, optimizer
+        self.x_shape, self.x_dtype, self.trainable = key[0], key[1], key[4]
+        self.read, self.write, self.flags = io["read"], io["write"], io["flags"]
+
+
 class StepReplay:
     """A model's recorded steps, one Plan per batch signature (see the module's docstring)."""
 
@@ -250,6 +282,13 @@ class StepReplay:
         self.refused: dict = {}   # signature -> why the step is not replayed
         self.expect: dict = {}    # signature -> the state arrays the last replay left
         self.generation = twins.generation  # parallel functions compiled since: record again
+        self.hot: _Hot | None = None
+
+    def forget(self) -> None:
+        """Drop every recording and plan: the model's layers changed (Sequential.add)."""
+        for d in (self.plans, self.seen, self.recorded, self.expect, self.refused):
+            d.clear()
+        self.hot = None
 
     def _current(self) -> None:
         """Where parallel functions a recorded launch waited for have compiled since (the
@@ -260,6 +299,7 @@ class StepReplay:
             self.generation = twins.generation
             for d in (self.plans, self.seen, self.recorded, self.expect):
                 d.clear()
+            self.hot = None
 
     def source(self) -> str:
         """The generated training step(s), and a line for each batch shape not replayed."""
@@ -271,6 +311,11 @@ class StepReplay:
 
     def step(self, x: np.ndarray, y: np.ndarray):
         self._current()
+        if self.hot is not None:
+            done = self._hot_step(self.hot, x, y)
+            if done is not None:
+                return done
+            self.hot = None  # anything unusual: the full checks below decide
         m = self.model
         x = x if x.flags.c_contiguous else x.copy()
         weights = m.weights
@@ -285,6 +330,7 @@ class StepReplay:
                 return self._replay(key, plan, x, y, state, weights)
             del self.plans[key]  # weights replaced from outside: record again
             self.seen[key] = 0
+            self.hot = None
         if key in self.refused or not _recordable(state_arrays(m, weights)):
             return m._plain_step(x, y)
         n = self.seen[key] = self.seen.get(key, 0) + 1
@@ -384,6 +430,37 @@ class StepReplay:
         new_state, loss, out = plan.run(x, t, state, m.optimizer.hyper(), parallel)
         set_state_arrays(m, new_state, weights)
         self.expect[key] = new_state
+        if self.hot is None or self.hot.key != key:
+            self.hot = _Hot(key, plan, weights, m.optimizer, new_state)
+        self.hot.expect = new_state
+        return float(loss), out
+
+    def _hot_step(self, hot: _Hot, x, y):
+        """The step replayed as the last one was, when nothing that step relied on has changed: the
+        batch's shape and type, the optimizer, the state's arrays (none replaced from outside) and
+        the trainable flags; None where anything differs."""
+        m = self.model
+        if (type(x) is not np.ndarray or x.shape != hot.x_shape or x.dtype != hot.x_dtype
+                or not x.flags.c_contiguous or m.optimizer is not hot.optimizer):
+            return None
+        try:
+            state = hot.read()
+        except (KeyError, AttributeError):  # the optimizer's slots were replaced (set_state)
+            return None
+        if not all(map(operator.is_, state, hot.expect)) or hot.flags() != hot.trainable:
+            return None
+        plan = hot.plan
+        t = m.loss.prepare(y if isinstance(y, np.ndarray) else np.asarray(y), plan.out_template)[0]
+        if (t.shape, t.dtype.str) != plan.input_shapes["t"]:
+            return None
+        if any(hot.trainable):  # the optimizer steps (as Trainer._apply)
+            m.optimizer.iterations += 1
+        parallel = False
+        if plan.parallel:  # as the layer-by-layer step: threads follow the load (runtime/threads.py)
+            adapt_threads()
+            parallel = _CPU.flavour(True)
+        new_state, loss, out = plan.run(x, t, state, m.optimizer.hyper(), parallel)
+        hot.expect = self.expect[hot.key] = hot.write(new_state)
         return float(loss), out
 
     def _check(self, key, plan: Plan, x, y, state: list):
@@ -401,6 +478,7 @@ class StepReplay:
             return r_loss, r_out
         set_state_arrays(m, after)  # the layer-by-layer result stands
         opt.iterations = iterations + (1 if m.trainable_weights else 0)
+        self.hot = None
         del self.plans[key]
         self.refused[key] = "the replayed step disagreed with the step run layer by layer"
         return loss, out

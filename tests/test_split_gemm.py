@@ -12,7 +12,8 @@ from symdl.backends.cpu import backend, blas, gemm
 
 pytestmark = pytest.mark.skipif(not gemm.available(), reason="NumPy's BLAS here is not OpenBLAS")
 
-SHAPES = [(1, 1, 1), (2, 3, 5), (300, 7, 2), (3, 200, 300), (64, 64, 64), (97, 31, 13)]
+SHAPES = [(1, 1, 1), (2, 3, 5), (300, 7, 2), (3, 200, 300), (64, 64, 64), (97, 31, 13),
+          (2, 64, 3), (5, 700, 9), (1, 40, 1)]  # the last three cut along their sums (gemm.SUM_SPLIT)
 
 
 def _layouts(x: np.ndarray, rng):
@@ -63,7 +64,8 @@ def test_layouts_blas_cannot_read_are_refused(case):
 
 def test_matmul_splits_only_large_products_with_threads_to_spare(monkeypatch):
     """Split from SPLIT_WORK multiply-adds when every side is at least SPLIT_SIDE, from SPLIT_WORK_ANY
-    for any shape, and only with more than one thread; NumPy's result otherwise."""
+    for any shape, from SPLIT_WORK_SUM for a sum SUM_SPLIT times the output's longer side, and only
+    with more than one thread; NumPy's result otherwise."""
     calls = []
     monkeypatch.setattr(blas, "split_matmul", lambda *args: calls.append(args[:3]) or False)
     rng = np.random.default_rng(2)
@@ -72,7 +74,10 @@ def test_matmul_splits_only_large_products_with_threads_to_spare(monkeypatch):
     assert cube >= side
     cases = [((cube, cube, cube), 2, True), ((cube, cube, cube), 1, False), ((16, 16, 16), 2, False),
              ((small // (4 * side) + 1, 4, side), 2, False),   # past SPLIT_WORK, one thin side
-             ((thin // (4 * side) + 1, 4, side), 2, True)]     # past SPLIT_WORK_ANY
+             ((thin // (4 * side) + 1, 4, side), 2, True),     # past SPLIT_WORK_ANY
+             ((16, 4096, 16), 2, True), ((16, 4096, 16), 1, False),  # SPLIT_WORK_SUM, a long sum
+             ((64, 1000, 64), 2, False)]                          # a sum not long enough for it
+    assert 16 * 4096 * 16 >= backend.SPLIT_WORK_SUM and 4096 >= gemm.SUM_SPLIT * 16 and 1000 < gemm.SUM_SPLIT * 64
     for (m, k, n), threads, split in cases:
         monkeypatch.setattr(blas, "product_threads", lambda threads=threads: threads)
         a, b = rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32)

@@ -16,8 +16,8 @@ import math
 import numba as nb
 import numpy as np
 
-from .backend import SPLIT_SIDE, SPLIT_WORK, SPLIT_WORK_ANY
-from .gemm import batched_matmul, single_threaded_blas, split_matmul
+from .backend import SPLIT_SIDE, SPLIT_WORK, SPLIT_WORK_ANY, SPLIT_WORK_SUM
+from .gemm import SUM_SPLIT, batched_matmul, single_threaded_blas, split_matmul
 
 single_threaded_blas()  # once the first kernel module loads: products use numba's threads only
 product_threads = nb.get_num_threads
@@ -29,7 +29,8 @@ def matmul(a, b, out) -> None:
     model's whole product); np.matmul takes any other output."""
     (m, k), n = a.shape, b.shape[1]
     work = m * k * n
-    if work >= SPLIT_WORK_ANY or (work >= SPLIT_WORK and min(m, k, n) >= SPLIT_SIDE):
+    if (work >= SPLIT_WORK_ANY or (work >= SPLIT_WORK and min(m, k, n) >= SPLIT_SIDE)
+            or (work >= SPLIT_WORK_SUM and k >= SUM_SPLIT * max(m, n))):
         threads = product_threads()
         if threads > 1 and split_matmul(a, b, out, threads):
             return

@@ -30,6 +30,7 @@ from .subnormals import fp_mode, set_fp_mode
 
 # CBLAS constants
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+SUM_SPLIT = 16  # a product is cut along its sum where that is this many times its output's longer side
 
 # OpenBLAS's symbols: (single, double, thread setter, 64-bit integers) as NumPy's wheels
 # (scipy-openblas, ILP64) and system builds (LP64) name them
@@ -158,6 +159,22 @@ def _split(address, single, wide, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, 
         set_fp_mode(own)
 
 
+@nb.njit(cache=True, parallel=True)
+def _split_sum(address, single, wide, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, item, parts):
+    """c[p] = the product over the p-th stretch of the sum (c: `parts` contiguous m x n blocks),
+    each in the caller's floating-point mode."""
+    mode = fp_mode()
+    for p in nb.prange(parts):
+        own = fp_mode()
+        set_fp_mode(mode)
+        lo, hi = k * p // parts, k * (p + 1) // parts
+        a_at = a + lo * (lda if trans_a == TRANS else 1) * item
+        b_at = b + lo * (1 if trans_b == TRANS else ldb) * item
+        _cblas_gemm(address, single, wide, ROW_MAJOR, trans_a, trans_b, m, n, hi - lo, 1.0, a_at, lda, b_at, ldb,
+                    0.0, c + p * m * n * item, n)
+        set_fp_mode(own)
+
+
 @nb.njit(cache=True)
 def _batched_serial(address, single, wide, trans_a, trans_b, m, n, k, a, lda, step_a, b, ldb, step_b, c, ldc, step_c,
                     count):
@@ -226,9 +243,16 @@ def split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int) -> b
     if min(m, n, k) == 0:
         return False
     single = a.dtype.char == "f"
+    pointer = lambda x: x.__array_interface__["data"][0]  # noqa: E731
+    if k >= SUM_SPLIT * max(m, n) and parts > 1:  # a long sum into a small output: cut the sum
+        parts = min(parts, k)
+        partial = np.empty((parts, m, n), out.dtype)
+        _split_sum(lib.sgemm if single else lib.dgemm, int(single), int(lib.wide), op_a[0], op_b[0], m, n, k,
+                   pointer(a), op_a[1], pointer(b), op_b[1], pointer(partial), out.itemsize, parts)
+        np.sum(partial, axis=0, out=out)
+        return True
     by_rows = m * k >= k * n  # repack the smaller operand in every block
     parts = max(1, min(parts, m if by_rows else n))
-    pointer = lambda x: x.__array_interface__["data"][0]  # noqa: E731
     _split(lib.sgemm if single else lib.dgemm, int(single), int(lib.wide), op_a[0], op_b[0], m, n, k,
            pointer(a), op_a[1], pointer(b), op_b[1], pointer(out), out.strides[0] // out.itemsize, out.itemsize,
            parts, by_rows)

@@ -13,7 +13,7 @@ import symdl
 from symdl.declare.reductions import Sum
 from symdl.formulas.pooling import pool2d
 from symdl.loops import ScatterAdd, lower, trip_count
-from symdl.loops.ir import Let, Nest
+from symdl.loops.ir import Let, Loop, Nest
 from symdl.passes.sums import merge_sibling_sums
 
 POOLS = [((2, 2), None, "valid"), ((3, 3), (2, 2), "same"), ((3, 3), (1, 1), "valid"), ((2, 3), (1, 2), "same")]
@@ -63,6 +63,25 @@ def test_max_pooling_gradient_searches_each_window_once(pool, strides, padding):
         dims = {"B": 2, "H": n, "W": n + 1, "Cin": 3}
         size = 2 * n * (n + 1) * 3
         assert trip_count(g, dims) - size <= 1.5 * trip_count(lower(f), dims)
+
+
+@pytest.mark.parametrize("pool,strides,padding", POOLS)
+def test_max_pooling_gradient_adds_by_position_on_the_cpu(pool, strides, padding):
+    """As the cpu lowers it (row_reductions), the scatter adds at positions that are loop indices
+    (the window's candidates, clipped at the edges for "same"), never at the searched ones: the
+    channel loop's adds go to consecutive addresses, which is what lets it vectorise. The search
+    runs once, its coordinates kept in temporaries, and the cost stays within the contract's bound."""
+    f = pool2d("max", pool, strides, padding, name="scatter_pool_positions")
+    g = lower(f.vjp()["x"], row_reductions=True)
+    scatter = [s for s in g.steps if isinstance(s, Nest) and any(isinstance(t, ScatterAdd) for t in _walk(s.body))]
+    (add,) = [t for t in _walk(scatter[0].body) if isinstance(t, ScatterAdd)]
+    searched = {t.name for t in _walk(scatter[0].body) if isinstance(t, Let)}
+    assert not set().union(*(sp.sympify(i).free_symbols for i in add.index)) & searched, add.index
+    assert {add.index[0], add.index[-1]} <= {t.var for t in _walk(scatter[0].body) if isinstance(t, Loop)}
+    assert sum(isinstance(t, Let) and t.value == -sp.oo for t in _walk(scatter[0].body)) == 1  # one search
+    assert len(g.temps) == 2  # the found row and column
+    dims = {"B": 2, "H": 24, "W": 25, "Cin": 3}
+    assert trip_count(g, dims) - 2 * 24 * 25 * 3 <= 4 * trip_count(lower(f, row_reductions=True), dims)
 
 
 N, M = sp.symbols("N M", integer=True, positive=True)

@@ -144,9 +144,10 @@ def _lower_plain(f: Formula, row_reductions: bool) -> LoopProgram:
         names = _Names(_taken(f, f.body))
         used = {str(b.label) for b in f.body.atoms(sp.IndexedBase)}
         arrays = tuple(t.name for t in f.inputs if t.rank and t.name in used) + (f.output.name,)
-        steps = scatter.lower_scatter(f, hit, lambda es: emit_shared(es, names), arrays,
-                                      lambda: names.new("at", integer=True))
-        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, (), steps)
+        steps, temps = scatter.lower_scatter(f, hit, lambda es: emit_shared(es, names), arrays,
+                                             lambda: names.new("at", integer=True),
+                                             (lambda: names.new("found").name) if row_reductions else None)
+        return LoopProgram(f.name, str(f), f.inputs, f.output, f.dims, temps, steps)
     body, contractions = extract_matmuls(f) if f.recurrence is None else (f.body, [])
     return _lower_contractions(f, body, contractions)
 

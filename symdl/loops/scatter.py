@@ -18,6 +18,15 @@ input position searches every window covering it; scattered, each window searche
 into its arg-max. The sums' bounds then become their hull (the parts of each Max/Min free of p,
 q) plus guards with p, q replaced by the scattered position: the same (window, position) pairs.
 Arg-max coordinates of one search are emitted together (one search, not one per coordinate).
+
+On the cpu (`by_position`), a scatter whose positions are arg-maxes over short static ranges adds
+by position instead: per window, one loop over the remaining output indices (the channels)
+searches and keeps what it found in a temporary indexed by the batch and channel; then for each
+candidate position of the window, a channel loop adds where the search found that position.
+Every add then goes to consecutive addresses, so the channel loop vectorises; scattered, each add
+went to an address of its own and none did (E1's first max-pool gradient 5.1 -> 2.4 ms, E5's
+0.64 -> 0.19 ms). The work counted stays within the cost contract (a 2x2 window: a search of 4,
+then 4 candidate tests, per window and channel), and windows add in the same order either way.
 """
 from __future__ import annotations
 
@@ -25,7 +34,9 @@ import sympy as sp
 
 from ..declare.formula import Formula
 from ..declare.reductions import ArgMax, Sum
-from .ir import If, Let, Loop, Nest, ScatterAdd, Store
+from .ir import If, Let, Loop, Nest, ScatterAdd, Store, Temp
+
+CANDIDATES = 9  # the most candidate positions per window added by position (a 3x3 window's)
 
 
 def match(f: Formula):
@@ -105,15 +116,96 @@ def _gathered(eq, outputs, summed):
     return None
 
 
-def lower_scatter(f: Formula, hit, emit_values, arrays: tuple, new_index) -> tuple:
-    """Two nests: zero the output, then the scatter over the summed and remaining indices (serial
-    but for the batch loops outside the sums: two iterations may add into one element).
-    `emit_values(exprs)` gives (statements, values); `new_index()` a fresh integer symbol."""
+def lower_scatter(f: Formula, hit, emit_values, arrays: tuple, new_index, new_temp=None) -> tuple:
+    """(steps, temps): two nests, zero the output, then the scatter over the summed and remaining
+    indices (serial but for the batch loops outside the sums: two iterations may add into one
+    element). `emit_values(exprs)` gives (statements, values); `new_index()` a fresh integer
+    symbol; with `new_temp()` (a fresh temporary's name) the scatter adds by candidate position
+    where the positions allow it (the module's docstring)."""
     sums, value, targets, rest = hit
     zero: tuple = (Store(f.output.name, f.indices, sp.Integer(0)),)
     for depth, i in reversed(list(enumerate(f.indices))):
         lo, hi = f.ranges[i]
         zero = (Loop(i, lo, hi + 1, zero, parallel=depth == 0),)  # disjoint stores: threads may share it
+    outer = _outer(f, targets)
+    inner = [i for i in f.indices if i not in targets and i not in outer]
+    candidates = _candidates(targets, new_index) if new_temp is not None and inner else None
+    temps: tuple = ()
+    if candidates is not None and all(f.ranges[i][0] == 0 for i in outer + inner):
+        body, temps = _by_position(f, candidates, value, rest, outer, inner, emit_values, new_temp)
+        arrays = arrays[:-1] + tuple(t.name for t in temps) + arrays[-1:]
+    else:
+        body = _scattered(f, targets, value, rest, inner, emit_values, new_index)
+    for var, lo, hi in reversed(sums):
+        body = (Loop(var, lo, hi + 1, body),)
+    for depth, i in reversed(list(enumerate(outer))):
+        lo, hi = f.ranges[i]
+        body = (Loop(i, lo, hi + 1, body, parallel=depth == 0),)
+    return (Nest("zero", zero, (f.output.name,), sp.Integer(0)),
+            Nest("scatter", body, arrays, sp.Integer(0))), temps
+
+
+def _candidates(targets: dict, new_index):
+    """{output index: (its arg-max, a new index w, w's range, the position with the arg-max
+    replaced by w)} when every target reads one arg-max coordinate whose bounds have numeric hulls
+    (_hull) and the windows have at most CANDIDATES positions; else None."""
+    out, count = {}, 1
+    for p, e in targets.items():
+        maxes = e.atoms(ArgMax)
+        if len(maxes) != 1:
+            return None
+        a = next(iter(maxes))
+        _, lo, hi = a.limits[a.coordinate]
+        lo, hi = _hull(lo, sp.Max), _hull(hi, sp.Min)
+        if lo is None or hi is None or hi < lo:
+            return None
+        count *= int(hi - lo + 1)
+        w = new_index()
+        out[p] = (a, w, lo, hi, e.xreplace({a: w}))
+    return out if count <= CANDIDATES else None
+
+
+def _hull(bound, side):
+    """A number the bound never passes: the bound itself, or the numeric part of Max(0, ...) for
+    a lower bound (of Min(2, ...) for an upper one: a window clipped at the image's edge)."""
+    if bound.is_Integer:
+        return bound
+    numbers = [b for b in bound.args if b.is_Integer] if isinstance(bound, side) else []
+    return side(*numbers) if numbers else None
+
+
+def _by_position(f: Formula, candidates: dict, value, rest: list, outer: list, inner: list, emit_values,
+                 new_temp) -> tuple:
+    """(the statements inside the sums' loops, the temporaries): a channel loop searching the
+    window and keeping each found coordinate in a temporary over (outer..., inner...), then for
+    each candidate position (the w loops) the guards that hold for the whole channel loop, and
+    the channel loop adding where the search found this position."""
+    at = {p: c[4] for p, c in candidates.items()}
+    inside = [sp.And(sp.Ge(at[p], f.ranges[p][0]), sp.Le(at[p], f.ranges[p][1])) for p in candidates]
+    conds = sp.And.make_args(sp.And(*[c.xreplace(at) for c in rest], *inside))
+    per_channel = [c for c in conds if c.has(*inner)]
+    guard = sp.And(*[c for c in conds if not c.has(*inner)])
+    where = tuple(outer + inner)
+    shape = tuple(f.ranges[i][1] + 1 for i in where)
+    temps = tuple(Temp(new_temp(), shape) for _ in candidates)
+    pre, found = emit_values([c[0] for c in candidates.values()])
+    search: tuple = tuple(pre) + tuple(Store(t.name, where, x) for t, x in zip(temps, found, strict=True))
+    stmts, v = emit_values([value])
+    hit = sp.And(*[sp.Eq(sp.IndexedBase(t.name, real=True)[where], c[1])
+                   for t, c in zip(temps, candidates.values(), strict=True)], *per_channel)
+    index = tuple(at.get(i, i) for i in f.indices)
+    add: tuple = (If(hit, tuple(stmts) + (ScatterAdd(f.output.name, index, v[0]),)),)
+    for i in reversed(inner):
+        lo, hi = f.ranges[i]
+        search, add = (Loop(i, lo, hi + 1, search),), (Loop(i, lo, hi + 1, add),)
+    add = add if guard is sp.true else (If(guard, add),)
+    for _, w, lo, hi, _ in reversed(list(candidates.values())):
+        add = (Loop(w, lo, hi + 1, add),)
+    return search + add, temps
+
+
+def _scattered(f: Formula, targets: dict, value, rest: list, inner: list, emit_values, new_index) -> tuple:
+    """The search, then one add into the position it found, for every remaining output index."""
     pre, positions = emit_values(list(targets.values()))
     at = {}  # a position searched for (an arg-max) is computed once, before the tests on it
     for (p, e), position in zip(targets.items(), positions, strict=True):
@@ -124,17 +216,10 @@ def lower_scatter(f: Formula, hit, emit_values, arrays: tuple, new_index) -> tup
     inside = [sp.And(sp.Ge(at[p], f.ranges[p][0]), sp.Le(at[p], f.ranges[p][1])) for p in targets]
     cond = sp.And(*[c.xreplace(at) for c in rest], *inside)
     body: tuple = tuple(pre) + (If(cond, tuple(stmts) + (ScatterAdd(f.output.name, index, v[0]),)),)
-    outer = _outer(f, targets)
-    for i in reversed([i for i in f.indices if i not in targets and i not in outer]):
+    for i in reversed(inner):
         lo, hi = f.ranges[i]
         body = (Loop(i, lo, hi + 1, body),)
-    for var, lo, hi in reversed(sums):
-        body = (Loop(var, lo, hi + 1, body),)
-    for depth, i in reversed(list(enumerate(outer))):
-        lo, hi = f.ranges[i]
-        body = (Loop(i, lo, hi + 1, body, parallel=depth == 0),)
-    return (Nest("zero", zero, (f.output.name,), sp.Integer(0)),
-            Nest("scatter", body, arrays, sp.Integer(0)))
+    return body
 
 
 __all__ = ["match", "lower_scatter"]

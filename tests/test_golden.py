@@ -62,6 +62,7 @@ def _kernels():
     yield "coverage", cov
     for name, g in cov.vjp().items():
         yield f"coverage.vjp.{name}", g
+    yield "sgd_update", symdl.formulas.get("sgd_update")  # a scalar input: a float into each function, cast there
 
 
 CASES = dict(_kernels())

@@ -32,9 +32,10 @@ def output_length(n, k: int, stride: int, dilation: int, padding: str):
 
 def conv2d(kernel_size=(3, 3), strides=(1, 1), padding: str = "valid", dilation=(1, 1),
            activation: str | None = None, x: str = "x", kernel: str = "kernel", bias: str | None = "bias",
-           out: str = "y", name: str = "conv2d"):
+           out: str = "y", name: str = "conv2d", fused: bool = False):
     """y[b, i, j, o] = Σ_{kh, kw, c} x[b, s·i + d·kh - pad, s·j + d·kw - pad, c] kernel[kh, kw, c, o]
-    (+ bias[o]), then the activation (a Program when there is one)."""
+    (+ bias[o]), then the activation (a Program when there is one; with `fused`, one formula
+    whose kernel applies it in the product's epilogue, in place)."""
     (kh_n, kw_n), (sh, sw), (dh, dw) = kernel_size, strides, dilation
     oh, pt = output_length(H, kh_n, sh, dh, padding)
     ow, pl = output_length(W, kw_n, sw, dw, padding)
@@ -52,6 +53,9 @@ def conv2d(kernel_size=(3, 3), strides=(1, 1), padding: str = "valid", dilation=
                    zero_padded=[x] if padding == "same" else [], sizes=sizes)
     if z == out:
         return conv
+    if fused:
+        return Formula(sp.Eq(sp.IndexedBase(out)[b, i, j, o], ACTIVATIONS[activation](body)),
+                       name=f"{name}.{activation}", zero_padded=[x] if padding == "same" else [], sizes=sizes)
     # elementwise over z's own axes: its lengths are z's (OH, OW), not expressions of H and W that
     # a strided or padded output length (a floor division) would leave unbindable from z
     Z, Y = sp.IndexedBase(z), sp.IndexedBase(out)

@@ -91,3 +91,30 @@ def test_training_fused_equals_the_unfused_formulas(activation):
         for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert fused.layers[0]._fused is not None and plain.layers[0]._fused is None
+
+
+@pytest.mark.parametrize("geometry", [dict(), dict(padding="same", strides=2), dict(dilation_rate=2, use_bias=False),
+                                      dict(padding="same", use_bias=False)])
+@pytest.mark.parametrize("activation", sorted(NUMPY))
+def test_a_convolution_with_its_activation_trains_as_the_unfused_formulas(activation, geometry):
+    """Conv2D(f) runs f in the convolution's epilogue and starts its backward pass from f' of the
+    output (the Dense layer's activation gradient, on the output as rows): four Adam steps, with
+    new data each, against Conv2D() -> Activation(f), for every geometry the kernel's loops
+    change with (padding, stride, dilation, bias)."""
+    rng = np.random.default_rng(11)
+    conv = lambda **kw: nn.Conv2D(3, 3, **geometry, **kw)  # noqa: E731
+    head = [nn.Flatten(), nn.Dense(4, activation="softmax")]
+    fused = nn.Sequential([nn.Input((9, 8, 2)), conv(activation=activation), *head], seed=5)
+    plain = nn.Sequential([nn.Input((9, 8, 2)), conv(), nn.Activation(activation),
+                           nn.Flatten(), nn.Dense(4, activation="softmax")], seed=5)
+    for m in (fused, plain):
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        m._ensure_built()
+    plain.set_weights(fused.get_weights())
+    for _ in range(4):
+        x, y = rng.normal(size=(5, 9, 8, 2)).astype(np.float32), rng.integers(0, 4, 5)
+        assert fused.train_on_batch(x, y) == pytest.approx(plain.train_on_batch(x, y), rel=1e-5)
+        for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fused.predict(x, verbose=0), plain.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert fused.layers[0]._fused is not None and plain.layers[0]._fused is None

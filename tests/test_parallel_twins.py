@@ -39,7 +39,8 @@ def test_the_warm_tier_follows_what_is_compiled(monkeypatch, tmp_path):
     assert twins.WARM_WORK <= 360_000 < cpu_backend.PARALLEL_WORK
     assert cpu.parallel(kern.program, warm, module) is False and asked == [module]
     assert cpu.parallel(kern.program, {"M": 100, "N": 100}, module) is False and len(asked) == 1  # below the tier
-    assert cpu.parallel(kern.program, {"M": 2048, "N": 1024}, module) is True  # PARALLEL_WORK: at once
+    assert cpu.parallel(kern.program, {"M": 2048, "N": 2048}, module) is True  # PARALLEL_WORK: at once
+    assert 2048 * 2048 >= cpu_backend.PARALLEL_WORK
     a = np.random.default_rng(0).standard_normal((600, 600))
     want = np.tanh(a) * 1.2345678917
     np.testing.assert_allclose(kern(x=a), want, rtol=1e-12)  # runs serially: the serial twin compiles

@@ -63,7 +63,7 @@ def test_small_nests_run_serial_and_large_ones_parallel(monkeypatch):
     prog, backend = lower(BIAS, row_reductions=True), cpu.CpuBackend()
     monkeypatch.delenv("SYMDL_PARALLEL_WORK", raising=False)
     assert not backend.parallel(prog, {"R": 256, "C": 512})          # 2^17: threads cost more
-    assert backend.parallel(prog, {"R": 4096, "C": 512})             # 2^21
+    assert backend.parallel(prog, {"R": 8192, "C": 512})             # 2^22: PARALLEL_WORK
     monkeypatch.setenv("SYMDL_PARALLEL_WORK", "1000")
     assert backend.parallel(prog, {"R": 256, "C": 512})
     monkeypatch.setenv("SYMDL_PARALLEL_WORK", "many")

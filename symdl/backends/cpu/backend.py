@@ -7,8 +7,8 @@ iterations; parallel wins from ~2^21 on (benchmarks/threads.py measures the cros
 the brief spinning below a step's threads are awake and parallel would pay from ~2^18 (the E5
 CNN's step 3.1 -> ~2.0 ms, E4's Adam update of 401,408 weights 267 -> 119 µs), but numba compiles
 a parallel flavour far more slowly than a serial one: E5's first step from an empty cache took
-8.8 s against 4.5 s at 2^21. So from 2^21 a nest runs in parallel at once, and from 2^18 once its
-parallel flavour is compiled, by the compile-ahead helper for a later process (twins.py).
+8.8 s against 4.5 s at 2^21. So from 2^22 (PARALLEL_WORK) a nest runs in parallel at once, and
+from 2^18 once its parallel flavour is compiled, by the compile-ahead helper (twins.py).
 
 OpenMP's idle threads spin briefly, then sleep: GOMP_SPINCOUNT=10000 (~0.4 ms of spinning per
 thread measured here), unless the user set it or OMP_WAIT_POLICY. A step's parallel regions and
@@ -34,7 +34,11 @@ from .codegen import generate
 if "OMP_WAIT_POLICY" not in os.environ:  # read when numba first loads its OpenMP pool
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-PARALLEL_WORK = 1 << 21  # counted loop iterations from which a parallel flavour pays (SYMDL_PARALLEL_WORK)
+# counted loop iterations from which a nest runs on threads from its first call, its parallel
+# flavour compiled there and then (SYMDL_PARALLEL_WORK); below, from twins.WARM_WORK once the
+# compile-ahead helper has compiled it. Not 2^21: numba compiles a parallel flavour in 1-2 s, and
+# E5's max-pool gradient (2.2M iterations, ~0.4 ms serial) made its first step 2.6 -> 5.3 s
+PARALLEL_WORK = 1 << 22
 # a product's multiply-adds (m·n·k) from which splitting it across the threads pays (blas.py,
 # gemm.py): from 2^22 where every side is at least SPLIT_SIDE (E2 batch 128's 128x784x64 products:
 # step 0.42 -> 0.35 ms), from 2^24 for any shape (E5's convolution, 21632x9x32 with its thin

@@ -64,9 +64,9 @@ def _from_output(activation: str, y):
     raise ValueError(f"no derivative from the output for activation {activation!r}")
 
 
-def _activation_vjp(activation: str) -> Formula:
+def activation_vjp(activation: str) -> Formula:
     """grad_z = grad_y f'(z) from the fused forward's output y alone: the backward of `y = f(x W + b)`
-    reads no pre-activation (nothing keeps one)."""
+    (or of a fused convolution, its arrays seen as rows) reads no pre-activation (nothing keeps one)."""
     B, M = sp.symbols("B M", integer=True, positive=True)
     i, j = sp.Idx("i", B), sp.Idx("j", M)
     y, grad_y, grad_z = (sp.IndexedBase(n) for n in ("y", "grad_y", "grad_z"))
@@ -115,7 +115,7 @@ class Dense(Layer):
             return None
         if self._fused is None:
             self._fused = FormulaOp(_linear_then(self.activation, self.use_bias))
-            self._fused_vjp = FormulaOp(_activation_vjp(self.activation))
+            self._fused_vjp = FormulaOp(activation_vjp(self.activation))
         return self._fused, self._fused_vjp
 
     def call(self, x, training=False):

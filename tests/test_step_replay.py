@@ -265,7 +265,7 @@ def _add_layer(m):
     m.add(nn.Dense(4, activation="softmax"))
 
 
-# what a user may do between two steps; each hits the short path of a replayed step (replay.py _Hot)
+# what a user may do between two steps; each hits the short path of a replayed step (replay.py Hot)
 BETWEEN_STEPS = {"freeze": _freeze_first, "unfreeze": _unfreeze_first, "reload optimizer": _reload_optimizer,
                  "set_weights": _scale_weights, "learning rate": _new_learning_rate, "add a layer": _add_layer}
 

@@ -19,14 +19,14 @@ into its arg-max. The sums' bounds then become their hull (the parts of each Max
 q) plus guards with p, q replaced by the scattered position: the same (window, position) pairs.
 Arg-max coordinates of one search are emitted together (one search, not one per coordinate).
 
-On the cpu (`by_position`), a scatter whose positions are arg-maxes over short static ranges adds
+On the cpu (`new_temp` given), a scatter whose positions are arg-maxes over short static ranges adds
 by position instead: per window, one loop over the remaining output indices (the channels)
 searches and keeps what it found in a temporary indexed by the batch and channel; then for each
 candidate position of the window, a channel loop adds where the search found that position.
 Every add then goes to consecutive addresses, so the channel loop vectorises; scattered, each add
-went to an address of its own and none did (E1's first max-pool gradient 5.1 -> 2.4 ms, E5's
-0.64 -> 0.19 ms). The work counted stays within the cost contract (a 2x2 window: a search of 4,
-then 4 candidate tests, per window and channel), and windows add in the same order either way.
+went to an address of its own and none did (E1's first max-pool gradient 5.1 -> 3.0 ms, E5's
+0.64 -> 0.20 ms, serial). The work counted stays within the cost contract (a 2x2 window: a search
+of 4, then 4 candidate tests, per window and channel); windows add in the same order either way.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The warm tier of the parallel flavour (backends/cpu/twins.py): a nest of 2^18 to 2^21 counted
+"""The warm tier of the parallel flavour (backends/cpu/twins.py): a nest of 2^18 to 2^22 counted
 iterations runs on threads only once its module's parallel functions are compiled; the
 compile-ahead helper compiles them after a cold step, and the next process runs them in parallel
 with the same numbers."""

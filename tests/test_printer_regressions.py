@@ -178,7 +178,7 @@ def test_declaration_error_lists_the_new_functions():
 def test_parallel_parts_of_a_compound_range(stride):
     """Was: the parallel flavour's parts of a loop over [0, L - K + 1) printed as
     `1 + L - K * _part // _parts` (backends/statements.py `_parts_loop`), a wrong split the
-    serial flavour never showed: only calls of ~2^21 iterations take the parallel flavour."""
+    serial flavour never showed: only calls of 2^18 (compiled) or 2^22 iterations take the parallel flavour."""
     L, K = sp.symbols("L K", integer=True, positive=True)
     m = sp.Idx("m", K)
     xs, ws, ys = sp.IndexedBase("x", shape=(L,)), sp.IndexedBase("w"), sp.IndexedBase("y")

@@ -54,7 +54,7 @@ def backends(target, sizes: dict | None = None, seed: int = 0, backend: str = "c
     first maximiser). `ties=None` decides by the formula; True or False forces it.
 
     `parallel=True` (cpu) also runs each float64 kernel's parallel flavour, which a call takes only
-    at sizes of ~2^21 iterations (backends/cpu/backend.py), at the check's sizes (`_Threaded`):
+    from 2^18 iterations (compiled) or 2^22 (backends/cpu/backend.py), at the check's sizes (`_Threaded`):
     its loops print differently (backends/statements.py `_parts_loop`). It compiles a parallel
     function per kernel, several times slower than a serial one.
 

@@ -189,17 +189,12 @@ class StepReplay:
 
     def _replay(self, key, plan: Plan, x, y, state: list, weights: list):
         m = self.model
-        # the targets' checks, as a plain step; a view of the caller's array will do (the step only reads it)
-        t = m.loss.prepare(y if isinstance(y, np.ndarray) else np.asarray(y), plan.out_template)[0]
-        if (t.shape, t.dtype.str) != plan.input_shapes["t"]:
+        t = self._targets(plan, y)
+        if t is None:
             return m._plain_step(x, y)
         if any(key[4]):  # the weights' trainable flags: the optimizer steps (as Trainer._apply)
             m.optimizer.iterations += 1
-        parallel = False
-        if plan.parallel:  # as the layer-by-layer step: threads follow the load (runtime/threads.py)
-            adapt_threads()
-            parallel = _CPU.flavour(True)
-        new_state, loss, out = plan.run(x, t, state, m.optimizer.hyper(), parallel)
+        new_state, loss, out = self._run(plan, x, t, state)
         set_state_arrays(m, new_state, weights)
         self.expect[key] = new_state
         if self.hot is None or self.hot.key != key:
@@ -221,19 +216,29 @@ class StepReplay:
             return None
         if not all(map(operator.is_, state, hot.expect)) or hot.flags() != hot.trainable:
             return None
-        plan = hot.plan
-        t = m.loss.prepare(y if isinstance(y, np.ndarray) else np.asarray(y), plan.out_template)[0]
-        if (t.shape, t.dtype.str) != plan.input_shapes["t"]:
+        t = self._targets(hot.plan, y)
+        if t is None:
             return None
         if any(hot.trainable):  # the optimizer steps (as Trainer._apply)
             m.optimizer.iterations += 1
-        parallel = False
-        if plan.parallel:  # as the layer-by-layer step: threads follow the load (runtime/threads.py)
-            adapt_threads()
-            parallel = _CPU.flavour(True)
-        new_state, loss, out = plan.run(x, t, state, m.optimizer.hyper(), parallel)
+        new_state, loss, out = self._run(hot.plan, x, t, state)
         hot.expect = self.expect[hot.key] = hot.write(new_state)
         return float(loss), out
+
+    def _targets(self, plan: Plan, y):
+        """The targets checked as a plain step checks them (a view of the caller's array will do:
+        the step only reads it), or None where they are not the recorded shape and type."""
+        t = self.model.loss.prepare(y if isinstance(y, np.ndarray) else np.asarray(y), plan.out_template)[0]
+        return t if (t.shape, t.dtype.str) == plan.input_shapes["t"] else None
+
+    def _run(self, plan: Plan, x, t, state: list):
+        """(new state, loss, output): the plan on threads where a layer-by-layer step would use them
+        (they follow the load: runtime/threads.py)."""
+        parallel = False
+        if plan.parallel:
+            adapt_threads()
+            parallel = _CPU.flavour(True)
+        return plan.run(x, t, state, self.model.optimizer.hyper(), parallel)
 
     def _check(self, key, plan: Plan, x, y, state: list):
         """The step both ways from one state; the replay is kept only where they agree."""

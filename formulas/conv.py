@@ -49,13 +49,14 @@ def conv2d(kernel_size=(3, 3), strides=(1, 1), padding: str = "valid", dilation=
     if bias:
         body = body + sp.IndexedBase(bias)[o]
     sizes = {"B": 1, "H": 3 + (kh_n - 1) * dh, "W": 2 + (kw_n - 1) * dw + sw, "Cin": 2, "Cout": 2}
+    padded = [x] if padding == "same" else []
     conv = Formula(sp.Eq(sp.IndexedBase(z)[b, i, j, o], body), name=name if z == out else f"{out}.conv",
-                   zero_padded=[x] if padding == "same" else [], sizes=sizes)
+                   zero_padded=padded, sizes=sizes)
     if z == out:
         return conv
     if fused:
         return Formula(sp.Eq(sp.IndexedBase(out)[b, i, j, o], ACTIVATIONS[activation](body)),
-                       name=f"{name}.{activation}", zero_padded=[x] if padding == "same" else [], sizes=sizes)
+                       name=f"{name}.{activation}", zero_padded=padded, sizes=sizes)
     # elementwise over z's own axes: its lengths are z's (OH, OW), not expressions of H and W that
     # a strided or padded output length (a floor division) would leave unbindable from z
     Z, Y = sp.IndexedBase(z), sp.IndexedBase(out)

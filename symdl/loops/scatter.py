@@ -181,8 +181,7 @@ def _by_position(f: Formula, candidates: dict, value, rest: list, outer: list, i
     each candidate position (the w loops) the guards that hold for the whole channel loop, and
     the channel loop adding where the search found this position."""
     at = {p: c[4] for p, c in candidates.items()}
-    inside = [sp.And(sp.Ge(at[p], f.ranges[p][0]), sp.Le(at[p], f.ranges[p][1])) for p in candidates]
-    conds = sp.And.make_args(sp.And(*[c.xreplace(at) for c in rest], *inside))
+    conds = sp.And.make_args(_guard(f, at, rest))
     per_channel = [c for c in conds if c.has(*inner)]
     guard = sp.And(*[c for c in conds if not c.has(*inner)])
     where = tuple(outer + inner)
@@ -204,6 +203,13 @@ def _by_position(f: Formula, candidates: dict, value, rest: list, outer: list, i
     return search + add, temps
 
 
+def _guard(f: Formula, at: dict, rest: list):
+    """The conditions an add at the positions `at` ({output index: position}) needs: the guard's
+    other conditions there, and every position inside its axis."""
+    inside = [sp.And(sp.Ge(x, f.ranges[p][0]), sp.Le(x, f.ranges[p][1])) for p, x in at.items()]
+    return sp.And(*[c.xreplace(at) for c in rest], *inside)
+
+
 def _scattered(f: Formula, targets: dict, value, rest: list, inner: list, emit_values, new_index) -> tuple:
     """The search, then one add into the position it found, for every remaining output index."""
     pre, positions = emit_values(list(targets.values()))
@@ -213,9 +219,7 @@ def _scattered(f: Formula, targets: dict, value, rest: list, inner: list, emit_v
         pre += [Let(at[p], position)] if e.has(ArgMax) else []
     stmts, v = emit_values([value])
     index = tuple(at.get(i, i) for i in f.indices)
-    inside = [sp.And(sp.Ge(at[p], f.ranges[p][0]), sp.Le(at[p], f.ranges[p][1])) for p in targets]
-    cond = sp.And(*[c.xreplace(at) for c in rest], *inside)
-    body: tuple = tuple(pre) + (If(cond, tuple(stmts) + (ScatterAdd(f.output.name, index, v[0]),)),)
+    body: tuple = tuple(pre) + (If(_guard(f, at, rest), tuple(stmts) + (ScatterAdd(f.output.name, index, v[0]),)),)
     for i in reversed(inner):
         lo, hi = f.ranges[i]
         body = (Loop(i, lo, hi + 1, body),)

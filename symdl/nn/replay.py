@@ -54,11 +54,12 @@ class StepReplay:
         self.refused: dict = {}   # signature -> why the step is not replayed
         self.expect: dict = {}    # signature -> the state arrays the last replay left
         self.generation = twins.generation  # parallel functions compiled since: record again
-        self.hot: Hot | None = None
+        self.hot: Hot | None = None  # the signature replayed last, for the short path
+        self.hots: dict = {}      # signature -> its Hot (generated accessors made once per plan)
 
     def forget(self) -> None:
         """Drop every recording and plan: the model's layers changed (Sequential.add)."""
-        for d in (self.plans, self.seen, self.recorded, self.expect, self.refused):
+        for d in (self.plans, self.seen, self.recorded, self.expect, self.refused, self.hots):
             d.clear()
         self.hot = None
 
@@ -69,7 +70,7 @@ class StepReplay:
         twins.poll()
         if self.generation != twins.generation:
             self.generation = twins.generation
-            for d in (self.plans, self.seen, self.recorded, self.expect):
+            for d in (self.plans, self.seen, self.recorded, self.expect, self.hots):
                 d.clear()
             self.hot = None
 
@@ -197,9 +198,10 @@ class StepReplay:
         new_state, loss, out = self._run(plan, x, t, state)
         set_state_arrays(m, new_state, weights)
         self.expect[key] = new_state
-        if self.hot is None or self.hot.key != key:
-            self.hot = Hot(key, plan, weights, m.optimizer, new_state)
-        self.hot.expect = new_state
+        hot = self.hots.get(key)
+        if hot is None or hot.plan is not plan:  # a signature's first replay, or recorded again
+            hot = self.hots[key] = Hot(key, plan, weights, m.optimizer, new_state)
+        hot.expect, self.hot = new_state, hot
         return float(loss), out
 
     def _hot_step(self, hot: Hot, x, y):

@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 
 from .backend import SPLIT_SIDE, SPLIT_WORK, SPLIT_WORK_ANY, SPLIT_WORK_SUM
-from .gemm import SUM_SPLIT, batched_matmul, single_threaded_blas, split_matmul
+from .gemm import batched_matmul, long_sum, single_threaded_blas, split_matmul
 
 single_threaded_blas()  # once the first kernel module loads: products use numba's threads only
 product_threads = nb.get_num_threads
@@ -30,7 +30,7 @@ def matmul(a, b, out) -> None:
     (m, k), n = a.shape, b.shape[1]
     work = m * k * n
     if (work >= SPLIT_WORK_ANY or (work >= SPLIT_WORK and min(m, k, n) >= SPLIT_SIDE)
-            or (work >= SPLIT_WORK_SUM and k >= SUM_SPLIT * max(m, n))):
+            or (work >= SPLIT_WORK_SUM and long_sum(m, k, n))):
         threads = product_threads()
         if threads > 1 and split_matmul(a, b, out, threads):
             return

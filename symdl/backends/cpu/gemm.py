@@ -32,6 +32,11 @@ from .subnormals import fp_mode, set_fp_mode
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 SUM_SPLIT = 16  # a product is cut along its sum where that is this many times its output's longer side
 
+
+def long_sum(m: int, k: int, n: int) -> bool:
+    """Whether an m x k by k x n product is cut along its sum (SUM_SPLIT) when it is split."""
+    return k >= SUM_SPLIT * max(m, n)
+
 # OpenBLAS's symbols: (single, double, thread setter, 64-bit integers) as NumPy's wheels
 # (scipy-openblas, ILP64) and system builds (LP64) name them
 _SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_set_num_threads64_", True),
@@ -244,7 +249,7 @@ def split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int) -> b
         return False
     single = a.dtype.char == "f"
     pointer = lambda x: x.__array_interface__["data"][0]  # noqa: E731
-    if k >= SUM_SPLIT * max(m, n) and parts > 1:  # a long sum into a small output: cut the sum
+    if long_sum(m, k, n) and parts > 1:  # a long sum into a small output: cut the sum
         parts = min(parts, k)
         partial = np.empty((parts, m, n), out.dtype)
         _split_sum(lib.sgemm if single else lib.dgemm, int(single), int(lib.wide), op_a[0], op_b[0], m, n, k,
